@@ -1,0 +1,287 @@
+//! Map keys and values shared by the eBPF datapath and the control plane.
+//!
+//! Every type is `#[repr(C)]`, has no implicit padding and is defined once here.
+//! IPv4 addresses are `u32`s whose in-memory bytes are the address octets in
+//! network order (`u32::from_ne_bytes(addr.octets())`), exactly as they sit in a
+//! packet, so the datapath compares them without byte swapping.
+#![no_std]
+
+/// Bump whenever a key, value, map name or map size below changes: pins live
+/// under a directory named after it, so an old layout is never reused by mistake.
+pub const MAP_LAYOUT_VERSION: u32 = 1;
+
+/// Capacity of the per-endpoint maps (endpoints, FDB, neighbours, counters).
+pub const MAX_ENDPOINTS: u32 = 8192;
+/// Capacity of the network maps.
+pub const MAX_NETWORKS: u32 = 4096;
+/// Upper bound of the broadcast flood loop (ports per network that get a copy).
+pub const MAX_FLOOD_PORTS: u32 = 64;
+
+/// Map names, as the eBPF side declares them and userspace pins them.
+pub mod maps {
+    pub const ENDPOINTS: &str = "ENDPOINTS";
+    pub const FDB: &str = "FDB";
+    pub const NEIGHBOURS: &str = "NEIGHBOURS";
+    pub const NETWORKS: &str = "NETWORKS";
+    pub const SUBNETS: &str = "SUBNETS";
+    pub const FLOOD_PORTS: &str = "FLOOD_PORTS";
+    pub const EP_COUNTERS: &str = "EP_COUNTERS";
+    pub const DROP_COUNTERS: &str = "DROP_COUNTERS";
+    pub const DROP_EVENTS: &str = "DROP_EVENTS";
+    pub const ALL: [&str; 9] = [
+        ENDPOINTS,
+        FDB,
+        NEIGHBOURS,
+        NETWORKS,
+        SUBNETS,
+        FLOOD_PORTS,
+        EP_COUNTERS,
+        DROP_COUNTERS,
+        DROP_EVENTS,
+    ];
+}
+
+/// Program names (the eBPF functions), as userspace finds them in the object.
+pub mod progs {
+    pub const TC_INGRESS: &str = "tc_ingress";
+    pub const TC_EGRESS: &str = "tc_egress";
+}
+
+/// One endpoint, keyed by the ifindex of its host-side veth.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Network this endpoint belongs to.
+    pub net_id: u32,
+    /// The endpoint's IPv4 address (network byte order in memory).
+    pub ip: u32,
+    /// Slot of this endpoint in `EP_COUNTERS`.
+    pub slot: u32,
+    /// The sandbox-side MAC: the only source MAC accepted from it.
+    pub mac: [u8; 6],
+    /// MAC of the host-side veth: the answer to ARP for the gateway, and the
+    /// destination MAC of everything the sandbox sends to the host stack.
+    pub gw_mac: [u8; 6],
+}
+
+/// FDB key: a MAC within one network.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdbKey {
+    pub net_id: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Where a MAC lives: the host-side veth whose peer holds it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub ifindex: u32,
+    /// Counter slot of the destination endpoint (its `tx` is counted here,
+    /// because `bpf_redirect_peer` skips the destination's host-side egress).
+    pub slot: u32,
+}
+
+/// Neighbour key: an IPv4 address within one network.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighbourKey {
+    pub net_id: u32,
+    pub ip: u32,
+}
+
+/// The MAC that answers ARP for a neighbour.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Network flags.
+pub mod net_flags {
+    /// Copy non-ARP broadcast and multicast to the other ports of the network.
+    pub const FLOOD: u32 = 1 << 0;
+    /// `--internal`: nothing leaves the network through the gateway but
+    /// traffic to the gateway address itself.
+    pub const INTERNAL: u32 = 1 << 1;
+}
+
+/// One network, keyed by its id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    /// Gateway address (a host address).
+    pub gateway: u32,
+    /// Subnet address and prefix length.
+    pub subnet: u32,
+    pub prefix_len: u32,
+    pub flags: u32,
+    /// Number of valid entries in `FLOOD_PORTS` for this network.
+    pub flood_ports: u32,
+}
+
+/// Key of `FLOOD_PORTS`: the n-th port of a network.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloodKey {
+    pub net_id: u32,
+    pub index: u32,
+}
+
+/// Per-endpoint packet counters (per CPU, summed by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    /// Packets and bytes received from the sandbox (host-side ingress).
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Packets and bytes delivered into the sandbox.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Packets from this sandbox redirected to another endpoint.
+    pub forwarded: u64,
+    /// Packets from this sandbox handed to the host stack.
+    pub to_host: u64,
+    /// Packets from or to this sandbox that were dropped.
+    pub dropped: u64,
+}
+
+/// Why a packet was dropped. The discriminant indexes `DROP_COUNTERS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    SpoofedMac = 0,
+    SpoofedIp = 1,
+    SpoofedArp = 2,
+    ArpUnknownTarget = 3,
+    ArpNotRequest = 4,
+    UnknownUnicast = 5,
+    CrossNetwork = 6,
+    Broadcast = 7,
+    Ipv6 = 8,
+    UnsupportedEthertype = 9,
+    Malformed = 10,
+    InternalNetwork = 11,
+    FromOtherNetwork = 12,
+    NotAnEndpoint = 13,
+}
+
+impl DropReason {
+    pub const COUNT: u32 = 14;
+    pub const ALL: [DropReason; Self::COUNT as usize] = [
+        DropReason::SpoofedMac,
+        DropReason::SpoofedIp,
+        DropReason::SpoofedArp,
+        DropReason::ArpUnknownTarget,
+        DropReason::ArpNotRequest,
+        DropReason::UnknownUnicast,
+        DropReason::CrossNetwork,
+        DropReason::Broadcast,
+        DropReason::Ipv6,
+        DropReason::UnsupportedEthertype,
+        DropReason::Malformed,
+        DropReason::InternalNetwork,
+        DropReason::FromOtherNetwork,
+        DropReason::NotAnEndpoint,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    /// Short name, as `bpfnet stats` and `bpfnet monitor` print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::SpoofedMac => "spoofed-source-mac",
+            DropReason::SpoofedIp => "spoofed-source-ip",
+            DropReason::SpoofedArp => "spoofed-arp-sender",
+            DropReason::ArpUnknownTarget => "arp-unknown-target",
+            DropReason::ArpNotRequest => "arp-not-request",
+            DropReason::UnknownUnicast => "unknown-unicast",
+            DropReason::CrossNetwork => "cross-network",
+            DropReason::Broadcast => "broadcast-not-flooded",
+            DropReason::Ipv6 => "ipv6-unsupported",
+            DropReason::UnsupportedEthertype => "unsupported-ethertype",
+            DropReason::Malformed => "malformed",
+            DropReason::InternalNetwork => "internal-network",
+            DropReason::FromOtherNetwork => "routed-from-other-network",
+            DropReason::NotAnEndpoint => "not-an-endpoint",
+        }
+    }
+}
+
+/// Where a drop happened.
+pub mod hook {
+    pub const INGRESS: u32 = 0;
+    pub const EGRESS: u32 = 1;
+}
+
+/// One dropped packet, as streamed through the `DROP_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropEvent {
+    pub reason: u32,
+    /// Host-side ifindex of the endpoint the packet came from or went to.
+    pub ifindex: u32,
+    pub hook: u32,
+    pub src_ip: u32,
+    pub dst_ip: u32,
+    pub ethertype: u16,
+    pub ip_proto: u8,
+    pub _pad: u8,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all types are #[repr(C)], made of plain integers and byte arrays,
+    // with explicit padding fields, so every bit pattern is valid.
+    unsafe impl aya::Pod for Endpoint {}
+    unsafe impl aya::Pod for FdbKey {}
+    unsafe impl aya::Pod for FdbEntry {}
+    unsafe impl aya::Pod for NeighbourKey {}
+    unsafe impl aya::Pod for Neighbour {}
+    unsafe impl aya::Pod for Network {}
+    unsafe impl aya::Pod for FloodKey {}
+    unsafe impl aya::Pod for EndpointCounters {}
+    unsafe impl aya::Pod for DropEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    /// Guards MAP_LAYOUT_VERSION: if a size changes, this fails until the
+    /// version is bumped and the table below updated with it.
+    #[test]
+    fn layout_change_requires_version_bump() {
+        let sizes = [
+            size_of::<Endpoint>(),
+            size_of::<FdbKey>(),
+            size_of::<FdbEntry>(),
+            size_of::<NeighbourKey>(),
+            size_of::<Neighbour>(),
+            size_of::<Network>(),
+            size_of::<FloodKey>(),
+            size_of::<EndpointCounters>(),
+            size_of::<DropEvent>(),
+        ];
+        assert_eq!(
+            (MAP_LAYOUT_VERSION, sizes),
+            (1, [24, 12, 8, 8, 8, 20, 8, 56, 32])
+        );
+    }
+
+    #[test]
+    fn drop_reasons_round_trip() {
+        for r in DropReason::ALL {
+            assert_eq!(DropReason::from_u32(r as u32), Some(r));
+        }
+        assert_eq!(DropReason::from_u32(DropReason::COUNT), None);
+    }
+}

@@ -1,0 +1,355 @@
+//! bpfnet's datapath: TC programs on the host side of every endpoint's veth.
+//!
+//! `tc_ingress` sees what a sandbox sends and decides, in this order:
+//!   1. source check (MAC, and the IPv4 or ARP sender, must be the endpoint's own);
+//!   2. ARP requests answered in place (gateway or a neighbour of the same network);
+//!   3. broadcast/multicast flooded to the network's ports, or dropped;
+//!   4. the gateway MAC: to the host stack, unless the destination is inside
+//!      another bpfnet network (isolation) or outside an internal network;
+//!   5. unicast by (network, MAC) through `bpf_redirect_peer`; unknown: dropped.
+//! `tc_egress` sees what the host stack sends into a sandbox and drops what was
+//! routed there from another bpfnet network.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_redirect, bpf_redirect_peer},
+    macros::{classifier, map},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use bpfnet_common::{
+    hook, net_flags, DropEvent, DropReason, Endpoint, EndpointCounters, FdbEntry, FdbKey,
+    FloodKey, Neighbour, NeighbourKey, Network, MAX_ENDPOINTS, MAX_FLOOD_PORTS, MAX_NETWORKS,
+};
+use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
+
+#[map(name = "ENDPOINTS")]
+static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+#[map(name = "FDB")]
+static FDB: HashMap<FdbKey, FdbEntry> = HashMap::pinned(MAX_ENDPOINTS, 0);
+#[map(name = "NEIGHBOURS")]
+static NEIGHBOURS: HashMap<NeighbourKey, Neighbour> = HashMap::pinned(MAX_ENDPOINTS, 0);
+#[map(name = "NETWORKS")]
+static NETWORKS: HashMap<u32, Network> = HashMap::pinned(MAX_NETWORKS, 0);
+#[map(name = "SUBNETS")]
+static SUBNETS: LpmTrie<u32, u32> = LpmTrie::pinned(MAX_NETWORKS, 0);
+#[map(name = "FLOOD_PORTS")]
+static FLOOD_PORTS: HashMap<FloodKey, FdbEntry> = HashMap::pinned(MAX_ENDPOINTS, 0);
+#[map(name = "EP_COUNTERS")]
+static EP_COUNTERS: PerCpuArray<EndpointCounters> = PerCpuArray::pinned(MAX_ENDPOINTS, 0);
+#[map(name = "DROP_COUNTERS")]
+static DROP_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
+#[map(name = "DROP_EVENTS")]
+static DROP_EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ARP_REQUEST: [u8; 2] = [0, 1];
+const ARP_REPLY: [u8; 2] = [0, 2];
+const ARP_ETHERNET: [u8; 2] = [0, 1];
+const ARP_IPV4: [u8; 2] = [0x08, 0x00];
+
+/// What a drop event reports about a packet, gathered while parsing it.
+struct Summary {
+    ifindex: u32,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    ethertype: u16,
+    src_ip: u32,
+    dst_ip: u32,
+    ip_proto: u8,
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+#[inline(always)]
+fn ip_u32(bytes: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(bytes)
+}
+
+#[inline(always)]
+fn counters(slot: u32) -> Option<&'static mut EndpointCounters> {
+    EP_COUNTERS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn drop_packet(slot: Option<u32>, reason: DropReason, hook: u32, s: &Summary) -> i32 {
+    if let Some(n) = DROP_COUNTERS.get_ptr_mut(reason as u32) {
+        unsafe { *n += 1 };
+    }
+    if let Some(c) = slot.and_then(counters) {
+        c.dropped += 1;
+    }
+    if let Some(mut entry) = DROP_EVENTS.reserve::<DropEvent>(0) {
+        entry.write(DropEvent {
+            reason: reason as u32,
+            ifindex: s.ifindex,
+            hook,
+            src_ip: s.src_ip,
+            dst_ip: s.dst_ip,
+            ethertype: s.ethertype,
+            ip_proto: s.ip_proto,
+            _pad: 0,
+            src_mac: s.src_mac,
+            dst_mac: s.dst_mac,
+        });
+        entry.submit(0);
+    }
+    TC_ACT_SHOT
+}
+
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    ingress(&ctx)
+}
+
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    egress(&ctx)
+}
+
+#[inline(always)]
+fn ingress(ctx: &TcContext) -> i32 {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mut s = Summary {
+        ifindex,
+        src_mac: [0; 6],
+        dst_mac: [0; 6],
+        ethertype: 0,
+        src_ip: 0,
+        dst_ip: 0,
+        ip_proto: 0,
+    };
+    // A program on a veth that is not (or no longer) an endpoint fails closed.
+    let Some(ep) = (unsafe { ENDPOINTS.get(&ifindex) }) else {
+        return drop_packet(None, DropReason::NotAnEndpoint, hook::INGRESS, &s);
+    };
+    let slot = Some(ep.slot);
+    if let Some(c) = counters(ep.slot) {
+        c.rx_packets += 1;
+        c.rx_bytes += ctx.len() as u64;
+    }
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return drop_packet(slot, DropReason::Malformed, hook::INGRESS, &s);
+    };
+    let eth = unsafe { &mut *eth };
+    s.src_mac = eth.src_addr;
+    s.dst_mac = eth.dst_addr;
+    s.ethertype = u16::from_be(eth.ether_type);
+
+    // 1. Source check.
+    if eth.src_addr != ep.mac {
+        return drop_packet(slot, DropReason::SpoofedMac, hook::INGRESS, &s);
+    }
+    let Some(net) = (unsafe { NETWORKS.get(&ep.net_id) }) else {
+        return drop_packet(slot, DropReason::NotAnEndpoint, hook::INGRESS, &s);
+    };
+    match s.ethertype {
+        ETH_P_ARP => return arp(ctx, ep, net, &mut s),
+        ETH_P_IP => {}
+        ETH_P_IPV6 => return drop_packet(slot, DropReason::Ipv6, hook::INGRESS, &s),
+        _ => return drop_packet(slot, DropReason::UnsupportedEthertype, hook::INGRESS, &s),
+    }
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+        return drop_packet(slot, DropReason::Malformed, hook::INGRESS, &s);
+    };
+    let ip = unsafe { &*ip };
+    s.src_ip = ip_u32(ip.src_addr);
+    s.dst_ip = ip_u32(ip.dst_addr);
+    s.ip_proto = ip.proto;
+    if s.src_ip != ep.ip {
+        return drop_packet(slot, DropReason::SpoofedIp, hook::INGRESS, &s);
+    }
+
+    // 3. Broadcast and multicast.
+    if s.dst_mac[0] & 1 != 0 {
+        if net.flags & net_flags::FLOOD == 0 {
+            return drop_packet(slot, DropReason::Broadcast, hook::INGRESS, &s);
+        }
+        flood(ctx, ep.net_id, net, ifindex);
+        // The host is a member of the segment too, as with a bridge.
+        return to_host(ep);
+    }
+
+    // 4. The gateway: the host stack, within the network's bounds.
+    if s.dst_mac == ep.gw_mac {
+        if s.dst_ip == net.gateway {
+            return to_host(ep);
+        }
+        if net.flags & net_flags::INTERNAL != 0 {
+            return drop_packet(slot, DropReason::InternalNetwork, hook::INGRESS, &s);
+        }
+        if let Some(dst_net) = SUBNETS.get(Key::new(32, s.dst_ip)) {
+            let dst_net = *dst_net;
+            if dst_net != ep.net_id && !is_gateway_of(dst_net, s.dst_ip) {
+                return drop_packet(slot, DropReason::CrossNetwork, hook::INGRESS, &s);
+            }
+        }
+        return to_host(ep);
+    }
+
+    // 5. Unicast within the network.
+    let key = FdbKey {
+        net_id: ep.net_id,
+        mac: s.dst_mac,
+        _pad: [0; 2],
+    };
+    let Some(dst) = (unsafe { FDB.get(&key) }) else {
+        return drop_packet(slot, DropReason::UnknownUnicast, hook::INGRESS, &s);
+    };
+    if let Some(c) = counters(ep.slot) {
+        c.forwarded += 1;
+    }
+    if let Some(c) = counters(dst.slot) {
+        c.tx_packets += 1;
+        c.tx_bytes += ctx.len() as u64;
+    }
+    unsafe { bpf_redirect_peer(dst.ifindex, 0) as i32 }
+}
+
+#[inline(always)]
+fn to_host(ep: &Endpoint) -> i32 {
+    if let Some(c) = counters(ep.slot) {
+        c.to_host += 1;
+    }
+    TC_ACT_OK
+}
+
+#[inline(always)]
+fn is_gateway_of(net_id: u32, ip: u32) -> bool {
+    match unsafe { NETWORKS.get(&net_id) } {
+        Some(n) => n.gateway == ip,
+        None => false,
+    }
+}
+
+/// 2. ARP: requests for the gateway or a neighbour of the same network are
+/// answered in place and sent back to the asker; everything else is dropped.
+#[inline(always)]
+fn arp(ctx: &TcContext, ep: &Endpoint, net: &Network, s: &mut Summary) -> i32 {
+    let slot = Some(ep.slot);
+    let Some(arp) = ptr_at::<ArpHdr>(ctx, EthHdr::LEN) else {
+        return drop_packet(slot, DropReason::Malformed, hook::INGRESS, s);
+    };
+    let arp = unsafe { &mut *arp };
+    s.src_ip = ip_u32(arp.spa);
+    s.dst_ip = ip_u32(arp.tpa);
+    if arp.htype != ARP_ETHERNET || arp.ptype != ARP_IPV4 || arp.hlen != 6 || arp.plen != 4 {
+        return drop_packet(slot, DropReason::Malformed, hook::INGRESS, s);
+    }
+    if arp.sha != ep.mac || s.src_ip != ep.ip {
+        return drop_packet(slot, DropReason::SpoofedArp, hook::INGRESS, s);
+    }
+    if arp.oper != ARP_REQUEST {
+        return drop_packet(slot, DropReason::ArpNotRequest, hook::INGRESS, s);
+    }
+    let answer = if s.dst_ip == net.gateway {
+        ep.gw_mac
+    } else {
+        let key = NeighbourKey {
+            net_id: ep.net_id,
+            ip: s.dst_ip,
+        };
+        match unsafe { NEIGHBOURS.get(&key) } {
+            Some(n) => n.mac,
+            None => return drop_packet(slot, DropReason::ArpUnknownTarget, hook::INGRESS, s),
+        }
+    };
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return drop_packet(slot, DropReason::Malformed, hook::INGRESS, s);
+    };
+    let eth = unsafe { &mut *eth };
+    eth.dst_addr = eth.src_addr;
+    eth.src_addr = answer;
+    arp.oper = ARP_REPLY;
+    arp.tha = arp.sha;
+    arp.tpa = arp.spa;
+    arp.sha = answer;
+    arp.spa = s.dst_ip.to_ne_bytes();
+    unsafe { bpf_redirect(s.ifindex, 0) as i32 }
+}
+
+/// Copies a broadcast to the other ports of the network (at most MAX_FLOOD_PORTS).
+#[inline(always)]
+fn flood(ctx: &TcContext, net_id: u32, net: &Network, from_ifindex: u32) {
+    let n = net.flood_ports;
+    for index in 0..MAX_FLOOD_PORTS {
+        if index >= n {
+            break;
+        }
+        if let Some(port) = unsafe { FLOOD_PORTS.get(&FloodKey { net_id, index }) } {
+            if port.ifindex != from_ifindex {
+                let _ = ctx.clone_redirect(port.ifindex, 0);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn egress(ctx: &TcContext) -> i32 {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mut s = Summary {
+        ifindex,
+        src_mac: [0; 6],
+        dst_mac: [0; 6],
+        ethertype: 0,
+        src_ip: 0,
+        dst_ip: 0,
+        ip_proto: 0,
+    };
+    let Some(ep) = (unsafe { ENDPOINTS.get(&ifindex) }) else {
+        return drop_packet(None, DropReason::NotAnEndpoint, hook::EGRESS, &s);
+    };
+    let slot = Some(ep.slot);
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return drop_packet(slot, DropReason::Malformed, hook::EGRESS, &s);
+    };
+    let eth = unsafe { &*eth };
+    s.src_mac = eth.src_addr;
+    s.dst_mac = eth.dst_addr;
+    s.ethertype = u16::from_be(eth.ether_type);
+    match s.ethertype {
+        ETH_P_IP => {
+            let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+                return drop_packet(slot, DropReason::Malformed, hook::EGRESS, &s);
+            };
+            let ip = unsafe { &*ip };
+            s.src_ip = ip_u32(ip.src_addr);
+            s.dst_ip = ip_u32(ip.dst_addr);
+            s.ip_proto = ip.proto;
+            // Routed in from another bpfnet network: isolation holds even when
+            // the host forwards. The host's own gateway addresses may talk.
+            if let Some(src_net) = SUBNETS.get(Key::new(32, s.src_ip)) {
+                let src_net = *src_net;
+                if src_net != ep.net_id && !is_gateway_of(src_net, s.src_ip) {
+                    return drop_packet(slot, DropReason::FromOtherNetwork, hook::EGRESS, &s);
+                }
+            }
+        }
+        ETH_P_ARP => {}
+        ETH_P_IPV6 => return drop_packet(slot, DropReason::Ipv6, hook::EGRESS, &s),
+        _ => return drop_packet(slot, DropReason::UnsupportedEthertype, hook::EGRESS, &s),
+    }
+    if let Some(c) = counters(ep.slot) {
+        c.tx_packets += 1;
+        c.tx_bytes += ctx.len() as u64;
+    }
+    TC_ACT_OK
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
