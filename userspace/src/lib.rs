@@ -1,2 +1,7 @@
-/// The datapath object built by build.rs.
-pub static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpfnet-datapath"));
+//! bpfnet's control plane: Docker's libnetwork model (sandbox, endpoint,
+//! network, driver) over an eBPF datapath on veth pairs.
+pub mod datapath;
+pub mod netlink;
+pub mod netns;
+pub mod paths;
+pub mod util;

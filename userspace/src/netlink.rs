@@ -1,0 +1,290 @@
+//! Netlink behind a small wrapper that speaks in intentions (create a veth,
+//! add an address, a route…) rather than in netlink messages.
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    os::fd::{AsFd, AsRawFd},
+};
+
+use anyhow::{anyhow, Context as _, Result};
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    packet_route::{
+        address::AddressAttribute,
+        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
+        route::{RouteScope, RouteType},
+    },
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
+};
+
+use crate::netns;
+
+/// A link as listed by [`Netlink::links`].
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// A netlink connection bound to one network namespace.
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
+}
+
+impl Netlink {
+    /// A connection in the calling thread's namespace. Needs a tokio runtime.
+    pub fn open() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// A connection inside another namespace: a netlink socket stays bound to
+    /// the namespace it was created in.
+    pub fn open_in(ns: &impl AsFd) -> Result<Self> {
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle, _) = netns::run_in(ns, || {
+            let _guard = rt.enter();
+            rtnetlink::new_connection().context("opening netlink in namespace")
+        })?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .context("listing links")?;
+        Ok(msgs.into_iter().map(link_of).collect())
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let mut req = self.handle.link().get().match_name(name.to_string()).execute();
+        match req.try_next().await {
+            Ok(m) => Ok(m.map(link_of)),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up link {name}")),
+        }
+    }
+
+    /// Creates a veth pair: `host` here, `peer` (with `peer_mac`) directly in
+    /// the namespace `peer_ns`. Returns the host side.
+    pub async fn create_veth(
+        &self,
+        host: &str,
+        peer: &str,
+        peer_mac: [u8; 6],
+        peer_ns: &impl AsFd,
+    ) -> Result<Link> {
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .address(peer_mac.to_vec())
+            .setns_by_fd(peer_ns.as_fd().as_raw_fd())
+            .build();
+        let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(host.to_string())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .with_context(|| format!("creating veth {host}"))?;
+        self.link_by_name(host)
+            .await?
+            .ok_or_else(|| anyhow!("veth {host} vanished after creation"))
+    }
+
+    pub async fn create_bridge(&self, name: &str) -> Result<Link> {
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).build())
+            .execute()
+            .await
+            .with_context(|| format!("creating bridge {name}"))?;
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| anyhow!("bridge {name} vanished after creation"))
+    }
+
+    pub async fn set_controller(&self, index: u32, controller: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .controller(controller)
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .context("attaching link to bridge")
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .with_context(|| format!("setting link {index} up"))
+    }
+
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting link {index}")),
+        }
+    }
+
+    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        match self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(ip), prefix_len)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("adding address {ip}/{prefix_len}")),
+        }
+    }
+
+    pub async fn delete_address(&self, index: u32, ip: Ipv4Addr) -> Result<()> {
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .context("listing addresses")?;
+        for msg in addrs {
+            let matches = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(a)) if *a == ip));
+            if matches {
+                self.handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .with_context(|| format!("deleting address {ip}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ip route add IP/32 dev INDEX src SRC scope link`.
+    pub async fn add_host_route(&self, ip: Ipv4Addr, index: u32, src: Ipv4Addr) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(ip, 32)
+            .output_interface(index)
+            .pref_source(src)
+            .scope(RouteScope::Link)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("adding route to {ip}"))
+    }
+
+    /// `ip route add default via GW`.
+    pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("adding default route via {gateway}"))
+    }
+
+    /// `ip route add unreachable NET`: no address of a bpfnet subnet that is
+    /// not an endpoint leaks to the host's default route.
+    pub async fn add_unreachable_route(&self, net: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(net, prefix_len)
+            .kind(RouteType::Unreachable)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("adding unreachable route {net}/{prefix_len}"))
+    }
+
+    pub async fn delete_unreachable_route(&self, net: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(net, prefix_len)
+            .kind(RouteType::Unreachable)
+            .build();
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting route {net}/{prefix_len}")),
+        }
+    }
+
+    /// A permanent neighbour entry: the host never has to ask by ARP.
+    pub async fn add_permanent_neighbour(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .link_layer_address(&mac)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("adding neighbour {ip}"))
+    }
+}
+
+fn link_of(msg: LinkMessage) -> Link {
+    let mut link = Link {
+        index: msg.header.index,
+        name: String::new(),
+        kind: None,
+        mac: None,
+    };
+    for attr in msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                link.mac = Some(a.try_into().expect("6 bytes"));
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(k) = info {
+                        link.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
