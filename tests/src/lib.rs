@@ -1,1 +1,856 @@
-//! Integration-test harness.
+//! Integration-test harness: every test runs in a throw-away "host".
+//!
+//! A [`TestHost`] is a holder process in its own mount and network namespace,
+//! with private tmpfs mounts on `/run/netns` and `/etc/netns`, a fresh sysfs and
+//! a private bpffs on `/sys/fs/bpf`. Every command of a test runs inside it via
+//! `nsenter`, so sandboxes, veths, pins and addresses that `bpfnet` makes live
+//! and die with the holder: nothing touches the real host's networking, and
+//! dropping the `TestHost` (also while unwinding from a panic) removes it all.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The one line every test prints when not run as root.
+pub const NEED_ROOT: &str = "integration tests need root (run `cargo xtask test` as root)";
+
+/// Default timeout of one foreground command.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Interpreter that can import scapy (the one on PATH may be another).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+const BNT_PY: &str = include_str!("bnt.py");
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Panics with [`NEED_ROOT`] unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("{NEED_ROOT}");
+    }
+}
+
+/// Path of the `bpfnet` binary under test: `$BPFNET_BIN`, else the workspace's
+/// debug build.
+pub fn bpfnet_bin() -> PathBuf {
+    match std::env::var_os("BPFNET_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/bpfnet"),
+    }
+}
+
+/// Result of one command.
+#[derive(Clone)]
+pub struct Output {
+    pub cmd: String,
+    /// Exit code; -1 when killed by a signal.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "command: {}\nexit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.cmd,
+            self.code,
+            self.stdout.trim_end(),
+            self.stderr.trim_end()
+        )
+    }
+}
+
+fn shell_quote(a: &str) -> String {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c))
+    {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
+    }
+}
+
+fn render(args: &[String]) -> String {
+    args.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Makes the child die with the test process (also when it is SIGKILLed).
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            Ok(())
+        });
+    }
+}
+
+fn read_all<R: Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st.code().unwrap_or(-1)),
+            Ok(None) => {}
+            Err(e) => panic!("waiting for a child: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// A process running in the background inside a test host. Its stdout lines
+/// are collected as they come; Drop kills it.
+pub struct Bg {
+    pub cmd: String,
+    child: Child,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    stdout_reader: Option<thread::JoinHandle<()>>,
+    stderr_reader: Option<thread::JoinHandle<String>>,
+}
+
+impl Bg {
+    fn start(cmd_line: String, mut cmd: Command) -> Bg {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{cmd_line}`: {e}"));
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let out: ChildStdout = child.stdout.take().expect("piped stdout");
+        let l2 = Arc::clone(&lines);
+        let stdout_reader = thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let (m, cv) = &*l2;
+                m.lock().unwrap().push(line);
+                cv.notify_all();
+            }
+        });
+        let stderr_reader = read_all(child.stderr.take());
+        Bg {
+            cmd: cmd_line,
+            child,
+            lines,
+            stdout_reader: Some(stdout_reader),
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    /// Stdout lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a stdout line starts with `prefix` and returns it; panics
+    /// (with what the process printed) on timeout or early exit.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let (m, cv) = &*self.lines;
+                let guard = m.lock().unwrap();
+                if let Some(l) = guard.iter().find(|l| l.starts_with(prefix)) {
+                    return l.clone();
+                }
+                let _ = cv.wait_timeout(guard, Duration::from_millis(20)).unwrap();
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() >= deadline {
+                // Let the reader drain what is left before reporting.
+                thread::sleep(Duration::from_millis(50));
+                if let Some(l) = self.lines().iter().find(|l| l.starts_with(prefix)) {
+                    return l.clone();
+                }
+                let why = if exited { "exited" } else { "timed out" };
+                let out = self.finish(Duration::from_secs(1));
+                panic!("background process {why} before printing `{prefix}…`:\n{out}");
+            }
+        }
+    }
+
+    /// Waits for the process to exit (kills it after `timeout`) and returns
+    /// everything it printed.
+    pub fn finish(&mut self, timeout: Duration) -> Output {
+        let code = match wait_timeout(&mut self.child, timeout) {
+            Some(c) => c,
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                -1
+            }
+        };
+        if let Some(h) = self.stdout_reader.take() {
+            let _ = h.join();
+        }
+        let stderr = self
+            .stderr_reader
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        let mut stdout = self.lines().join("\n");
+        stdout.push('\n');
+        Output {
+            cmd: self.cmd.clone(),
+            code,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Like [`Bg::finish`] but panics unless the exit code is 0.
+    pub fn finish_ok(&mut self, timeout: Duration) -> Output {
+        let out = self.finish(timeout);
+        if !out.success() {
+            panic!("background command failed:\n{out}");
+        }
+        out
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A throw-away host: own mount + network namespace, private `/run/netns`,
+/// `/etc/netns`, sysfs and bpffs, and its own `BPFNET_ROOT`.
+pub struct TestHost {
+    pub name: String,
+    pub tag: String,
+    /// State directory handed to bpfnet as `BPFNET_ROOT`.
+    pub root: PathBuf,
+    /// Scratch directory (helper scripts, files) — on the real filesystem,
+    /// visible inside the host too.
+    pub dir: PathBuf,
+    holder: Child,
+    holder_pid: u32,
+    holder_netns: String,
+    bin: PathBuf,
+}
+
+impl TestHost {
+    /// Starts a new test host; panics (clearly) when not root or when the
+    /// holder doesn't come up within 10 s.
+    pub fn new(name: &str) -> TestHost {
+        require_root();
+        let bin = bpfnet_bin();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("bnt-{}-{}", std::process::id(), n);
+        let dir = PathBuf::from("/tmp").join(&tag);
+        let _ = fs::remove_dir_all(&dir);
+        let root = dir.join("state");
+        fs::create_dir_all(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
+        fs::write(dir.join("bnt.py"), BNT_PY).expect("write bnt.py");
+        // Mount points must exist on the real host; an empty dir is harmless.
+        for d in ["/run/netns", "/etc/netns"] {
+            fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir {d}: {e}"));
+        }
+        let setup = "set -e; \
+            mount -t tmpfs tmpfs /run/netns; \
+            mount --make-shared /run/netns; \
+            mount -t tmpfs tmpfs /etc/netns; \
+            mount -t sysfs sysfs /sys; \
+            mount -t bpf bpf /sys/fs/bpf; \
+            ip link set lo up; \
+            echo ready; \
+            exec sleep infinity";
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--mount",
+            "--net",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            setup,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
+        let mut holder = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run unshare: {e}"));
+        let holder_pid = holder.id();
+        let stdout = holder.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(10));
+        if ready.as_deref().map(str::trim) != Ok("ready") {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            let mut err = String::new();
+            if let Some(mut e) = holder.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let _ = fs::remove_dir_all(&dir);
+            panic!(
+                "test host {name}: holder did not get ready within 10 s: {ready:?}\nstderr: {err}"
+            );
+        }
+        let holder_netns = fs::read_link(format!("/proc/{holder_pid}/ns/net"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .expect("holder netns");
+        let own = fs::read_link("/proc/self/ns/net")
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok();
+        if own.as_deref() == Some(holder_netns.as_str()) {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            panic!("test host {name}: holder is in the real host's network namespace");
+        }
+        let host = TestHost {
+            name: name.to_string(),
+            tag,
+            root,
+            dir,
+            holder,
+            holder_pid,
+            holder_netns,
+            bin,
+        };
+        if !host.bin.exists() {
+            panic!(
+                "bpfnet binary not found at {} (build it with `cargo build -p bpfnet` or set BPFNET_BIN)",
+                host.bin.display()
+            );
+        }
+        host
+    }
+
+    fn command(&self, args: &[&str]) -> (String, Command) {
+        assert!(!args.is_empty(), "empty command");
+        let mut full: Vec<String> = vec![
+            "nsenter".into(),
+            "-t".into(),
+            self.holder_pid.to_string(),
+            "-m".into(),
+            "-n".into(),
+            "--".into(),
+        ];
+        let cmd_line = render(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        full.extend(args.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(&full[0]);
+        cmd.args(&full[1..])
+            .env("BPFNET_ROOT", &self.root)
+            .env("BNT_PY", self.dir.join("bnt.py"));
+        (format!("[{}] {}", self.name, cmd_line), cmd)
+    }
+
+    fn bpfnet_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec![self.bin.to_str().expect("utf-8 path")];
+        v.extend_from_slice(args);
+        v
+    }
+
+    /// Runs a command inside the host with a timeout and optional stdin.
+    pub fn run_full(&self, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
+        let (cmd_line, mut cmd) = self.command(args);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{cmd_line}`: {e}"));
+        if let Some(input) = stdin {
+            let mut w = child.stdin.take().expect("piped stdin");
+            let input = input.to_vec();
+            thread::spawn(move || {
+                let _ = w.write_all(&input);
+            });
+        }
+        let out = read_all(child.stdout.take());
+        let err = read_all(child.stderr.take());
+        let code = match wait_timeout(&mut child, timeout) {
+            Some(c) => c,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let o = Output {
+                    cmd: cmd_line,
+                    code: -1,
+                    stdout: out.join().unwrap_or_default(),
+                    stderr: err.join().unwrap_or_default(),
+                };
+                panic!("timed out after {timeout:?}:\n{o}");
+            }
+        };
+        Output {
+            cmd: cmd_line,
+            code,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        }
+    }
+
+    /// Runs a command inside the host.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_full(args, None, CMD_TIMEOUT)
+    }
+
+    /// Runs a command inside the host; panics unless it exits 0. Returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        if !o.success() {
+            panic!("command failed:\n{o}");
+        }
+        o.stdout
+    }
+
+    /// Runs a command inside the host; panics if it exits 0. Returns stderr.
+    pub fn fail(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        if o.success() {
+            panic!("command unexpectedly succeeded:\n{o}");
+        }
+        o.stderr
+    }
+
+    /// `sh -c SCRIPT` inside the host.
+    pub fn sh(&self, script: &str) -> Output {
+        self.run(&["sh", "-c", script])
+    }
+
+    /// `sh -c SCRIPT` inside the host, must succeed; returns stdout.
+    pub fn sh_ok(&self, script: &str) -> String {
+        self.ok(&["sh", "-c", script])
+    }
+
+    /// Runs `bpfnet ARGS` inside the host.
+    pub fn bpfnet(&self, args: &[&str]) -> Output {
+        self.run(&self.bpfnet_args(args))
+    }
+
+    /// `bpfnet ARGS`, must exit 0; returns stdout.
+    pub fn bpfnet_ok(&self, args: &[&str]) -> String {
+        self.ok(&self.bpfnet_args(args))
+    }
+
+    /// `bpfnet ARGS`, must fail; returns the whole output.
+    pub fn bpfnet_fail(&self, args: &[&str]) -> Output {
+        let o = self.bpfnet(args);
+        if o.success() {
+            panic!("bpfnet unexpectedly succeeded:\n{o}");
+        }
+        o
+    }
+
+    /// `bpfnet ARGS` whose stdout is JSON.
+    pub fn bpfnet_json(&self, args: &[&str]) -> Value {
+        let out = self.bpfnet_ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| {
+            panic!(
+                "[{}] bpfnet {}: stdout is not JSON ({e}):\n{out}",
+                self.name,
+                args.join(" ")
+            )
+        })
+    }
+
+    fn in_sandbox<'a>(sandbox: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["ip", "netns", "exec", sandbox];
+        v.extend_from_slice(args);
+        v
+    }
+
+    /// `ip netns exec SANDBOX ARGS` inside the host.
+    pub fn exec_in(&self, sandbox: &str, args: &[&str]) -> Output {
+        self.run(&Self::in_sandbox(sandbox, args))
+    }
+
+    /// Like [`TestHost::exec_in`], must succeed; returns stdout.
+    pub fn exec_ok(&self, sandbox: &str, args: &[&str]) -> String {
+        self.ok(&Self::in_sandbox(sandbox, args))
+    }
+
+    /// Starts a background command inside the host (killed on Drop).
+    pub fn spawn(&self, args: &[&str]) -> Bg {
+        let (cmd_line, cmd) = self.command(args);
+        Bg::start(cmd_line, cmd)
+    }
+
+    /// Starts a background command in a sandbox (`ip netns exec`).
+    pub fn spawn_in(&self, sandbox: &str, args: &[&str]) -> Bg {
+        self.spawn(&Self::in_sandbox(sandbox, args))
+    }
+
+    /// Path of the traffic helper script (run it with [`PYTHON`]).
+    pub fn py(&self) -> String {
+        self.dir.join("bnt.py").to_string_lossy().into_owned()
+    }
+
+    /// Runs the traffic helper in a sandbox (None = the host itself).
+    pub fn py_in(&self, sandbox: Option<&str>, args: &[&str]) -> Output {
+        let py = self.py();
+        let mut v = vec![PYTHON, py.as_str()];
+        v.extend_from_slice(args);
+        match sandbox {
+            Some(s) => self.exec_in(s, &v),
+            None => self.run(&v),
+        }
+    }
+
+    /// Starts the traffic helper in the background in a sandbox (None = host).
+    pub fn py_spawn(&self, sandbox: Option<&str>, args: &[&str]) -> Bg {
+        let py = self.py();
+        let mut v = vec![PYTHON, py.as_str()];
+        v.extend_from_slice(args);
+        match sandbox {
+            Some(s) => self.spawn_in(s, &v),
+            None => self.spawn(&v),
+        }
+    }
+
+    /// One ping attempt series: true if `dst` answered. `from` None = the host.
+    pub fn ping(&self, from: Option<&str>, dst: &str) -> bool {
+        let args = ["ping", "-n", "-q", "-c", "1", "-W", "1", dst];
+        // A first packet may be lost while ARP resolves; give it 3 chances.
+        (0..3).any(|_| match from {
+            Some(s) => self.exec_in(s, &args).success(),
+            None => self.run(&args).success(),
+        })
+    }
+
+    /// Asserts that `from` (None = host) reaches `dst` by ping.
+    pub fn assert_ping(&self, from: Option<&str>, dst: &str) {
+        if !self.ping(from, dst) {
+            let who = from.unwrap_or("the host");
+            let diag = self.diagnostics(from);
+            panic!(
+                "[{}] {who} cannot ping {dst}, expected it to\n{diag}",
+                self.name
+            );
+        }
+    }
+
+    /// Asserts that `from` (None = host) does NOT reach `dst` by ping.
+    pub fn assert_no_ping(&self, from: Option<&str>, dst: &str) {
+        let args = ["ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", dst];
+        let o = match from {
+            Some(s) => self.exec_in(s, &args),
+            None => self.run(&args),
+        };
+        if o.success() {
+            let who = from.unwrap_or("the host");
+            panic!(
+                "[{}] {who} can ping {dst}, expected isolation:\n{o}",
+                self.name
+            );
+        }
+    }
+
+    /// Addresses, routes and neighbours of a sandbox (None = host), for
+    /// failure messages.
+    pub fn diagnostics(&self, sandbox: Option<&str>) -> String {
+        let mut s = String::new();
+        for cmd in [
+            &["ip", "-br", "addr"][..],
+            &["ip", "route"],
+            &["ip", "neigh"],
+        ] {
+            let o = match sandbox {
+                Some(sb) => self.exec_in(sb, cmd),
+                None => self.run(cmd),
+            };
+            s.push_str(&format!(
+                "$ {} ({})\n{}{}",
+                cmd.join(" "),
+                sandbox.unwrap_or("host"),
+                o.stdout,
+                o.stderr
+            ));
+        }
+        s
+    }
+
+    /// IPv4 addresses (with prefix) of `iface` in a sandbox.
+    pub fn ipv4_addrs(&self, sandbox: &str, iface: &str) -> Vec<String> {
+        let out = self.exec_ok(sandbox, &["ip", "-j", "addr", "show", "dev", iface]);
+        let v: Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j addr: {e}: {out}"));
+        let mut addrs = Vec::new();
+        for link in v.as_array().into_iter().flatten() {
+            for a in link["addr_info"].as_array().into_iter().flatten() {
+                if a["family"] == "inet" {
+                    addrs.push(format!(
+                        "{}/{}",
+                        a["local"].as_str().unwrap_or(""),
+                        a["prefixlen"]
+                    ));
+                }
+            }
+        }
+        addrs
+    }
+
+    /// MAC address of `iface` in a sandbox.
+    pub fn mac_of(&self, sandbox: &str, iface: &str) -> String {
+        let out = self.exec_ok(sandbox, &["ip", "-j", "link", "show", "dev", iface]);
+        let v: Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j link: {e}: {out}"));
+        v[0]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no address in {out}"))
+            .to_string()
+    }
+
+    /// Interface names (without `@peer`) of a sandbox (None = host).
+    pub fn link_names(&self, sandbox: Option<&str>) -> Vec<String> {
+        let args = ["ip", "-o", "link", "show"];
+        let out = match sandbox {
+            Some(s) => self.exec_ok(s, &args),
+            None => self.ok(&args),
+        };
+        parse_link_names(&out)
+    }
+
+    /// Names of the netns under the host's /run/netns.
+    pub fn netns_list(&self) -> Vec<String> {
+        let out = self.sh_ok("ls -1 /run/netns");
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// Asserts that no kernel bridge exists in the host.
+    pub fn assert_no_kernel_bridge(&self) {
+        let out = self.ok(&["ip", "-o", "link", "show", "type", "bridge"]);
+        assert!(
+            out.trim().is_empty(),
+            "[{}] a kernel bridge exists:\n{out}",
+            self.name
+        );
+    }
+
+    /// `bpfnet inspect NAME` → the one object.
+    pub fn inspect(&self, sandbox: &str) -> Value {
+        let v = self.bpfnet_json(&["inspect", sandbox]);
+        one_of_array(v, &format!("bpfnet inspect {sandbox}"))
+    }
+
+    /// `bpfnet network inspect NAME` → the one object.
+    pub fn network_inspect(&self, net: &str) -> Value {
+        let v = self.bpfnet_json(&["network", "inspect", net]);
+        one_of_array(v, &format!("bpfnet network inspect {net}"))
+    }
+
+    /// `bpfnet stats --format json`.
+    pub fn stats(&self) -> Value {
+        self.bpfnet_json(&["stats", "--format", "json"])
+    }
+
+    /// One drop counter from `bpfnet stats --format json` (missing = 0).
+    pub fn drops(&self, reason: &str) -> u64 {
+        let s = self.stats();
+        let d = &s["drops"];
+        if !d.is_object() {
+            panic!("bpfnet stats --format json has no `drops` object:\n{s:#}");
+        }
+        d[reason].as_u64().unwrap_or(0)
+    }
+
+    /// Everything that must not change when a command fails: network list,
+    /// sandbox list, links and netns of the host.
+    pub fn snapshot(&self) -> String {
+        let nets = self.bpfnet_ok(&["network", "ls", "--format", "json"]);
+        let ps = self.bpfnet_ok(&["ps", "--format", "json"]);
+        let links = self.ok(&["ip", "-o", "link", "show"]);
+        let addrs = self.ok(&["ip", "-o", "addr", "show"]);
+        let netns = self.netns_list().join(" ");
+        format!(
+            "networks: {nets}\nsandboxes: {ps}\nlinks:\n{links}\naddrs:\n{addrs}\nnetns: {netns}\n"
+        )
+    }
+
+    /// Dumps a pinned bpfnet map (JSON array of entries) via bpftool.
+    pub fn map_dump(&self, map: &str) -> Vec<Value> {
+        let path = format!("/sys/fs/bpf/bpfnet/v1/maps/{map}");
+        let out = self.ok(&["bpftool", "-j", "map", "dump", "pinned", &path]);
+        let v: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("bpftool map dump {path}: {e}: {out}"));
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Kills every process in the host's network namespace or in one of its
+    /// sandboxes (except the holder). Never touches the real host's netns.
+    fn kill_inside(&self) {
+        let own = fs::read_link("/proc/self/ns/net")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut targets: HashSet<String> = HashSet::new();
+        targets.insert(self.holder_netns.clone());
+        // Inodes of the sandboxes' netns, as seen inside the host.
+        let (_, mut cmd) = self.command(&[
+            "sh",
+            "-c",
+            "for f in /run/netns/*; do [ -e \"$f\" ] && stat -L -c %i \"$f\"; done; true",
+        ]);
+        if let Ok(o) = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output() {
+            for ino in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                targets.insert(format!("net:[{ino}]"));
+            }
+        }
+        targets.remove(&own);
+        let me = std::process::id();
+        for _round in 0..5 {
+            let mut killed = 0;
+            let Ok(rd) = fs::read_dir("/proc") else {
+                return;
+            };
+            for e in rd.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if pid == me || pid == self.holder_pid {
+                    continue;
+                }
+                let ns = fs::read_link(format!("/proc/{pid}/ns/net"))
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if targets.contains(&ns) {
+                    // SAFETY: plain kill(2) of a pid we identified above.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    killed += 1;
+                }
+            }
+            if killed == 0 {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.kill_inside();
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        if std::env::var_os("BNT_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Names of `ip -o link show` output lines (`2: eth0@if5: …` → `eth0`).
+pub fn parse_link_names(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+fn one_of_array(v: Value, what: &str) -> Value {
+    match v {
+        Value::Array(mut a) if a.len() == 1 => a.remove(0),
+        other => panic!("{what}: expected a JSON array of one object, got:\n{other:#}"),
+    }
+}
+
+/// Docker's MAC for an IPv4 address: 02:42 + the 4 bytes.
+pub fn docker_mac(ip: &str) -> String {
+    let b: Vec<u8> = ip
+        .split('.')
+        .map(|x| x.parse().unwrap_or_else(|_| panic!("bad ip {ip}")))
+        .collect();
+    assert_eq!(b.len(), 4, "bad ip {ip}");
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+}
+
+/// Asserts that a failed bpfnet command printed exactly one error line that
+/// starts with `Error:`/`error:`, contains one of `any_of` (case-insensitive)
+/// and names `object`.
+pub fn assert_error(o: &Output, any_of: &[&str], object: &str) {
+    assert!(!o.success(), "expected failure:\n{o}");
+    let err = o.stderr.trim();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected exactly one line on stderr:\n{o}");
+    let line = lines[0];
+    assert!(
+        line.starts_with("Error: ") || line.starts_with("error: "),
+        "error line must start with `Error: `:\n{o}"
+    );
+    let low = line.to_lowercase();
+    assert!(
+        any_of.iter().any(|s| low.contains(&s.to_lowercase())),
+        "error line should say one of {any_of:?}:\n{o}"
+    );
+    assert!(
+        line.contains(object),
+        "error line should name `{object}`:\n{o}"
+    );
+}
+
+/// Convenience: JSON string field or "" (for readable assertions).
+pub fn jstr<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or_else(|| {
+        panic!("JSON has no string at {ptr}:\n{v:#}");
+    })
+}
+
+/// Convenience: JSON value at a pointer, panicking with the document.
+pub fn jget<'a>(v: &'a Value, ptr: &str) -> &'a Value {
+    v.pointer(ptr)
+        .unwrap_or_else(|| panic!("JSON has no field {ptr}:\n{v:#}"))
+}
+
+/// Seconds as a Duration (readability in tests).
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}

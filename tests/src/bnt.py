@@ -1,0 +1,170 @@
+#!/usr/bin/python3
+"""Traffic helpers for the bpfnet integration tests.
+
+Run with /usr/bin/python3 (the only interpreter that imports scapy). Every
+subcommand prints machine-readable lines on stdout; servers print a line
+starting with "ready" once they listen. Only `arp-*` and `sendp` import scapy
+(slow to start); the rest use plain sockets.
+"""
+
+import hashlib
+import random
+import socket
+import sys
+import time
+
+
+def tcp_echo_server(addr, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, int(port)))
+    s.listen(16)
+    print("ready", flush=True)
+    while True:
+        c, peer = s.accept()
+        data = c.recv(65536)
+        c.sendall(data)
+        c.close()
+        print("served", peer[0], flush=True)
+
+
+def tcp_echo_client(addr, port, msg, timeout="3"):
+    s = socket.create_connection((addr, int(port)), timeout=float(timeout))
+    s.sendall(msg.encode())
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    print(got.decode())
+
+
+def sink(addr, port):
+    """Accept one connection, read to EOF, print `<bytes> <sha256>`."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, int(port)))
+    s.listen(1)
+    print("ready", flush=True)
+    c, _ = s.accept()
+    h = hashlib.sha256()
+    n = 0
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    while True:
+        k = c.recv_into(buf)
+        if k == 0:
+            break
+        h.update(view[:k])
+        n += k
+    c.close()
+    print(n, h.hexdigest(), flush=True)
+
+
+def source(addr, port, nbytes, seed):
+    """Send `nbytes` deterministic pseudo-random bytes, print `<bytes> <sha256>`."""
+    rng = random.Random(int(seed))
+    total = int(nbytes)
+    s = socket.create_connection((addr, int(port)), timeout=30)
+    h = hashlib.sha256()
+    sent = 0
+    while sent < total:
+        chunk = rng.randbytes(min(1 << 20, total - sent))
+        s.sendall(chunk)
+        h.update(chunk)
+        sent += len(chunk)
+    s.shutdown(socket.SHUT_WR)
+    s.close()
+    print(sent, h.hexdigest(), flush=True)
+
+
+def sniff(iface, seconds, marker):
+    """Count frames received on `iface` whose bytes contain `marker`."""
+    eth_p_all = 0x0003
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(eth_p_all))
+    s.bind((iface, 0))
+    s.settimeout(0.1)
+    want = marker.encode()
+    print("ready", flush=True)
+    deadline = time.time() + float(seconds)
+    count = 0
+    while time.time() < deadline:
+        try:
+            frame, addr = s.recvfrom(65536)
+        except socket.timeout:
+            continue
+        if addr[2] == socket.PACKET_OUTGOING:
+            continue
+        if want in frame:
+            count += 1
+    print("count", count, flush=True)
+
+
+def sendp(iface, src_mac, dst_mac, src_ip, dst_ip, marker, count):
+    """Send ICMP echo requests with the given (possibly forged) addresses."""
+    from scapy.all import ICMP, IP, Ether, Raw, conf, sendp as scapy_sendp
+
+    conf.verb = 0
+    pkt = (
+        Ether(src=src_mac, dst=dst_mac)
+        / IP(src=src_ip, dst=dst_ip)
+        / ICMP(id=4242)
+        / Raw(load=marker.encode() * 4)
+    )
+    scapy_sendp(pkt, iface=iface, count=int(count), inter=0.01)
+    print("sent", count, flush=True)
+
+
+def arp_poison(iface, my_mac, victim_ip, target_ip, target_mac):
+    """Claim `victim_ip` with `my_mac`: a unicast reply to the target, a
+    gratuitous broadcast reply and a request carrying the forged sender."""
+    from scapy.all import ARP, Ether, conf, sendp as scapy_sendp
+
+    conf.verb = 0
+    pkts = [
+        Ether(src=my_mac, dst=target_mac)
+        / ARP(op=2, hwsrc=my_mac, psrc=victim_ip, hwdst=target_mac, pdst=target_ip),
+        Ether(src=my_mac, dst="ff:ff:ff:ff:ff:ff")
+        / ARP(op=2, hwsrc=my_mac, psrc=victim_ip, hwdst="ff:ff:ff:ff:ff:ff", pdst=victim_ip),
+        Ether(src=my_mac, dst="ff:ff:ff:ff:ff:ff")
+        / ARP(op=1, hwsrc=my_mac, psrc=victim_ip, hwdst="00:00:00:00:00:00", pdst=target_ip),
+    ]
+    for p in pkts:
+        scapy_sendp(p, iface=iface, count=3, inter=0.01)
+    print("sent", 3 * len(pkts), flush=True)
+
+
+def arp_who_has(iface, my_mac, my_ip, *targets):
+    """For each target: `answer <ip> <mac>` or `none <ip>`."""
+    from scapy.all import ARP, Ether, conf, srp
+
+    conf.verb = 0
+    for t in targets:
+        ans, _ = srp(
+            Ether(src=my_mac, dst="ff:ff:ff:ff:ff:ff")
+            / ARP(op=1, hwsrc=my_mac, psrc=my_ip, pdst=t),
+            iface=iface,
+            timeout=1,
+            retry=1,
+        )
+        if ans:
+            print("answer", t, ans[0][1][ARP].hwsrc, flush=True)
+        else:
+            print("none", t, flush=True)
+
+
+COMMANDS = {
+    "tcp-echo-server": tcp_echo_server,
+    "tcp-echo": tcp_echo_client,
+    "sink": sink,
+    "source": source,
+    "sniff": sniff,
+    "sendp": sendp,
+    "arp-poison": arp_poison,
+    "arp-who-has": arp_who_has,
+}
+
+if __name__ == "__main__":
+    COMMANDS[sys.argv[1]](*sys.argv[2:])
