@@ -9,6 +9,7 @@ starting with "ready" once they listen. Only `arp-*` and `sendp` import scapy
 
 import hashlib
 import random
+import signal
 import socket
 import sys
 import time
@@ -80,41 +81,48 @@ def source(addr, port, nbytes, seed):
     print(sent, h.hexdigest(), flush=True)
 
 
-def sniff(iface, seconds, marker):
-    """Count frames received on `iface` whose bytes contain `marker`."""
+def sniff(iface, *markers):
+    """Count frames received on `iface` that contain each marker, until
+    SIGTERM; then print `count <marker> <n>` per marker."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     eth_p_all = 0x0003
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(eth_p_all))
     s.bind((iface, 0))
-    s.settimeout(0.1)
-    want = marker.encode()
+    s.settimeout(0.05)
+    counts = {m: 0 for m in markers}
     print("ready", flush=True)
-    deadline = time.time() + float(seconds)
-    count = 0
-    while time.time() < deadline:
+    deadline = time.time() + 120
+    while not stop and time.time() < deadline:
         try:
             frame, addr = s.recvfrom(65536)
-        except socket.timeout:
+        except (socket.timeout, InterruptedError):
             continue
         if addr[2] == socket.PACKET_OUTGOING:
             continue
-        if want in frame:
-            count += 1
-    print("count", count, flush=True)
+        for m in markers:
+            if m.encode() in frame:
+                counts[m] += 1
+    for m in markers:
+        print("count", m, counts[m], flush=True)
 
 
-def sendp(iface, src_mac, dst_mac, src_ip, dst_ip, marker, count):
-    """Send ICMP echo requests with the given (possibly forged) addresses."""
+def sendp(iface, count, *specs):
+    """Send ICMP echo requests with the given (possibly forged) addresses;
+    each spec is `srcmac,dstmac,srcip,dstip,marker`."""
     from scapy.all import ICMP, IP, Ether, Raw, conf, sendp as scapy_sendp
 
     conf.verb = 0
-    pkt = (
-        Ether(src=src_mac, dst=dst_mac)
-        / IP(src=src_ip, dst=dst_ip)
-        / ICMP(id=4242)
-        / Raw(load=marker.encode() * 4)
-    )
-    scapy_sendp(pkt, iface=iface, count=int(count), inter=0.01)
-    print("sent", count, flush=True)
+    for spec in specs:
+        src_mac, dst_mac, src_ip, dst_ip, marker = spec.split(",")
+        pkt = (
+            Ether(src=src_mac, dst=dst_mac)
+            / IP(src=src_ip, dst=dst_ip)
+            / ICMP(id=4242)
+            / Raw(load=marker.encode() * 4)
+        )
+        scapy_sendp(pkt, iface=iface, count=int(count), inter=0.01)
+        print("sent", count, marker, flush=True)
 
 
 def arp_poison(iface, my_mac, victim_ip, target_ip, target_mac):

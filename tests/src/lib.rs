@@ -65,6 +65,15 @@ impl Output {
     pub fn success(&self) -> bool {
         self.code == 0
     }
+
+    /// Last non-empty stdout line ("" if none).
+    pub fn last_line(&self) -> &str {
+        self.stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+    }
 }
 
 impl fmt::Display for Output {
@@ -244,6 +253,15 @@ impl Bg {
             panic!("background command failed:\n{out}");
         }
         out
+    }
+
+    /// Sends SIGTERM (helpers print their results then) and collects output.
+    pub fn stop(&mut self) -> Output {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) of our own, not yet reaped, child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        }
+        self.finish(Duration::from_secs(5))
     }
 
     pub fn pid(&self) -> u32 {
@@ -474,6 +492,16 @@ impl TestHost {
         self.ok(&["sh", "-c", script])
     }
 
+    /// Path of the bpfnet binary under test.
+    pub fn bin_path(&self) -> &str {
+        self.bin.to_str().expect("utf-8 path")
+    }
+
+    /// Starts `bpfnet ARGS` in the background inside the host.
+    pub fn bpfnet_spawn(&self, args: &[&str]) -> Bg {
+        self.spawn(&self.bpfnet_args(args))
+    }
+
     /// Runs `bpfnet ARGS` inside the host.
     pub fn bpfnet(&self, args: &[&str]) -> Output {
         self.run(&self.bpfnet_args(args))
@@ -688,6 +716,61 @@ impl TestHost {
     pub fn network_inspect(&self, net: &str) -> Value {
         let v = self.bpfnet_json(&["network", "inspect", net]);
         one_of_array(v, &format!("bpfnet network inspect {net}"))
+    }
+
+    /// The IPv4 address (without prefix) of a sandbox on a network, from
+    /// `bpfnet inspect`.
+    pub fn ip_on(&self, sandbox: &str, net: &str) -> String {
+        let v = self.inspect(sandbox);
+        let ptr = format!("/NetworkSettings/Networks/{net}/IPAddress");
+        let ip = jstr(&v, &ptr).to_string();
+        assert!(!ip.is_empty(), "{sandbox} has no address on {net}:\n{v:#}");
+        ip
+    }
+
+    /// The gateway of a network, from `bpfnet network inspect`.
+    pub fn gateway_of(&self, net: &str) -> String {
+        let v = self.network_inspect(net);
+        jstr(&v, "/IPAM/Config/0/Gateway").to_string()
+    }
+
+    /// `bpfnet create --name NAME --network N…` (no network = default).
+    pub fn create(&self, name: &str, nets: &[&str]) {
+        let mut args = vec!["create", "--name", name];
+        for n in nets {
+            args.push("--network");
+            args.push(n);
+        }
+        self.bpfnet_ok(&args);
+    }
+
+    /// Counts, in sandbox `dst` on `iface`, frames carrying each marker while
+    /// `during` runs. Returns the counts in marker order.
+    pub fn count_received<F: FnOnce()>(
+        &self,
+        dst: &str,
+        iface: &str,
+        markers: &[&str],
+        during: F,
+    ) -> Vec<u64> {
+        let mut args = vec!["sniff", iface];
+        args.extend_from_slice(markers);
+        let mut sniffer = self.py_spawn(Some(dst), &args);
+        sniffer.wait_line("ready", Duration::from_secs(10));
+        during();
+        thread::sleep(Duration::from_millis(300));
+        let out = sniffer.stop();
+        markers
+            .iter()
+            .map(|m| {
+                let prefix = format!("count {m} ");
+                out.stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&prefix))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("sniffer printed no count for {m}:\n{out}"))
+            })
+            .collect()
     }
 
     /// `bpfnet stats --format json`.

@@ -74,3 +74,57 @@ fn commands_report_exit_code_stdout_and_stderr() {
     let root = h.sh_ok("echo $BPFNET_ROOT");
     assert_eq!(root.trim(), h.root.to_str().unwrap());
 }
+
+/// The traffic helpers (scapy sender, sniffer, ARP, TCP) over a plain veth
+/// pair, without bpfnet: a datapath test that fails is not the helper's fault.
+#[test]
+fn traffic_helpers_work_over_a_plain_veth_pair() {
+    let h = TestHost::new("harness-traffic");
+    h.sh_ok(
+        "ip netns add a && ip netns add b && \
+         ip link add eth0 netns a type veth peer name eth0 netns b && \
+         ip -n a addr add 10.9.0.1/24 dev eth0 && ip -n b addr add 10.9.0.2/24 dev eth0 && \
+         ip -n a link set eth0 up && ip -n b link set eth0 up && \
+         ip -n a link set lo up && ip -n b link set lo up",
+    );
+    let (amac, bmac) = (h.mac_of("a", "eth0"), h.mac_of("b", "eth0"));
+    assert!(h.ping(Some("a"), "10.9.0.2"));
+
+    let spec = format!("{amac},{bmac},10.9.0.1,10.9.0.2,bntplain");
+    let counts = h.count_received("b", "eth0", &["bntplain", "bntother"], || {
+        h.py_in(Some("a"), &["sendp", "eth0", "3", &spec]);
+    });
+    assert_eq!(counts, vec![3, 0]);
+
+    let o = h.py_in(
+        Some("a"),
+        &[
+            "arp-who-has",
+            "eth0",
+            &amac,
+            "10.9.0.1",
+            "10.9.0.2",
+            "10.9.0.9",
+        ],
+    );
+    assert!(o.success(), "{o}");
+    assert_eq!(
+        o.stdout,
+        format!("answer 10.9.0.2 {bmac}\nnone 10.9.0.9\n"),
+        "{o}"
+    );
+
+    let mut sink = h.py_spawn(Some("b"), &["sink", "10.9.0.2", "5001"]);
+    sink.wait_line("ready", Duration::from_secs(5));
+    let sent = h.py_in(Some("a"), &["source", "10.9.0.2", "5001", "3000000", "7"]);
+    assert!(sent.success(), "{sent}");
+    let got = sink.finish_ok(Duration::from_secs(10));
+    assert_eq!(got.last_line(), sent.last_line(), "{got}\n{sent}");
+    assert!(sent.stdout.starts_with("3000000 "), "{sent}");
+
+    let mut echo = h.py_spawn(Some("b"), &["tcp-echo-server", "10.9.0.2", "5002"]);
+    echo.wait_line("ready", Duration::from_secs(5));
+    let o = h.py_in(Some("a"), &["tcp-echo", "10.9.0.2", "5002", "hello"]);
+    assert_eq!(o.stdout, "hello\n", "{o}");
+    echo.wait_line("served 10.9.0.1", Duration::from_secs(5));
+}

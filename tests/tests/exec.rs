@@ -1,0 +1,72 @@
+//! `bpfnet exec` and `bpfnet run`: stdio and exit codes pass through.
+
+use bpfnet_tests::{TestHost, CMD_TIMEOUT};
+
+#[test]
+fn exec_passes_exit_code_and_stdout_through() {
+    let h = TestHost::new("exec-code");
+    h.create("s", &[]);
+    let o = h.bpfnet(&[
+        "exec",
+        "s",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(o.code, 3, "{o}");
+    assert_eq!(o.stdout, "out\n", "{o}");
+    assert!(o.stderr.contains("err"), "{o}");
+    let o = h.bpfnet(&[
+        "exec", "s", "--", "ip", "-o", "-4", "addr", "show", "dev", "eth0",
+    ]);
+    assert!(o.success() && o.stdout.contains("172.17.0.2/16"), "{o}");
+}
+
+#[test]
+fn exec_passes_stdin_through() {
+    let h = TestHost::new("exec-stdin");
+    h.create("s", &[]);
+    let bin = h.bin_path().to_string();
+    let o = h.run_full(
+        &[&bin, "exec", "s", "--", "sh", "-c", "tr a-z A-Z"],
+        Some(b"hello from stdin\n"),
+        CMD_TIMEOUT,
+    );
+    assert!(o.success(), "{o}");
+    assert_eq!(o.stdout, "HELLO FROM STDIN\n", "{o}");
+}
+
+/// `run --rm` creates the sandbox, runs the command in it, passes the exit
+/// code through and removes the sandbox afterwards.
+#[test]
+fn run_with_rm_runs_in_a_fresh_sandbox_and_removes_it() {
+    let h = TestHost::new("run-rm");
+    let o = h.bpfnet(&[
+        "run",
+        "--name",
+        "r1",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "ip -o -4 addr show dev eth0; exit 4",
+    ]);
+    assert_eq!(o.code, 4, "{o}");
+    assert!(o.stdout.contains("172.17.0.2/16"), "{o}");
+    let ps = h.bpfnet_json(&["ps", "--format", "json"]);
+    assert_eq!(
+        ps.as_array().map(Vec::len),
+        Some(0),
+        "r1 left after run --rm: {ps:#}"
+    );
+    assert!(
+        h.netns_list().is_empty(),
+        "netns left: {:?}",
+        h.netns_list()
+    );
+    assert_eq!(h.link_names(None), vec!["lo"]);
+    // Without --rm the sandbox stays.
+    h.bpfnet_ok(&["run", "--name", "r2", "--", "true"]);
+    assert_eq!(h.netns_list(), vec!["r2"]);
+}
