@@ -2,15 +2,12 @@
 //! endpoint's host-side veth, and keep its maps. Programs, maps and attachments
 //! are pinned under `/sys/fs/bpf/bpfnet/v<layout>/`, so forwarding goes on while
 //! no bpfnet process runs; later invocations open the pins.
-use std::{
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{
-        lpm_trie::Key, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
-        RingBuf,
+        lpm_trie::Key, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
     },
     programs::{
         links::{FdLink, LinkOrder, PinnedLink},
@@ -87,11 +84,12 @@ fn check_kernel() -> Result<()> {
     Ok(())
 }
 
+/// Removes a pin if it exists. (bpffs refuses names with a '.' with EPERM.)
 fn remove_if_exists(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    if path.symlink_metadata().is_ok() {
+        std::fs::remove_file(path)?;
     }
+    Ok(())
 }
 
 impl Datapath {
@@ -149,7 +147,7 @@ impl Datapath {
                 report.replaced += 1;
             }
             let pin = paths.progs_dir().join(name);
-            let tmp = paths.progs_dir().join(format!("{name}.new"));
+            let tmp = paths.progs_dir().join(format!("{name}_new"));
             remove_if_exists(&tmp)?;
             prog.pin(&tmp)
                 .with_context(|| format!("pinning {}", tmp.display()))?;
@@ -286,12 +284,18 @@ impl Datapath {
     /// Removes an endpoint in the reverse order: nobody can reach it, then
     /// it is forgotten. Missing entries are fine.
     pub fn remove_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<()> {
-        ignore_missing(self.hash::<FdbKey, FdbEntry>(maps::FDB)?.remove(&fdb_key(ep)))?;
+        ignore_missing(
+            self.hash::<FdbKey, FdbEntry>(maps::FDB)?
+                .remove(&fdb_key(ep)),
+        )?;
         ignore_missing(
             self.hash::<NeighbourKey, Neighbour>(maps::NEIGHBOURS)?
                 .remove(&neighbour_key(ep)),
         )?;
-        ignore_missing(self.hash::<u32, Endpoint>(maps::ENDPOINTS)?.remove(&ifindex))?;
+        ignore_missing(
+            self.hash::<u32, Endpoint>(maps::ENDPOINTS)?
+                .remove(&ifindex),
+        )?;
         Ok(())
     }
 
@@ -373,8 +377,7 @@ impl Datapath {
 
     /// Drops per reason, summed over CPUs.
     pub fn drop_counters(&self) -> Result<Vec<(DropReason, u64)>> {
-        let map: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(self.map(maps::DROP_COUNTERS)?)?;
+        let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(self.map(maps::DROP_COUNTERS)?)?;
         DropReason::ALL
             .iter()
             .map(|r| Ok((*r, map.get(&(*r as u32), 0)?.iter().sum())))

@@ -69,7 +69,12 @@ impl Netlink {
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
-        let mut req = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut req = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match req.try_next().await {
             Ok(m) => Ok(m.map(link_of)),
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
@@ -131,9 +136,7 @@ impl Netlink {
     }
 
     pub async fn set_up(&self, index: u32) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index)
-            .up()
-            .build();
+        let msg = LinkUnspec::new_with_index(index).up().build();
         self.handle
             .link()
             .set(msg)
@@ -251,7 +254,12 @@ impl Netlink {
     }
 
     /// A permanent neighbour entry: the host never has to ask by ARP.
-    pub async fn add_permanent_neighbour(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+    pub async fn add_permanent_neighbour(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> Result<()> {
         self.handle
             .neighbours()
             .add(index, IpAddr::V4(ip))

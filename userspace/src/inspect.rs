@@ -1,0 +1,237 @@
+//! What `inspect`, `network inspect`, `ls` and `ps` print: Docker's field
+//! names in JSON, aligned tables for people.
+use serde_json::{json, Map, Value};
+
+use crate::{
+    paths::netns_path,
+    state::{NetworkMode, Sandbox, State},
+    util::fmt_mac,
+};
+
+pub fn network_json(state: &State, name: &str) -> Value {
+    let net = &state.networks[name];
+    let mut containers = Map::new();
+    for (sb, ep) in state.endpoints_of(name) {
+        let prefix = net.subnet.map(|s| s.prefix_len()).unwrap_or(0);
+        containers.insert(
+            sb.id.clone(),
+            json!({
+                "Name": sb.name,
+                "EndpointID": ep.id,
+                "MacAddress": fmt_mac(&ep.mac),
+                "IPv4Address": format!("{}/{prefix}", ep.ip),
+                "IPv6Address": "",
+            }),
+        );
+    }
+    let config: Vec<Value> = net
+        .subnet
+        .map(|s| {
+            vec![json!({
+                "Subnet": s.to_string(),
+                "Gateway": net.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            })]
+        })
+        .unwrap_or_default();
+    json!({
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": "local",
+        "Driver": net.driver.docker_name(),
+        "EnableIPv6": false,
+        "IPAM": { "Driver": "default", "Options": null, "Config": config },
+        "Internal": net.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": { "Network": "" },
+        "ConfigOnly": false,
+        "Containers": containers,
+        "Options": net.options,
+        "Labels": {},
+    })
+}
+
+fn or_null(v: &[String]) -> Value {
+    if v.is_empty() {
+        Value::Null
+    } else {
+        json!(v)
+    }
+}
+
+pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
+    let mut networks = Map::new();
+    let mut top = json!({
+        "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",
+    });
+    let links: Vec<String> = sb
+        .links
+        .iter()
+        .map(|l| format!("{}:{}", l.target, l.alias))
+        .collect();
+    for ep in &sb.endpoints {
+        let net = &state.networks[&ep.network];
+        let prefix = net.subnet.map(|s| s.prefix_len()).unwrap_or(0);
+        let gw = net.gateway.map(|g| g.to_string()).unwrap_or_default();
+        if ep.network == "bridge" {
+            top = json!({
+                "IPAddress": ep.ip.to_string(), "IPPrefixLen": prefix,
+                "Gateway": gw, "MacAddress": fmt_mac(&ep.mac),
+            });
+        }
+        let mut aliases = sb.aliases.clone();
+        aliases.extend(ep.aliases.iter().cloned());
+        networks.insert(
+            ep.network.clone(),
+            json!({
+                "IPAMConfig": null,
+                "Links": or_null(if ep.network == "bridge" { &links } else { &[] }),
+                "Aliases": or_null(&aliases),
+                "NetworkID": net.id,
+                "EndpointID": ep.id,
+                "Gateway": gw,
+                "IPAddress": ep.ip.to_string(),
+                "IPPrefixLen": prefix,
+                "IPv6Gateway": "",
+                "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0,
+                "MacAddress": fmt_mac(&ep.mac),
+                "DriverOpts": null,
+            }),
+        );
+    }
+    if let Some(special) = match sb.mode {
+        NetworkMode::Host => Some("host"),
+        NetworkMode::None => Some("none"),
+        _ => None,
+    } {
+        networks.insert(
+            special.into(),
+            json!({
+                "IPAMConfig": null, "Links": null, "Aliases": null,
+                "NetworkID": state.networks.get(special).map(|n| n.id.clone()).unwrap_or_default(),
+                "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "MacAddress": "", "DriverOpts": null,
+            }),
+        );
+    }
+    let sandbox_key = match &sb.mode {
+        NetworkMode::Container(_) => String::new(),
+        _ => netns_path(&sb.name).display().to_string(),
+    };
+    json!({
+        "Id": sb.id,
+        "Name": format!("/{}", sb.name),
+        "Created": sb.created,
+        "HostConfig": { "NetworkMode": sb.mode.display(), "Links": or_null(&links) },
+        "NetworkSettings": {
+            "SandboxID": sb.id,
+            "SandboxKey": sandbox_key,
+            "IPAddress": top["IPAddress"],
+            "IPPrefixLen": top["IPPrefixLen"],
+            "Gateway": top["Gateway"],
+            "MacAddress": top["MacAddress"],
+            "Networks": networks,
+        },
+    })
+}
+
+/// Left-aligned columns, as `docker network ls` prints them.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+pub fn network_rows(state: &State) -> Vec<Vec<String>> {
+    state
+        .networks
+        .values()
+        .map(|n| {
+            vec![
+                n.id[..12].to_string(),
+                n.name.clone(),
+                n.driver.docker_name().to_string(),
+                "local".into(),
+            ]
+        })
+        .collect()
+}
+
+pub fn network_ls_json(state: &State) -> Value {
+    Value::Array(
+        state
+            .networks
+            .values()
+            .map(|n| {
+                json!({
+                    "ID": n.id[..12], "Name": n.name, "Driver": n.driver.docker_name(),
+                    "Scope": "local", "Internal": n.internal, "IPv6": false,
+                    "Subnet": n.subnet.map(|s| s.to_string()).unwrap_or_default(),
+                    "CreatedAt": n.created,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn addresses(sb: &Sandbox) -> String {
+    sb.endpoints
+        .iter()
+        .map(|e| format!("{}={}", e.network, e.ip))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn sandbox_rows(state: &State) -> Vec<Vec<String>> {
+    state
+        .sandboxes
+        .values()
+        .map(|s| {
+            vec![
+                s.id[..12].to_string(),
+                s.name.clone(),
+                s.mode.display(),
+                addresses(s),
+                s.created.clone(),
+            ]
+        })
+        .collect()
+}
+
+pub fn ps_json(state: &State) -> Value {
+    Value::Array(
+        state
+            .sandboxes
+            .values()
+            .map(|s| {
+                json!({
+                    "ID": s.id[..12], "Names": s.name, "NetworkMode": s.mode.display(),
+                    "Networks": s.endpoints.iter().map(|e| e.network.clone()).collect::<Vec<_>>().join(","),
+                    "IPAddresses": addresses(s), "CreatedAt": s.created,
+                })
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,233 @@
+//! Address management, Docker's way: user networks take the next free /16
+//! from 172.18.0.0 (then /20s of 192.168.0.0/16); endpoints take the lowest
+//! free address from .2, so released addresses are reused.
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Result};
+use ipnet::Ipv4Net;
+
+use crate::state::{Network, State};
+
+/// The default bridge network's subnet.
+pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";
+
+fn default_pools() -> impl Iterator<Item = Ipv4Net> {
+    let sixteens = (18..=31).map(|b| Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16).expect("/16"));
+    let twenties =
+        (0..16).map(|i| Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("/20"));
+    sixteens.chain(twenties)
+}
+
+fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The network whose subnet overlaps `subnet`, if any.
+pub fn overlapping<'a>(state: &'a State, subnet: &Ipv4Net) -> Option<&'a Network> {
+    state
+        .networks
+        .values()
+        .find(|n| n.subnet.is_some_and(|s| overlaps(&s, subnet)))
+}
+
+/// The next free default subnet for a user network.
+pub fn next_subnet(state: &State) -> Result<Ipv4Net> {
+    match default_pools().find(|p| overlapping(state, p).is_none()) {
+        Some(p) => Ok(p),
+        None => {
+            bail!("all default address pools are in use; give the network a subnet with --subnet")
+        }
+    }
+}
+
+/// Parses `--subnet`: a network address with a prefix length.
+pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
+    let Ok(net) = s.parse::<Ipv4Net>() else {
+        bail!("invalid subnet {s:?}: expected an IPv4 CIDR such as 10.10.0.0/16");
+    };
+    if net.prefix_len() > 30 {
+        bail!("invalid subnet {s:?}: a prefix longer than /30 leaves no address for endpoints");
+    }
+    if net.trunc() != net {
+        bail!(
+            "invalid subnet {s:?}: it has host bits set; did you mean {}?",
+            net.trunc()
+        );
+    }
+    Ok(net)
+}
+
+/// Checks a gateway given with `--gateway`.
+pub fn check_gateway(subnet: &Ipv4Net, gw: Ipv4Addr) -> Result<()> {
+    if !subnet.contains(&gw) || gw == subnet.network() || gw == subnet.broadcast() {
+        bail!("gateway {gw} is outside the usable addresses of subnet {subnet}");
+    }
+    Ok(())
+}
+
+/// Picks an address for a new endpoint on `net`, or checks the requested one.
+pub fn allocate(state: &State, net: &Network, requested: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
+    let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
+        bail!("network {:?} has no addresses to give", net.name);
+    };
+    let user = |ip: Ipv4Addr| {
+        state
+            .endpoints_of(&net.name)
+            .find(|(_, e)| e.ip == ip)
+            .map(|(s, _)| s.name.clone())
+    };
+    if let Some(ip) = requested {
+        if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+            bail!("address {ip} is outside network {:?} ({subnet})", net.name);
+        }
+        if ip == gw {
+            bail!(
+                "address {ip} is the gateway of network {:?}; choose another",
+                net.name
+            );
+        }
+        if let Some(owner) = user(ip) {
+            bail!(
+                "address {ip} is already in use on network {:?} (by {owner})",
+                net.name
+            );
+        }
+        return Ok(ip);
+    }
+    let first = u32::from(subnet.network()) + 1;
+    let last = u32::from(subnet.broadcast()) - 1;
+    match (first..=last)
+        .map(Ipv4Addr::from)
+        .find(|ip| *ip != gw && user(*ip).is_none())
+    {
+        Some(ip) => Ok(ip),
+        None => bail!("network {:?} has no free address left ({subnet}); remove a sandbox or use a larger subnet", net.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{DriverKind, Endpoint, NetworkMode, Sandbox};
+
+    fn net(name: &str, subnet: &str) -> Network {
+        let subnet: Ipv4Net = subnet.parse().unwrap();
+        Network {
+            id: name.into(),
+            name: name.into(),
+            created: String::new(),
+            driver: DriverKind::Bridge,
+            net_id: 1,
+            subnet: Some(subnet),
+            gateway: Some(Ipv4Addr::from(u32::from(subnet.network()) + 1)),
+            internal: false,
+            options: Default::default(),
+            bridge: None,
+        }
+    }
+
+    fn with_endpoint(state: &mut State, sandbox: &str, network: &str, ip: &str) {
+        state.sandboxes.insert(
+            sandbox.into(),
+            Sandbox {
+                id: sandbox.into(),
+                name: sandbox.into(),
+                created: String::new(),
+                mode: NetworkMode::Networks(network.into()),
+                endpoints: vec![Endpoint {
+                    id: sandbox.into(),
+                    network: network.into(),
+                    ifname: "eth0".into(),
+                    host_ifname: "x".into(),
+                    ip: ip.parse().unwrap(),
+                    mac: [0; 6],
+                    slot: 0,
+                    aliases: vec![],
+                }],
+                aliases: vec![],
+                links: vec![],
+            },
+        );
+    }
+
+    #[test]
+    fn user_networks_take_the_next_free_sixteen() {
+        let mut state = State::default();
+        state
+            .networks
+            .insert("bridge".into(), net("bridge", "172.17.0.0/16"));
+        assert_eq!(next_subnet(&state).unwrap().to_string(), "172.18.0.0/16");
+        state.networks.insert("a".into(), net("a", "172.18.0.0/16"));
+        state.networks.insert("b".into(), net("b", "172.19.5.0/24"));
+        assert_eq!(next_subnet(&state).unwrap().to_string(), "172.20.0.0/16");
+    }
+
+    #[test]
+    fn addresses_start_at_two_and_are_reused() {
+        let mut state = State::default();
+        let n = net("bridge", "172.17.0.0/16");
+        state.networks.insert("bridge".into(), n.clone());
+        assert_eq!(
+            allocate(&state, &n, None).unwrap().to_string(),
+            "172.17.0.2"
+        );
+        with_endpoint(&mut state, "a", "bridge", "172.17.0.2");
+        with_endpoint(&mut state, "b", "bridge", "172.17.0.3");
+        assert_eq!(
+            allocate(&state, &n, None).unwrap().to_string(),
+            "172.17.0.4"
+        );
+        state.sandboxes.remove("a");
+        assert_eq!(
+            allocate(&state, &n, None).unwrap().to_string(),
+            "172.17.0.2"
+        );
+    }
+
+    #[test]
+    fn requested_addresses_are_checked() {
+        let mut state = State::default();
+        let n = net("n", "10.9.0.0/24");
+        with_endpoint(&mut state, "a", "n", "10.9.0.2");
+        let err = |ip: &str| {
+            allocate(&state, &n, Some(ip.parse().unwrap()))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("10.9.0.2").contains("already in use on network \"n\" (by a)"));
+        assert!(err("10.9.1.2").contains("outside network \"n\""));
+        assert!(err("10.9.0.1").contains("gateway"));
+        assert!(err("10.9.0.255").contains("outside"));
+        assert_eq!(
+            allocate(&state, &n, Some("10.9.0.9".parse().unwrap()))
+                .unwrap()
+                .to_string(),
+            "10.9.0.9"
+        );
+    }
+
+    #[test]
+    fn a_full_pool_says_so() {
+        let mut state = State::default();
+        let n = net("tiny", "10.99.0.0/30");
+        with_endpoint(&mut state, "a", "tiny", "10.99.0.2");
+        let e = allocate(&state, &n, None).unwrap_err().to_string();
+        assert!(e.contains("no free address left"), "{e}");
+    }
+
+    #[test]
+    fn subnets_are_validated() {
+        assert!(parse_subnet("10.0.0.0/33")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid subnet"));
+        assert!(parse_subnet("10.0.0.1/24")
+            .unwrap_err()
+            .to_string()
+            .contains("did you mean 10.0.0.0/24"));
+        assert!(parse_subnet("nonsense").is_err());
+        let s = parse_subnet("10.0.0.0/24").unwrap();
+        assert!(check_gateway(&s, "10.0.1.1".parse().unwrap()).is_err());
+        assert!(check_gateway(&s, "10.0.0.254".parse().unwrap()).is_ok());
+    }
+}

@@ -1,0 +1,223 @@
+//! bpfnet's state: one JSON file under the state directory, written
+//! atomically (temp file + rename) and guarded by an advisory lock so that
+//! concurrent invocations serialise.
+use std::{collections::BTreeMap, fs::File, io::Write as _, net::Ipv4Addr, path::Path};
+
+use anyhow::{Context as _, Result};
+use ipnet::Ipv4Net;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::paths::Paths;
+
+/// How a network is realised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverKind {
+    /// The eBPF datapath (Docker's driver name, our implementation).
+    Bridge,
+    /// A kernel bridge with the same topology, for comparisons.
+    LinuxBridge,
+    /// The built-in `host` network.
+    Host,
+    /// The built-in `none` network.
+    Null,
+}
+
+impl DriverKind {
+    pub fn docker_name(self) -> &'static str {
+        match self {
+            DriverKind::Bridge => "bridge",
+            DriverKind::LinuxBridge => "linux-bridge",
+            DriverKind::Host => "host",
+            DriverKind::Null => "null",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub driver: DriverKind,
+    /// Id in the datapath's maps (0 for `host` and `none`).
+    pub net_id: u32,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    /// Kernel bridge name, for the linux-bridge driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+}
+
+impl Network {
+    pub fn is_builtin(&self) -> bool {
+        matches!(self.name.as_str(), "bridge" | "host" | "none")
+    }
+
+    /// Whether broadcast is copied to the other ports (`-o bpfnet.flood=false` turns it off).
+    pub fn flood(&self) -> bool {
+        self.options.get("bpfnet.flood").map(String::as_str) != Some("false")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub network: String,
+    /// Interface in the sandbox (`eth0`, `eth1`…).
+    pub ifname: String,
+    /// Host-side veth.
+    pub host_ifname: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// Slot of its counters in the datapath.
+    pub slot: u32,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// A sandbox's network mode, as `HostConfig.NetworkMode` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkMode {
+    /// Own namespace, joined to networks (possibly none yet).
+    Networks(String),
+    None,
+    Host,
+    Container(String),
+}
+
+impl NetworkMode {
+    pub fn display(&self) -> String {
+        match self {
+            NetworkMode::Networks(first) => first.clone(),
+            NetworkMode::None => "none".into(),
+            NetworkMode::Host => "host".into(),
+            NetworkMode::Container(other) => format!("container:{other}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Link {
+    pub target: String,
+    pub alias: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub mode: NetworkMode,
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub links: Vec<Link>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub networks: BTreeMap<String, Network>,
+    pub sandboxes: BTreeMap<String, Sandbox>,
+}
+
+impl State {
+    pub fn endpoints(&self) -> impl Iterator<Item = (&Sandbox, &Endpoint)> {
+        self.sandboxes
+            .values()
+            .flat_map(|s| s.endpoints.iter().map(move |e| (s, e)))
+    }
+
+    pub fn endpoints_of<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> impl Iterator<Item = (&'a Sandbox, &'a Endpoint)> {
+        self.endpoints().filter(move |(_, e)| e.network == network)
+    }
+
+    /// Lowest counter slot no endpoint uses.
+    pub fn free_slot(&self) -> u32 {
+        let used: std::collections::BTreeSet<u32> = self.endpoints().map(|(_, e)| e.slot).collect();
+        (0..).find(|s| !used.contains(s)).expect("u32 slots")
+    }
+
+    /// Lowest datapath network id (from 1) no network uses.
+    pub fn free_net_id(&self) -> u32 {
+        let used: std::collections::BTreeSet<u32> =
+            self.networks.values().map(|n| n.net_id).collect();
+        (1..).find(|s| !used.contains(s)).expect("u32 ids")
+    }
+
+    /// Sandboxes sharing `name`'s namespace (`container:NAME`).
+    pub fn sharers_of(&self, name: &str) -> Vec<String> {
+        self.sandboxes
+            .values()
+            .filter(|s| s.mode == NetworkMode::Container(name.to_string()))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+}
+
+/// The state, held under the lock until dropped.
+pub struct Locked {
+    pub state: State,
+    _lock: Flock<File>,
+    paths: Paths,
+}
+
+impl Locked {
+    /// Takes the lock (waiting for other bpfnet invocations) and reads the state.
+    pub fn acquire(paths: &Paths) -> Result<Self> {
+        std::fs::create_dir_all(&paths.state_dir)
+            .with_context(|| format!("creating {}", paths.state_dir.display()))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(paths.lock_file())
+            .with_context(|| format!("opening {}", paths.lock_file().display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", paths.lock_file().display()))?;
+        let state = read(&paths.state_file())?;
+        Ok(Locked {
+            state,
+            _lock: lock,
+            paths: paths.clone(),
+        })
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self) -> Result<()> {
+        let path = self.paths.state_file();
+        let tmp = path.with_extension("json.tmp");
+        let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        serde_json::to_writer_pretty(&mut f, &self.state)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Reads the state without the lock (a snapshot: writes are atomic renames).
+pub fn snapshot(paths: &Paths) -> Result<State> {
+    read(&paths.state_file())
+}
+
+fn read(path: &Path) -> Result<State> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is corrupt; move it away and run `bpfnet gc`",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
