@@ -1,1 +1,273 @@
-fn main() {}
+//! `cargo xtask <cmd>`: build, load, demo and test bpfnet.
+mod bootstrap;
+mod cmd;
+
+use std::{
+    env, fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::cmd::{cargo, repo_root, run, show};
+
+/// Where `build-and-load` installs the product binary.
+const INSTALLED: &str = "/usr/local/bin/bpfnet";
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Build, load, demo and test bpfnet",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Only the toolchain and package bootstrap (every building command runs it).
+    Bootstrap,
+    /// Bootstrap the toolchain and build bpfnet (release) with its eBPF object.
+    BuildEbpf,
+    /// (root) Build, install /usr/local/bin/bpfnet and load the datapath.
+    BuildAndLoad {
+        /// Inter-container communication on the default `bridge` network
+        /// (omitted: keep the current setting; true on a first load).
+        #[arg(long, value_name = "true|false")]
+        icc: Option<bool>,
+    },
+    /// (root) Detach the datapath and remove its pins.
+    Unload,
+    /// (root) Build, install and play the seed walkthrough (`bpfnet demo`).
+    Demo,
+    /// Formatting, lints (host and eBPF), build, unit and integration tests.
+    Test,
+    /// Benchmarks against the Linux bridge.
+    Bench {
+        /// Short runs only.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // rustup's proxies, bpf-linker and `cargo install`ed tools live here.
+    if let Ok(bin) = cmd::cargo_home().map(|h| h.join("bin")) {
+        let path = env::var_os("PATH").unwrap_or_default();
+        if !env::split_paths(&path).any(|p| p == bin) {
+            let joined = env::join_paths(std::iter::once(bin).chain(env::split_paths(&path)));
+            if let Ok(joined) = joined {
+                env::set_var("PATH", joined);
+            }
+        }
+    }
+    let result = match cli.cmd {
+        Cmd::Bootstrap => bootstrap::bootstrap().map(|()| ExitCode::SUCCESS),
+        Cmd::BuildEbpf => build_ebpf().map(|()| ExitCode::SUCCESS),
+        Cmd::BuildAndLoad { icc } => build_and_load(icc),
+        Cmd::Unload => unload(),
+        Cmd::Demo => demo(),
+        Cmd::Test => test().map(|()| ExitCode::SUCCESS),
+        Cmd::Bench { quick: _ } => {
+            eprintln!("bench: not implemented yet (issue 7)");
+            Ok(ExitCode::FAILURE)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn build_release() -> Result<()> {
+    run(
+        &mut cargo(["build", "--release", "-p", "bpfnet"]),
+        "cargo build --release -p bpfnet",
+    )
+}
+
+fn build_ebpf() -> Result<()> {
+    bootstrap::bootstrap()?;
+    build_release()?;
+    println!(
+        "built {}",
+        repo_root().join("target/release/bpfnet").display()
+    );
+    Ok(())
+}
+
+/// Bootstrap, build (release) and install the binary to /usr/local/bin/bpfnet.
+fn build_and_install() -> Result<PathBuf> {
+    bootstrap::bootstrap()?;
+    build_release()?;
+    let built = repo_root().join("target/release/bpfnet");
+    let dest = Path::new(INSTALLED);
+    install(&built, dest)?;
+    println!("installed {}", dest.display());
+    Ok(dest.to_path_buf())
+}
+
+/// Copy to a temporary file beside `dest`, then rename over it, so a running
+/// `bpfnet` keeps its (old) inode.
+fn install(src: &Path, dest: &Path) -> Result<()> {
+    let dir = dest.parent().context("install path has no directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let tmp = dir.join(format!(".bpfnet.{}.tmp", std::process::id()));
+    let copied = fs::copy(src, &tmp)
+        .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)))
+        .and_then(|()| fs::rename(&tmp, dest));
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("install {} to {}", src.display(), dest.display()));
+    }
+    Ok(())
+}
+
+/// Runs the product binary; its exit code becomes ours.
+fn run_product(cmd: &mut Command) -> Result<ExitCode> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run `{}`", show(cmd)))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => {
+            eprintln!("error: `{}` was killed ({status})", show(cmd));
+            ExitCode::FAILURE
+        }
+    })
+}
+
+fn build_and_load(icc: Option<bool>) -> Result<ExitCode> {
+    cmd::require_root("build-and-load")?;
+    let bin = build_and_install()?;
+    cmd::require_tcx()?;
+    let mut load = Command::new(bin);
+    load.args(["datapath", "load"]);
+    if let Some(icc) = icc {
+        load.arg(format!("--icc={icc}"));
+    }
+    run_product(&mut load)
+}
+
+fn demo() -> Result<ExitCode> {
+    cmd::require_root("demo")?;
+    let bin = build_and_install()?;
+    cmd::require_tcx()?;
+    run_product(Command::new(bin).arg("demo"))
+}
+
+fn unload() -> Result<ExitCode> {
+    cmd::require_root("unload")?;
+    let root = repo_root();
+    let candidates = [
+        PathBuf::from(INSTALLED),
+        root.join("target/release/bpfnet"),
+        root.join("target/debug/bpfnet"),
+    ];
+    let Some(bin) = candidates.into_iter().find(|p| p.is_file()) else {
+        println!(
+            "unload: no bpfnet binary found ({INSTALLED} or target/*/bpfnet): nothing is installed"
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    run_product(Command::new(bin).args(["datapath", "unload"]))
+}
+
+/// One `cargo xtask test` step.
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("==> {name}");
+    f().with_context(|| format!("test step `{name}` failed"))
+}
+
+fn test() -> Result<()> {
+    let start = Instant::now();
+    let root = repo_root();
+    let result = (|| -> Result<()> {
+        step("bootstrap", bootstrap::bootstrap)?;
+        step("fmt", || {
+            run(
+                &mut cargo(["fmt", "--all", "--", "--check"]),
+                "cargo fmt --check",
+            )
+        })?;
+        step("clippy", || {
+            run(
+                &mut cargo([
+                    "clippy",
+                    "--workspace",
+                    "--exclude",
+                    "datapath-ebpf",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+                "cargo clippy",
+            )
+        })?;
+        step("clippy (eBPF)", || {
+            // What aya-build passes to the nested build, minus -Cdebuginfo/--btf
+            // (link-time only); a separate target dir keeps the main cache intact.
+            let mut c = Command::new("rustup");
+            c.args(["run", bootstrap::NIGHTLY, "cargo", "clippy"])
+                .args(["-p", "datapath-ebpf", "--target", "bpfel-unknown-none"])
+                .args(["-Z", "build-std=core", "--release", "--target-dir"])
+                .arg(root.join("target/ebpf-lint"))
+                .args(["--", "-D", "warnings"])
+                .env("CARGO_CFG_BPF_TARGET_ARCH", "x86_64")
+                .env("RUSTFLAGS", "--cfg bpf_target_arch=\"x86_64\"")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .env_remove("RUSTC")
+                .env_remove("RUSTC_WORKSPACE_WRAPPER")
+                .current_dir(&root);
+            run(&mut c, "cargo +nightly clippy -p datapath-ebpf")
+        })?;
+        step("build", || {
+            run(
+                &mut cargo(["build", "-p", "bpfnet"]),
+                "cargo build -p bpfnet",
+            )
+        })?;
+        step("unit tests", || {
+            run(
+                &mut cargo([
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    "datapath-ebpf",
+                    "--exclude",
+                    "bpfnet-tests",
+                ]),
+                "cargo test (unit)",
+            )
+        })?;
+        step("integration tests", || {
+            if !cmd::is_root() {
+                bail!("integration tests need root; run as root");
+            }
+            run(
+                cargo(["test", "-p", "bpfnet-tests", "--", "--test-threads=2"])
+                    .env("BPFNET_BIN", root.join("target/debug/bpfnet")),
+                "cargo test -p bpfnet-tests",
+            )
+        })?;
+        Ok(())
+    })();
+    let secs = start.elapsed().as_secs_f64();
+    match result {
+        Ok(()) => {
+            println!("test: all steps passed in {secs:.1} s");
+            Ok(())
+        }
+        Err(e) => Err(anyhow!("{e:#} (after {secs:.1} s)")),
+    }
+}
