@@ -255,7 +255,9 @@ fn duplicate_sandbox_name_is_rejected() {
 fn foreign_netns_with_the_same_name_is_rejected_and_kept() {
     let h = host("err-foreign-netns");
     h.ok(&["ip", "netns", "add", "foo"]);
-    h.ok(&["ip", "-n", "foo", "link", "add", "marker0", "type", "dummy"]);
+    h.ok(&[
+        "ip", "-n", "foo", "link", "add", "marker0", "type", "veth", "peer", "name", "marker1",
+    ]);
     rejected(&h, &["create", "--name", "foo"], &["exists"], "foo");
     assert!(h.netns_list().contains(&"foo".to_string()));
     assert!(h.link_names(Some("foo")).contains(&"marker0".to_string()));
