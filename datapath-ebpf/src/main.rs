@@ -7,6 +7,7 @@
 //!   4. the gateway MAC: to the host stack, unless the destination is inside
 //!      another bpfnet network (isolation) or outside an internal network;
 //!   5. unicast by (network, MAC) through `bpf_redirect_peer`; unknown: dropped.
+//!
 //! `tc_egress` sees what the host stack sends into a sandbox and drops what was
 //! routed there from another bpfnet network.
 #![no_std]
@@ -20,8 +21,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use bpfnet_common::{
-    hook, net_flags, DropEvent, DropReason, Endpoint, EndpointCounters, FdbEntry, FdbKey,
-    FloodKey, Neighbour, NeighbourKey, Network, MAX_ENDPOINTS, MAX_FLOOD_PORTS, MAX_NETWORKS,
+    hook, net_flags, DropEvent, DropReason, Endpoint, EndpointCounters, FdbEntry, FdbKey, FloodKey,
+    Neighbour, NeighbourKey, Network, MAX_ENDPOINTS, MAX_FLOOD_PORTS, MAX_NETWORKS,
 };
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
@@ -132,7 +133,7 @@ fn ingress(ctx: &TcContext) -> i32 {
         ip_proto: 0,
     };
     // A program on a veth that is not (or no longer) an endpoint fails closed.
-    let Some(ep) = (unsafe { ENDPOINTS.get(&ifindex) }) else {
+    let Some(ep) = (unsafe { ENDPOINTS.get(ifindex) }) else {
         return drop_packet(None, DropReason::NotAnEndpoint, hook::INGRESS, &s);
     };
     let slot = Some(ep.slot);
@@ -152,7 +153,7 @@ fn ingress(ctx: &TcContext) -> i32 {
     if eth.src_addr != ep.mac {
         return drop_packet(slot, DropReason::SpoofedMac, hook::INGRESS, &s);
     }
-    let Some(net) = (unsafe { NETWORKS.get(&ep.net_id) }) else {
+    let Some(net) = (unsafe { NETWORKS.get(ep.net_id) }) else {
         return drop_packet(slot, DropReason::NotAnEndpoint, hook::INGRESS, &s);
     };
     match s.ethertype {
@@ -205,7 +206,7 @@ fn ingress(ctx: &TcContext) -> i32 {
         mac: s.dst_mac,
         _pad: [0; 2],
     };
-    let Some(dst) = (unsafe { FDB.get(&key) }) else {
+    let Some(dst) = (unsafe { FDB.get(key) }) else {
         return drop_packet(slot, DropReason::UnknownUnicast, hook::INGRESS, &s);
     };
     if let Some(c) = counters(ep.slot) {
@@ -228,14 +229,14 @@ fn to_host(ep: &Endpoint) -> i32 {
 
 #[inline(always)]
 fn is_gateway_of(net_id: u32, ip: u32) -> bool {
-    match unsafe { NETWORKS.get(&net_id) } {
+    match unsafe { NETWORKS.get(net_id) } {
         Some(n) => n.gateway == ip,
         None => false,
     }
 }
 
-/// 2. ARP: requests for the gateway or a neighbour of the same network are
-/// answered in place and sent back to the asker; everything else is dropped.
+/// Step 2, ARP: requests for the gateway or a neighbour of the same network
+/// are answered in place and sent back to the asker; everything else is dropped.
 #[inline(always)]
 fn arp(ctx: &TcContext, ep: &Endpoint, net: &Network, s: &mut Summary) -> i32 {
     let slot = Some(ep.slot);
@@ -261,7 +262,7 @@ fn arp(ctx: &TcContext, ep: &Endpoint, net: &Network, s: &mut Summary) -> i32 {
             net_id: ep.net_id,
             ip: s.dst_ip,
         };
-        match unsafe { NEIGHBOURS.get(&key) } {
+        match unsafe { NEIGHBOURS.get(key) } {
             Some(n) => n.mac,
             None => return drop_packet(slot, DropReason::ArpUnknownTarget, hook::INGRESS, s),
         }
@@ -288,7 +289,7 @@ fn flood(ctx: &TcContext, net_id: u32, net: &Network, from_ifindex: u32) {
         if index >= n {
             break;
         }
-        if let Some(port) = unsafe { FLOOD_PORTS.get(&FloodKey { net_id, index }) } {
+        if let Some(port) = unsafe { FLOOD_PORTS.get(FloodKey { net_id, index }) } {
             if port.ifindex != from_ifindex {
                 let _ = ctx.clone_redirect(port.ifindex, 0);
             }
@@ -308,7 +309,7 @@ fn egress(ctx: &TcContext) -> i32 {
         dst_ip: 0,
         ip_proto: 0,
     };
-    let Some(ep) = (unsafe { ENDPOINTS.get(&ifindex) }) else {
+    let Some(ep) = (unsafe { ENDPOINTS.get(ifindex) }) else {
         return drop_packet(None, DropReason::NotAnEndpoint, hook::EGRESS, &s);
     };
     let slot = Some(ep.slot);

@@ -181,6 +181,9 @@ enum DatapathCmd {
 }
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`| head`).
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
