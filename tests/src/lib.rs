@@ -193,13 +193,34 @@ impl Bg {
     /// Waits until a stdout line starts with `prefix` and returns it; panics
     /// (with what the process printed) on timeout or early exit.
     pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        self.wait_lines(prefix, 1, |l| l.starts_with(prefix), timeout)
+            .pop()
+            .unwrap()
+    }
+
+    /// Waits until `n` stdout lines contain `needle`; returns them.
+    pub fn wait_contains(&mut self, needle: &str, n: usize, timeout: Duration) -> Vec<String> {
+        self.wait_lines(needle, n, |l| l.contains(needle), timeout)
+    }
+
+    fn wait_lines(
+        &mut self,
+        what: &str,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Vec<String> {
         let deadline = Instant::now() + timeout;
+        let matching = |lines: &[String]| -> Vec<String> {
+            lines.iter().filter(|l| pred(l)).cloned().collect()
+        };
         loop {
             {
                 let (m, cv) = &*self.lines;
                 let guard = m.lock().unwrap();
-                if let Some(l) = guard.iter().find(|l| l.starts_with(prefix)) {
-                    return l.clone();
+                let found = matching(&guard);
+                if found.len() >= n {
+                    return found;
                 }
                 let _ = cv.wait_timeout(guard, Duration::from_millis(20)).unwrap();
             }
@@ -207,12 +228,15 @@ impl Bg {
             if exited || Instant::now() >= deadline {
                 // Let the reader drain what is left before reporting.
                 thread::sleep(Duration::from_millis(50));
-                if let Some(l) = self.lines().iter().find(|l| l.starts_with(prefix)) {
-                    return l.clone();
+                let found = matching(&self.lines());
+                if found.len() >= n {
+                    return found;
                 }
                 let why = if exited { "exited" } else { "timed out" };
                 let out = self.finish(Duration::from_secs(1));
-                panic!("background process {why} before printing `{prefix}…`:\n{out}");
+                panic!(
+                    "background process {why} before printing {n} line(s) with `{what}`:\n{out}"
+                );
             }
         }
     }
