@@ -8,7 +8,7 @@
 
 /// Bump whenever a key, value, map name or map size below changes: pins live
 /// under a directory named after it, so an old layout is never reused by mistake.
-pub const MAP_LAYOUT_VERSION: u32 = 1;
+pub const MAP_LAYOUT_VERSION: u32 = 2;
 
 /// Capacity of the per-endpoint maps (endpoints, FDB, neighbours, counters).
 pub const MAX_ENDPOINTS: u32 = 8192;
@@ -16,6 +16,14 @@ pub const MAX_ENDPOINTS: u32 = 8192;
 pub const MAX_NETWORKS: u32 = 4096;
 /// Upper bound of the broadcast flood loop (ports per network that get a copy).
 pub const MAX_FLOOD_PORTS: u32 = 64;
+/// Policy rule ids are below this (they index `RULE_HITS`).
+pub const MAX_RULES: u32 = 16384;
+/// Capacity of each policy generation map (rules expanded to endpoint pairs).
+pub const MAX_POLICY_ENTRIES: u32 = 262_144;
+/// Capacity of the connection-tracking LRU.
+pub const CT_ENTRIES: u32 = 65_536;
+/// Rule id of the allowances `--link` makes on `icc=false` networks.
+pub const RULE_LINK: u32 = 0;
 
 /// Map names, as the eBPF side declares them and userspace pins them.
 pub mod maps {
@@ -28,7 +36,12 @@ pub mod maps {
     pub const EP_COUNTERS: &str = "EP_COUNTERS";
     pub const DROP_COUNTERS: &str = "DROP_COUNTERS";
     pub const DROP_EVENTS: &str = "DROP_EVENTS";
-    pub const ALL: [&str; 9] = [
+    pub const POLICY_0: &str = "POLICY_0";
+    pub const POLICY_1: &str = "POLICY_1";
+    pub const POLICY_GEN: &str = "POLICY_GEN";
+    pub const CONNTRACK: &str = "CONNTRACK";
+    pub const RULE_HITS: &str = "RULE_HITS";
+    pub const ALL: [&str; 14] = [
         ENDPOINTS,
         FDB,
         NEIGHBOURS,
@@ -38,6 +51,11 @@ pub mod maps {
         EP_COUNTERS,
         DROP_COUNTERS,
         DROP_EVENTS,
+        POLICY_0,
+        POLICY_1,
+        POLICY_GEN,
+        CONNTRACK,
+        RULE_HITS,
     ];
 }
 
@@ -106,6 +124,53 @@ pub mod net_flags {
     /// `--internal`: nothing leaves the network through the gateway but
     /// traffic to the gateway address itself.
     pub const INTERNAL: u32 = 1 << 1;
+    /// `icc=false`: members open connections to each other only along links.
+    pub const ICC_OFF: u32 = 1 << 2;
+}
+
+/// A policy entry: traffic from one endpoint to another, for a protocol
+/// (0 = any) and destination port (0 = any).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyKey {
+    pub src_slot: u32,
+    pub dst_slot: u32,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+pub mod action {
+    pub const ALLOW: u32 = 1;
+    pub const DENY: u32 = 2;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyValue {
+    pub rule: u32,
+    pub action: u32,
+}
+
+/// A connection, in the direction of the packet that opened it. ICMP echo
+/// uses the identifier as `sport` and 0 as `dport` both ways.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtKey {
+    pub src_ip: u32,
+    pub dst_ip: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtValue {
+    /// The rule that allowed it (`RULE_LINK` for links).
+    pub rule: u32,
+    pub _pad: u32,
 }
 
 /// One network, keyed by its id.
@@ -166,10 +231,13 @@ pub enum DropReason {
     InternalNetwork = 11,
     FromOtherNetwork = 12,
     NotAnEndpoint = 13,
+    PolicyDenied = 14,
+    IccDisabled = 15,
+    TtlExceeded = 16,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 17;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -185,6 +253,9 @@ impl DropReason {
         DropReason::InternalNetwork,
         DropReason::FromOtherNetwork,
         DropReason::NotAnEndpoint,
+        DropReason::PolicyDenied,
+        DropReason::IccDisabled,
+        DropReason::TtlExceeded,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -208,6 +279,9 @@ impl DropReason {
             DropReason::InternalNetwork => "internal-network",
             DropReason::FromOtherNetwork => "routed-from-other-network",
             DropReason::NotAnEndpoint => "not-an-endpoint",
+            DropReason::PolicyDenied => "policy-denied",
+            DropReason::IccDisabled => "icc-disabled",
+            DropReason::TtlExceeded => "ttl-exceeded",
         }
     }
 }
@@ -226,6 +300,8 @@ pub struct DropEvent {
     /// Host-side ifindex of the endpoint the packet came from or went to.
     pub ifindex: u32,
     pub hook: u32,
+    /// The policy rule that denied it (0: no rule allowed it).
+    pub rule: u32,
     pub src_ip: u32,
     pub dst_ip: u32,
     pub ethertype: u16,
@@ -249,6 +325,10 @@ mod pod {
     unsafe impl aya::Pod for FloodKey {}
     unsafe impl aya::Pod for EndpointCounters {}
     unsafe impl aya::Pod for DropEvent {}
+    unsafe impl aya::Pod for PolicyKey {}
+    unsafe impl aya::Pod for PolicyValue {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtValue {}
 }
 
 #[cfg(test)]
@@ -270,10 +350,14 @@ mod tests {
             size_of::<FloodKey>(),
             size_of::<EndpointCounters>(),
             size_of::<DropEvent>(),
+            size_of::<PolicyKey>(),
+            size_of::<PolicyValue>(),
+            size_of::<CtKey>(),
+            size_of::<CtValue>(),
         ];
         assert_eq!(
             (MAP_LAYOUT_VERSION, sizes),
-            (1, [24, 12, 8, 8, 8, 20, 8, 56, 32])
+            (2, [24, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 8])
         );
     }
 

@@ -5,8 +5,14 @@
 //!   2. ARP requests answered in place (gateway or a neighbour of the same network);
 //!   3. broadcast/multicast flooded to the network's ports, or dropped;
 //!   4. the gateway MAC: to the host stack, unless the destination is inside
-//!      another bpfnet network (isolation) or outside an internal network;
-//!   5. unicast by (network, MAC) through `bpf_redirect_peer`; unknown: dropped.
+//!      another bpfnet network — then policy decides, and allowed traffic is
+//!      routed right here (MAC rewrite, TTL, `bpf_redirect_peer`) — or outside
+//!      an internal network;
+//!   5. unicast by (network, MAC) through `bpf_redirect_peer` (on `icc=false`
+//!      networks only along links); unknown: dropped.
+//!
+//! Policy is judged per connection: an established one (conntrack) passes,
+//! a new one needs an allowing entry and no denying one.
 //!
 //! `tc_egress` sees what the host stack sends into a sandbox and drops what was
 //! routed there from another bpfnet network.
@@ -14,15 +20,16 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
-    maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 use bpfnet_common::{
-    hook, net_flags, DropEvent, DropReason, Endpoint, EndpointCounters, FdbEntry, FdbKey, FloodKey,
-    Neighbour, NeighbourKey, Network, MAX_ENDPOINTS, MAX_FLOOD_PORTS, MAX_NETWORKS,
+    action, hook, net_flags, CtKey, CtValue, DropEvent, DropReason, Endpoint, EndpointCounters,
+    FdbEntry, FdbKey, FloodKey, Neighbour, NeighbourKey, Network, PolicyKey, PolicyValue,
+    CT_ENTRIES, MAX_ENDPOINTS, MAX_FLOOD_PORTS, MAX_NETWORKS, MAX_POLICY_ENTRIES, MAX_RULES,
 };
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
@@ -44,6 +51,18 @@ static EP_COUNTERS: PerCpuArray<EndpointCounters> = PerCpuArray::pinned(MAX_ENDP
 static DROP_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
 #[map(name = "DROP_EVENTS")]
 static DROP_EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
+// Two generations of the compiled policy; POLICY_GEN[0] names the live one,
+// so userspace swaps a whole rule set in one write.
+#[map(name = "POLICY_0")]
+static POLICY_0: HashMap<PolicyKey, PolicyValue> = HashMap::pinned(MAX_POLICY_ENTRIES, 0);
+#[map(name = "POLICY_1")]
+static POLICY_1: HashMap<PolicyKey, PolicyValue> = HashMap::pinned(MAX_POLICY_ENTRIES, 0);
+#[map(name = "POLICY_GEN")]
+static POLICY_GEN: Array<u32> = Array::pinned(1, 0);
+#[map(name = "CONNTRACK")]
+static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_ENTRIES, 0);
+#[map(name = "RULE_HITS")]
+static RULE_HITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_RULES, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
@@ -52,6 +71,11 @@ const ARP_REQUEST: [u8; 2] = [0, 1];
 const ARP_REPLY: [u8; 2] = [0, 2];
 const ARP_ETHERNET: [u8; 2] = [0, 1];
 const ARP_IPV4: [u8; 2] = [0x08, 0x00];
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// What a drop event reports about a packet, gathered while parsing it.
 struct Summary {
@@ -62,6 +86,7 @@ struct Summary {
     src_ip: u32,
     dst_ip: u32,
     ip_proto: u8,
+    rule: u32,
 }
 
 #[inline(always)]
@@ -97,6 +122,7 @@ fn drop_packet(slot: Option<u32>, reason: DropReason, hook: u32, s: &Summary) ->
             reason: reason as u32,
             ifindex: s.ifindex,
             hook,
+            rule: s.rule,
             src_ip: s.src_ip,
             dst_ip: s.dst_ip,
             ethertype: s.ethertype,
@@ -131,6 +157,7 @@ fn ingress(ctx: &TcContext) -> i32 {
         src_ip: 0,
         dst_ip: 0,
         ip_proto: 0,
+        rule: 0,
     };
     // A program on a veth that is not (or no longer) an endpoint fails closed.
     let Some(ep) = (unsafe { ENDPOINTS.get(ifindex) }) else {
@@ -183,7 +210,8 @@ fn ingress(ctx: &TcContext) -> i32 {
         return to_host(ep);
     }
 
-    // 4. The gateway: the host stack, within the network's bounds.
+    // 4. The gateway: the host stack, within the network's bounds, or
+    // another network if policy allows.
     if s.dst_mac == ep.gw_mac {
         if s.dst_ip == net.gateway {
             return to_host(ep);
@@ -194,7 +222,7 @@ fn ingress(ctx: &TcContext) -> i32 {
         if let Some(dst_net) = SUBNETS.get(Key::new(32, s.dst_ip)) {
             let dst_net = *dst_net;
             if dst_net != ep.net_id && !is_gateway_of(dst_net, s.dst_ip) {
-                return drop_packet(slot, DropReason::CrossNetwork, hook::INGRESS, &s);
+                return route(ctx, ep, dst_net, &mut s);
             }
         }
         return to_host(ep);
@@ -209,6 +237,17 @@ fn ingress(ctx: &TcContext) -> i32 {
     let Some(dst) = (unsafe { FDB.get(key) }) else {
         return drop_packet(slot, DropReason::UnknownUnicast, hook::INGRESS, &s);
     };
+    if net.flags & net_flags::ICC_OFF != 0 {
+        if let Err(rule) = verdict(ctx, ep.slot, dst.slot, &s) {
+            s.rule = rule;
+            return drop_packet(slot, DropReason::IccDisabled, hook::INGRESS, &s);
+        }
+    }
+    deliver(ctx, ep, dst)
+}
+
+#[inline(always)]
+fn deliver(ctx: &TcContext, ep: &Endpoint, dst: &FdbEntry) -> i32 {
     if let Some(c) = counters(ep.slot) {
         c.forwarded += 1;
     }
@@ -217,6 +256,182 @@ fn ingress(ctx: &TcContext) -> i32 {
         c.tx_bytes += ctx.len() as u64;
     }
     unsafe { bpf_redirect_peer(dst.ifindex, 0) as i32 }
+}
+
+/// Traffic for another network, judged by policy and, if allowed, routed
+/// here: no detour through the host stack, no dependence on `ip_forward`.
+#[inline(always)]
+fn route(ctx: &TcContext, ep: &Endpoint, dst_net: u32, s: &mut Summary) -> i32 {
+    let slot = Some(ep.slot);
+    let nkey = NeighbourKey {
+        net_id: dst_net,
+        ip: s.dst_ip,
+    };
+    let Some(neighbour) = (unsafe { NEIGHBOURS.get(nkey) }) else {
+        return drop_packet(slot, DropReason::CrossNetwork, hook::INGRESS, s);
+    };
+    let fkey = FdbKey {
+        net_id: dst_net,
+        mac: neighbour.mac,
+        _pad: [0; 2],
+    };
+    let Some(dst) = (unsafe { FDB.get(fkey) }) else {
+        return drop_packet(slot, DropReason::CrossNetwork, hook::INGRESS, s);
+    };
+    if let Err(rule) = verdict(ctx, ep.slot, dst.slot, s) {
+        s.rule = rule;
+        let reason = if rule == 0 {
+            DropReason::CrossNetwork
+        } else {
+            DropReason::PolicyDenied
+        };
+        return drop_packet(slot, reason, hook::INGRESS, s);
+    }
+    let Some(dst_ep) = (unsafe { ENDPOINTS.get(dst.ifindex) }) else {
+        return drop_packet(slot, DropReason::CrossNetwork, hook::INGRESS, s);
+    };
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+        return drop_packet(slot, DropReason::Malformed, hook::INGRESS, s);
+    };
+    let ip = unsafe { &mut *ip };
+    if ip.ttl <= 1 {
+        return drop_packet(slot, DropReason::TtlExceeded, hook::INGRESS, s);
+    }
+    // ip_decrease_ttl(): the TTL is the high byte of its 16-bit word.
+    ip.ttl -= 1;
+    let mut check = u32::from(u16::from_be_bytes(ip.check)) + 0x0100;
+    check = (check & 0xffff) + (check >> 16);
+    ip.check = (check as u16).to_be_bytes();
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return drop_packet(slot, DropReason::Malformed, hook::INGRESS, s);
+    };
+    let eth = unsafe { &mut *eth };
+    eth.dst_addr = neighbour.mac;
+    eth.src_addr = dst_ep.gw_mac;
+    deliver(ctx, ep, dst)
+}
+
+/// The connection a packet belongs to, in its own direction.
+#[inline(always)]
+fn flow(ctx: &TcContext, s: &Summary) -> Option<CtKey> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)?;
+    let ihl = usize::from(unsafe { (*ip).vihl } & 0x0f) * 4;
+    let l4 = EthHdr::LEN + ihl;
+    let (sport, dport) = match s.ip_proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let ports = ptr_at::<[u8; 4]>(ctx, l4)?;
+            let p = unsafe { *ports };
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            )
+        }
+        IPPROTO_ICMP => {
+            // type, code, checksum, identifier
+            let h = ptr_at::<[u8; 6]>(ctx, l4)?;
+            let h = unsafe { *h };
+            if h[0] != ICMP_ECHO_REQUEST && h[0] != ICMP_ECHO_REPLY {
+                return None;
+            }
+            (u16::from_be_bytes([h[4], h[5]]), 0)
+        }
+        _ => return None,
+    };
+    Some(CtKey {
+        src_ip: s.src_ip,
+        dst_ip: s.dst_ip,
+        sport,
+        dport,
+        proto: s.ip_proto,
+        _pad: [0; 3],
+    })
+}
+
+#[inline(always)]
+fn count_hit(rule: u32) {
+    if let Some(n) = RULE_HITS.get_ptr_mut(rule) {
+        unsafe { *n += 1 };
+    }
+}
+
+#[inline(always)]
+fn policy(key: &PolicyKey) -> Option<&'static PolicyValue> {
+    let generation = POLICY_GEN.get(0).copied().unwrap_or(0);
+    unsafe {
+        if generation == 0 {
+            POLICY_0.get(key)
+        } else {
+            POLICY_1.get(key)
+        }
+    }
+}
+
+/// Policy for a packet from endpoint `src` to endpoint `dst`: established
+/// connections and their replies pass; a new connection needs an allowing
+/// entry (exact port, then any port, then any protocol) and opens a
+/// conntrack entry. Err carries the denying rule (0: nothing allowed it).
+#[inline(always)]
+fn verdict(ctx: &TcContext, src: u32, dst: u32, s: &Summary) -> Result<(), u32> {
+    let key = flow(ctx, s);
+    if let Some(k) = &key {
+        if unsafe { CONNTRACK.get(k) }.is_some() {
+            return Ok(());
+        }
+        let reply = CtKey {
+            src_ip: k.dst_ip,
+            dst_ip: k.src_ip,
+            sport: if k.proto == IPPROTO_ICMP {
+                k.sport
+            } else {
+                k.dport
+            },
+            dport: if k.proto == IPPROTO_ICMP { 0 } else { k.sport },
+            proto: k.proto,
+            _pad: [0; 3],
+        };
+        if unsafe { CONNTRACK.get(&reply) }.is_some() {
+            return Ok(());
+        }
+    }
+    let dport = match &key {
+        Some(k) if k.proto != IPPROTO_ICMP => k.dport,
+        _ => 0,
+    };
+    let mut pkey = PolicyKey {
+        src_slot: src,
+        dst_slot: dst,
+        dport,
+        proto: s.ip_proto,
+        _pad: 0,
+    };
+    let mut found = policy(&pkey);
+    if found.is_none() && dport != 0 {
+        pkey.dport = 0;
+        found = policy(&pkey);
+    }
+    if found.is_none() {
+        pkey.dport = 0;
+        pkey.proto = 0;
+        found = policy(&pkey);
+    }
+    let Some(v) = found else {
+        return Err(0);
+    };
+    count_hit(v.rule);
+    if v.action != action::ALLOW {
+        return Err(v.rule);
+    }
+    if let Some(k) = &key {
+        let _ = CONNTRACK.insert(
+            k,
+            &CtValue {
+                rule: v.rule,
+                _pad: 0,
+            },
+            u64::from(BPF_NOEXIST),
+        );
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -308,6 +523,7 @@ fn egress(ctx: &TcContext) -> i32 {
         src_ip: 0,
         dst_ip: 0,
         ip_proto: 0,
+        rule: 0,
     };
     let Some(ep) = (unsafe { ENDPOINTS.get(ifindex) }) else {
         return drop_packet(None, DropReason::NotAnEndpoint, hook::EGRESS, &s);

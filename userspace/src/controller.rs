@@ -12,8 +12,9 @@ use crate::{
     netlink::Netlink,
     netns,
     paths::{etc_netns_path, Paths},
+    policy::{self, Action, Rule, Traffic},
     state::{DriverKind, Endpoint, Link, Locked, Network, NetworkMode, Sandbox, State},
-    util::{mac_for, new_id, now_rfc3339, valid_name},
+    util::{ip_key, mac_for, new_id, now_rfc3339, valid_name},
 };
 
 /// Prefix of every host-side veth bpfnet creates.
@@ -137,7 +138,81 @@ impl Controller {
             c.locked.save()?;
         }
         c.sync().await?;
+        c.commit()?;
         Ok((report, c))
+    }
+
+    /// Compiles the policy for the current membership into the datapath,
+    /// then writes the state.
+    fn commit(&mut self) -> Result<()> {
+        self.host.dp.set_policy(&policy::compile(self.state()))?;
+        self.locked.save()
+    }
+
+    /// `bpfnet policy add`; returns the new rule's id.
+    pub fn policy_add(
+        &mut self,
+        from: &str,
+        to: &str,
+        traffic: Traffic,
+        action: Action,
+    ) -> Result<u32> {
+        policy::check_selector(self.state(), from)?;
+        policy::check_selector(self.state(), to)?;
+        if from == to {
+            bail!(
+                "--from and --to are the same ({from}); a rule is between two different selectors"
+            );
+        }
+        let id = policy::free_id(self.state())?;
+        let rule = Rule {
+            id,
+            from: from.into(),
+            to: to.into(),
+            traffic,
+            action,
+        };
+        self.host.dp.reset_rule_hits(id)?;
+        self.locked.state.policies.insert(id, rule);
+        if let Err(e) = self.commit() {
+            self.locked.state.policies.remove(&id);
+            let _ = self.host.dp.set_policy(&policy::compile(self.state()));
+            return Err(e);
+        }
+        if action == Action::Deny {
+            // A deny applies to established connections too: forget them,
+            // so their next packet is judged anew.
+            let state = self.state();
+            let ips = |sel: &str| -> Vec<u32> {
+                policy::endpoints(state, sel)
+                    .iter()
+                    .map(|e| ip_key(e.ip))
+                    .collect()
+            };
+            let (src, dst) = (ips(from), ips(to));
+            self.host
+                .dp
+                .flush_conntrack(|k, _| src.contains(&k.src_ip) && dst.contains(&k.dst_ip))?;
+        }
+        Ok(id)
+    }
+
+    /// `bpfnet policy rm`: connections the rule allowed end with it.
+    pub async fn policy_rm(&mut self, id: &str) -> Result<()> {
+        let n: u32 = id.parse().map_err(|_| {
+            anyhow!("invalid rule ID {id:?}: IDs are numbers, see `bpfnet policy ls`")
+        })?;
+        let Some(rule) = self.locked.state.policies.remove(&n) else {
+            bail!("rule {n} not found; list rules with `bpfnet policy ls`");
+        };
+        if let Err(e) = self.commit() {
+            self.locked.state.policies.insert(n, rule);
+            return Err(e);
+        }
+        if rule.action == Action::Allow {
+            self.host.dp.flush_conntrack(|_, v| v.rule == n)?;
+        }
+        Ok(())
     }
 
     /// Re-creates every map entry and attachment the state implies.
@@ -247,7 +322,7 @@ impl Controller {
             .state
             .networks
             .insert(net.name.clone(), net.clone());
-        if let Err(e) = self.locked.save() {
+        if let Err(e) = self.commit() {
             self.locked.state.networks.remove(&net.name);
             let _ = self.host.network_down(&net).await;
             return Err(e);
@@ -276,7 +351,7 @@ impl Controller {
         }
         self.host.network_down(&net).await?;
         self.locked.state.networks.remove(name);
-        self.locked.save()
+        self.commit()
     }
 
     fn parse_mode(&self, networks: &[String]) -> Result<Mode> {
@@ -387,7 +462,7 @@ impl Controller {
                 }
             }
             self.write_etc(name)?;
-            self.locked.save()
+            self.commit()
         }
         .await;
         if let Err(e) = result {
@@ -472,7 +547,10 @@ impl Controller {
             bail!("--ip is supported on user-defined networks only, not on the default bridge");
         }
         self.connect_endpoint(network, sandbox, aliases, ip).await?;
-        let result = self.write_etc(sandbox).and_then(|()| self.locked.save());
+        let result = match self.write_etc(sandbox) {
+            Ok(()) => self.commit(),
+            Err(e) => Err(e),
+        };
         if let Err(e) = result {
             let _ = self.disconnect_endpoint(network, sandbox).await;
             return Err(e);
@@ -513,7 +591,7 @@ impl Controller {
         self.sandbox(sandbox)?;
         self.disconnect_endpoint(network, sandbox).await?;
         self.write_etc(sandbox)?;
-        self.locked.save()
+        self.commit()
     }
 
     pub async fn sandbox_rm(&mut self, name: &str, force: bool) -> Result<()> {
@@ -527,7 +605,7 @@ impl Controller {
             );
         }
         self.remove_sandbox(name).await?;
-        self.locked.save()
+        self.commit()
     }
 
     /// Removes a sandbox's endpoints, namespace name and files, and its state.
@@ -648,7 +726,7 @@ impl Controller {
                 removed.push(format!("datapath entries of ifindex {ifindex}"));
             }
         }
-        self.locked.save()?;
+        self.commit()?;
         Ok(removed)
     }
 

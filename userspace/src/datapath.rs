@@ -18,8 +18,8 @@ use aya::{
     EbpfLoader,
 };
 use bpfnet_common::{
-    maps, progs, DropEvent, DropReason, Endpoint, EndpointCounters, FdbEntry, FdbKey, FloodKey,
-    Neighbour, NeighbourKey, Network, MAX_FLOOD_PORTS,
+    maps, progs, CtKey, CtValue, DropEvent, DropReason, Endpoint, EndpointCounters, FdbEntry,
+    FdbKey, FloodKey, Neighbour, NeighbourKey, Network, PolicyKey, PolicyValue, MAX_FLOOD_PORTS,
 };
 
 use crate::paths::Paths;
@@ -355,6 +355,64 @@ impl Datapath {
         for index in ports.len() as u32..MAX_FLOOD_PORTS {
             ignore_missing(flood.remove(&FloodKey { net_id, index }))?;
         }
+        Ok(())
+    }
+
+    /// Installs a compiled rule set as one step: it is written into the
+    /// idle generation map, then `POLICY_GEN` is flipped to it, so no packet
+    /// is judged against a half-written set.
+    pub fn set_policy(
+        &self,
+        entries: &std::collections::BTreeMap<PolicyKey, PolicyValue>,
+    ) -> Result<()> {
+        let mut generation: aya::maps::Array<MapData, u32> =
+            aya::maps::Array::try_from(self.map(maps::POLICY_GEN)?)?;
+        let live = generation.get(&0, 0)?;
+        let idle = 1 - live.min(1);
+        let mut map = self.hash::<PolicyKey, PolicyValue>(if idle == 0 {
+            maps::POLICY_0
+        } else {
+            maps::POLICY_1
+        })?;
+        let stale: Vec<PolicyKey> = map.keys().collect::<Result<_, _>>()?;
+        for k in stale {
+            if !entries.contains_key(&k) {
+                ignore_missing(map.remove(&k))?;
+            }
+        }
+        for (k, v) in entries {
+            map.insert(k, v, 0)?;
+        }
+        generation.set(0, idle, 0)?;
+        Ok(())
+    }
+
+    /// Connections (conntrack entries) for which `doomed` holds are forgotten:
+    /// their next packet is judged as a new connection.
+    pub fn flush_conntrack(&self, doomed: impl Fn(&CtKey, &CtValue) -> bool) -> Result<usize> {
+        let mut ct = self.hash::<CtKey, CtValue>(maps::CONNTRACK)?;
+        let gone: Vec<CtKey> = ct
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(k, v)| doomed(k, v))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &gone {
+            ignore_missing(ct.remove(k))?;
+        }
+        Ok(gone.len())
+    }
+
+    /// New connections a rule let through (allow) or packets it dropped (deny).
+    pub fn rule_hits(&self, rule: u32) -> Result<u64> {
+        let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(self.map(maps::RULE_HITS)?)?;
+        Ok(map.get(&rule, 0)?.iter().sum())
+    }
+
+    pub fn reset_rule_hits(&self, rule: u32) -> Result<()> {
+        let mut map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(self.map(maps::RULE_HITS)?)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        map.set(rule, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
         Ok(())
     }
 

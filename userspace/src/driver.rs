@@ -33,6 +33,9 @@ fn datapath_network(net: &Network) -> Result<common::Network> {
     if net.internal {
         flags |= net_flags::INTERNAL;
     }
+    if !net.icc() {
+        flags |= net_flags::ICC_OFF;
+    }
     Ok(common::Network {
         gateway: ip_key(gateway),
         subnet: ip_key(subnet.network()),
@@ -215,6 +218,10 @@ impl Host {
             let dp_ep = datapath_endpoint(net, ep, host.mac.unwrap_or_default());
             self.dp.remove_endpoint(host.index, &dp_ep)?;
             self.dp.detach(&ep.host_ifname)?;
+            // Its connections must not carry over to whoever gets the address next.
+            let ip = dp_ep.ip;
+            self.dp
+                .flush_conntrack(|k, _| k.src_ip == ip || k.dst_ip == ip)?;
         }
         self.nl.delete_link(host.index).await
     }

@@ -10,6 +10,7 @@ pub mod ipam;
 pub mod netlink;
 pub mod netns;
 pub mod paths;
+pub mod policy;
 pub mod state;
 pub mod stats;
 pub mod util;

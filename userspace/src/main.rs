@@ -6,6 +6,7 @@ use bpfnet::{
     controller::{Controller, NetworkCreate, SandboxCreate},
     exec, inspect,
     paths::Paths,
+    policy::{Action, Traffic},
     state::Locked,
     stats,
 };
@@ -111,6 +112,9 @@ enum Cmd {
     },
     /// Stream dropped packets with their reasons.
     Monitor,
+    /// Policy between networks, written with sandbox and network names.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// The datapath itself.
     #[command(subcommand)]
     Datapath(DatapathCmd),
@@ -165,6 +169,44 @@ enum NetworkCmd {
     },
     /// Disconnect a sandbox from a network.
     Disconnect { network: String, sandbox: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyAction {
+    Allow,
+    Deny,
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Add a rule; prints its ID.
+    Add {
+        /// Who opens connections: a sandbox name, net:NETWORK or *.
+        #[arg(long)]
+        from: String,
+        /// To whom: a sandbox name, net:NETWORK or *.
+        #[arg(long)]
+        to: String,
+        /// N, N-M, optionally /tcp or /udp (both if omitted).
+        #[arg(long, conflicts_with = "icmp")]
+        port: Option<String>,
+        /// ICMP echo (ping).
+        #[arg(long)]
+        icmp: bool,
+        #[arg(long, value_enum, default_value = "allow")]
+        action: PolicyAction,
+    },
+    /// List rules with their hit counters.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Remove rules.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -383,6 +425,63 @@ async fn command(c: &mut Controller, cmd: Cmd) -> Result<ExitCode> {
         }
         Cmd::Rm { force, names } => {
             return each(c, &names, async |c, n| c.sandbox_rm(n, force).await).await;
+        }
+        Cmd::Policy(PolicyCmd::Add {
+            from,
+            to,
+            port,
+            icmp,
+            action,
+        }) => {
+            let traffic = match (port, icmp) {
+                (Some(p), _) => Traffic::parse_port(&p)?,
+                (None, true) => Traffic::Icmp,
+                (None, false) => Traffic::Any,
+            };
+            let action = match action {
+                PolicyAction::Allow => Action::Allow,
+                PolicyAction::Deny => Action::Deny,
+            };
+            println!("{}", c.policy_add(&from, &to, traffic, action)?);
+        }
+        Cmd::Policy(PolicyCmd::Ls { format }) => {
+            let mut rows = vec![];
+            for r in c.snapshot().policies.values() {
+                let hits = c.datapath().rule_hits(r.id)?;
+                rows.push((r.clone(), hits));
+            }
+            let action = |a: Action| if a == Action::Allow { "allow" } else { "deny" };
+            match format {
+                Format::Json => print_json(&serde_json::Value::Array(
+                    rows.iter()
+                        .map(|(r, hits)| {
+                            serde_json::json!({
+                                "ID": r.id, "From": r.from, "To": r.to,
+                                "Port": r.traffic.display(), "Action": action(r.action), "Hits": hits,
+                            })
+                        })
+                        .collect(),
+                )),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|(r, hits)| {
+                            vec![
+                                r.id.to_string(),
+                                r.from.clone(),
+                                r.to.clone(),
+                                r.traffic.display(),
+                                action(r.action).to_string(),
+                                hits.to_string(),
+                            ]
+                        })
+                        .collect();
+                    print!("{}", inspect::table(&["ID", "FROM", "TO", "PORT", "ACTION", "HITS"], &rows));
+                }
+            }
+        }
+        Cmd::Policy(PolicyCmd::Rm { ids }) => {
+            return each(c, &ids, async |c, id| c.policy_rm(id).await).await;
         }
         Cmd::Gc => {
             let removed = c.gc().await?;

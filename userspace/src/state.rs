@@ -53,6 +53,13 @@ pub struct Network {
 }
 
 impl Network {
+    /// `-o icc=false` (or Docker's `com.docker.network.bridge.enable_icc=false`).
+    pub fn icc(&self) -> bool {
+        ["icc", "com.docker.network.bridge.enable_icc"]
+            .iter()
+            .all(|k| self.options.get(*k).map(String::as_str) != Some("false"))
+    }
+
     pub fn is_builtin(&self) -> bool {
         matches!(self.name.as_str(), "bridge" | "host" | "none")
     }
@@ -124,6 +131,9 @@ pub struct Sandbox {
 pub struct State {
     pub networks: BTreeMap<String, Network>,
     pub sandboxes: BTreeMap<String, Sandbox>,
+    /// Policy rules between networks, by id, kept by name.
+    #[serde(default)]
+    pub policies: BTreeMap<u32, crate::policy::Rule>,
 }
 
 impl State {
