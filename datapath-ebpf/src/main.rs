@@ -389,7 +389,7 @@ fn verdict(ctx: &TcContext, src: u32, dst: u32, s: &Summary) -> Result<(), u32> 
             proto: k.proto,
             _pad: [0; 3],
         };
-        if unsafe { CONNTRACK.get(&reply) }.is_some() {
+        if unsafe { CONNTRACK.get(reply) }.is_some() {
             return Ok(());
         }
     }
@@ -424,7 +424,7 @@ fn verdict(ctx: &TcContext, src: u32, dst: u32, s: &Summary) -> Result<(), u32> 
     if let Some(k) = &key {
         let _ = CONNTRACK.insert(
             k,
-            &CtValue {
+            CtValue {
                 rule: v.rule,
                 _pad: 0,
             },
