@@ -825,9 +825,14 @@ impl TestHost {
         )
     }
 
+    /// Where the datapath of the current map layout is pinned.
+    pub fn pin_dir() -> String {
+        format!("/sys/fs/bpf/bpfnet/v{}", bpfnet_common::MAP_LAYOUT_VERSION)
+    }
+
     /// Dumps a pinned bpfnet map (JSON array of entries) via bpftool.
     pub fn map_dump(&self, map: &str) -> Vec<Value> {
-        let path = format!("/sys/fs/bpf/bpfnet/v1/maps/{map}");
+        let path = format!("{}/maps/{map}", Self::pin_dir());
         let out = self.ok(&["bpftool", "-j", "map", "dump", "pinned", &path]);
         let v: Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("bpftool map dump {path}: {e}: {out}"));

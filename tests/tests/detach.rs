@@ -84,7 +84,7 @@ fn churn_of_200_endpoints_leaves_no_map_entry_link_or_pin() {
         "netns left: {:?}",
         h.netns_list()
     );
-    let links = h.sh_ok("ls -A /sys/fs/bpf/bpfnet/v1/links/ 2>/dev/null; true");
+    let links = h.sh_ok(&format!("ls -A {}/links/", TestHost::pin_dir()));
     assert!(links.trim().is_empty(), "link pins left:\n{links}");
     let pins = h.sh_ok("find /sys/fs/bpf/bpfnet -mindepth 1 ! -type d");
     let stray: Vec<&str> = pins

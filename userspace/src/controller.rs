@@ -77,6 +77,11 @@ impl Controller {
     /// Locks the state, opens (or loads) the datapath and makes sure the
     /// built-in networks exist.
     pub async fn open(paths: &Paths) -> Result<Self> {
+        if !Datapath::is_loaded(paths) {
+            // First use, or a new map layout: a full load brings the kernel
+            // in line with the state.
+            return Ok(Self::load(paths, None).await?.1);
+        }
         let locked = Locked::acquire(paths)?;
         let dp = Datapath::open_or_load(paths)?;
         let nl = Netlink::open()?;
@@ -139,6 +144,7 @@ impl Controller {
         }
         c.sync().await?;
         c.commit()?;
+        Datapath::remove_other_layouts(paths)?;
         Ok((report, c))
     }
 

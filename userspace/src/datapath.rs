@@ -111,17 +111,6 @@ impl Datapath {
         for dir in [paths.maps_dir(), paths.progs_dir(), paths.links_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        // Pins of another map layout would feed these programs wrong-sized
-        // values: remove them (their attachments go with them).
-        if let Ok(dir) = std::fs::read_dir(paths.pin_root()) {
-            for entry in dir.flatten() {
-                if entry.path() != paths.pin_dir() {
-                    std::fs::remove_dir_all(entry.path()).with_context(|| {
-                        format!("removing pins of an old layout {}", entry.path().display())
-                    })?;
-                }
-            }
-        }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(paths.maps_dir())
             .load(DATAPATH_OBJECT)
@@ -155,6 +144,25 @@ impl Datapath {
             report.programs.push((name.to_string(), prog.info()?.id()));
         }
         Ok(report)
+    }
+
+    /// Removes the pins of other map layouts (their attachments go with them).
+    /// Call it after the current layout is attached everywhere: TCX runs the
+    /// old and the new program side by side until then, so no packet passes
+    /// unjudged during a layout change.
+    pub fn remove_other_layouts(paths: &Paths) -> Result<Vec<PathBuf>> {
+        let mut removed = vec![];
+        if let Ok(dir) = std::fs::read_dir(paths.pin_root()) {
+            for entry in dir.flatten() {
+                if entry.path() != paths.pin_dir() {
+                    std::fs::remove_dir_all(entry.path()).with_context(|| {
+                        format!("removing pins of an old layout {}", entry.path().display())
+                    })?;
+                    removed.push(entry.path());
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Opens the loaded datapath; loads it first if it is not there.
