@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -118,14 +118,51 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-fn read_all<R: Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut r) = r {
-            let _ = r.read_to_end(&mut buf);
+/// How long to wait for a pipe's EOF once its process has exited: a process
+/// it left in the background may hold the pipe open indefinitely.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// A pipe read to EOF by a detached thread, so that a grandchild holding it
+/// open can't block the test.
+struct Capture {
+    buf: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Capture {
+    fn start<R: Read + Send + 'static>(r: Option<R>) -> Capture {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let b = Arc::clone(&buf);
+        thread::spawn(move || {
+            if let Some(mut r) = r {
+                let mut chunk = [0u8; 65536];
+                loop {
+                    match r.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => b.lock().unwrap().extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            let _ = tx.send(());
+        });
+        Capture { buf, done }
+    }
+
+    /// What was read, after waiting up to `grace` for EOF.
+    fn collect(&self, grace: Duration) -> String {
+        let complete = !matches!(
+            self.done.recv_timeout(grace),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        let mut s = String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned();
+        if !complete {
+            s.push_str("\n[bnt: output cut, the pipe is held open by a background process]\n");
         }
-        String::from_utf8_lossy(&buf).into_owned()
-    })
+        s
+    }
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
@@ -151,8 +188,8 @@ pub struct Bg {
     pub cmd: String,
     child: Child,
     lines: Arc<(Mutex<Vec<String>>, Condvar)>,
-    stdout_reader: Option<thread::JoinHandle<()>>,
-    stderr_reader: Option<thread::JoinHandle<String>>,
+    stdout_done: mpsc::Receiver<()>,
+    stderr: Capture,
 }
 
 impl Bg {
@@ -167,21 +204,23 @@ impl Bg {
         let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let out: ChildStdout = child.stdout.take().expect("piped stdout");
         let l2 = Arc::clone(&lines);
-        let stdout_reader = thread::spawn(move || {
+        let (tx, stdout_done) = mpsc::channel();
+        thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 let (m, cv) = &*l2;
                 m.lock().unwrap().push(line);
                 cv.notify_all();
             }
+            let _ = tx.send(());
         });
-        let stderr_reader = read_all(child.stderr.take());
+        let stderr = Capture::start(child.stderr.take());
         Bg {
             cmd: cmd_line,
             child,
             lines,
-            stdout_reader: Some(stdout_reader),
-            stderr_reader: Some(stderr_reader),
+            stdout_done,
+            stderr,
         }
     }
 
@@ -252,16 +291,16 @@ impl Bg {
                 -1
             }
         };
-        if let Some(h) = self.stdout_reader.take() {
-            let _ = h.join();
-        }
-        let stderr = self
-            .stderr_reader
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
+        let complete = !matches!(
+            self.stdout_done.recv_timeout(PIPE_GRACE),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        let stderr = self.stderr.collect(PIPE_GRACE);
         let mut stdout = self.lines().join("\n");
         stdout.push('\n');
+        if !complete {
+            stdout.push_str("[bnt: output cut, the pipe is held open by a background process]\n");
+        }
         Output {
             cmd: self.cmd.clone(),
             code,
@@ -459,8 +498,8 @@ impl TestHost {
                 let _ = w.write_all(&input);
             });
         }
-        let out = read_all(child.stdout.take());
-        let err = read_all(child.stderr.take());
+        let out = Capture::start(child.stdout.take());
+        let err = Capture::start(child.stderr.take());
         let code = match wait_timeout(&mut child, timeout) {
             Some(c) => c,
             None => {
@@ -469,8 +508,8 @@ impl TestHost {
                 let o = Output {
                     cmd: cmd_line,
                     code: -1,
-                    stdout: out.join().unwrap_or_default(),
-                    stderr: err.join().unwrap_or_default(),
+                    stdout: out.collect(PIPE_GRACE),
+                    stderr: err.collect(PIPE_GRACE),
                 };
                 panic!("timed out after {timeout:?}:\n{o}");
             }
@@ -478,8 +517,8 @@ impl TestHost {
         Output {
             cmd: cmd_line,
             code,
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
+            stdout: out.collect(PIPE_GRACE),
+            stderr: err.collect(PIPE_GRACE),
         }
     }
 

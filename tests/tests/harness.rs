@@ -128,3 +128,30 @@ fn traffic_helpers_work_over_a_plain_veth_pair() {
     assert_eq!(o.stdout, "hello\n", "{o}");
     echo.wait_line("served 10.9.0.1", Duration::from_secs(5));
 }
+
+/// A command that leaves a process behind holding its stdout returns anyway
+/// (with what it printed), and the process dies with the host.
+#[test]
+fn a_background_grandchild_holding_stdout_does_not_hang_the_test() {
+    let start = std::time::Instant::now();
+    let h = TestHost::new("harness-grandchild");
+    let pid_file = h.dir.join("grandchild.pid");
+    let o = h.sh(&format!(
+        "echo hi; sleep 300 & echo $! > {}; true",
+        pid_file.display()
+    ));
+    assert!(o.success(), "{o}");
+    assert!(o.stdout.starts_with("hi\n"), "{o}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let pid: u32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    drop(h);
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false);
+    assert!(!alive, "sleep {pid} survived the test host");
+}
