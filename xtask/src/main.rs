@@ -1,4 +1,5 @@
 //! `cargo xtask <cmd>`: build, load, demo and test bpfnet.
+mod bench;
 mod bootstrap;
 mod cmd;
 
@@ -76,10 +77,7 @@ fn main() -> ExitCode {
         Cmd::Unload => unload(),
         Cmd::Demo => demo(),
         Cmd::Test => test().map(|()| ExitCode::SUCCESS),
-        Cmd::Bench { quick: _ } => {
-            eprintln!("bench: not implemented yet (issue 7)");
-            Ok(ExitCode::FAILURE)
-        }
+        Cmd::Bench { quick } => bench::bench(quick).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -1,0 +1,362 @@
+//! The four contenders, each built in a throw-away host of its own with the
+//! same names and addresses: sandboxes `bench-a` (10.90.0.2) and `bench-b`
+//! (10.90.0.3) on 10.90.0.0/16, gateway 10.90.0.1.
+use std::{
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::json;
+
+use super::{
+    host::{Host, Proc, CMD_TIMEOUT},
+    traffic::{self, udp_frame, Pair, UdpResult},
+};
+
+pub const NET: &str = "benchnet";
+pub const SUBNET: &str = "10.90.0.0/16";
+pub const GATEWAY: &str = "10.90.0.1";
+pub const A: &str = "bench-a";
+pub const B: &str = "bench-b";
+pub const IP_A: [u8; 4] = [10, 90, 0, 2];
+pub const IP_B: [u8; 4] = [10, 90, 0, 3];
+const NETAVARK: &str = "/usr/lib/podman/netavark";
+const NETAVARK_BRIDGE: &str = "nvbench0";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bpfnet,
+    LinuxBridge,
+    Netavark,
+    DirectVeth,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Bpfnet,
+        Kind::LinuxBridge,
+        Kind::Netavark,
+        Kind::DirectVeth,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Bpfnet => "bpfnet",
+            Kind::LinuxBridge => "linux-bridge",
+            Kind::Netavark => "netavark",
+            Kind::DirectVeth => "direct-veth",
+        }
+    }
+
+    /// Contenders that have sandboxes to set up (direct-veth is two ip calls).
+    pub fn has_setup(self) -> bool {
+        self != Kind::DirectVeth
+    }
+}
+
+pub fn ip_str(ip: [u8; 4]) -> String {
+    format!("{}.{}.{}.{}", ip[0], ip[1], ip[2], ip[3])
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let v: Vec<u8> = s
+        .trim()
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad MAC {s:?}"))?;
+    v.try_into().map_err(|_| anyhow::anyhow!("bad MAC {s:?}"))
+}
+
+/// Address of the i-th extra sandbox (scale and set-up runs): 10.90.1.10 up.
+pub fn extra_ip(i: usize) -> String {
+    format!("10.90.{}.{}", 1 + i / 200, 10 + i % 200)
+}
+
+pub fn extra_name(i: usize) -> String {
+    format!("s{i:04}")
+}
+
+pub struct Contender {
+    pub kind: Kind,
+    pub host: Host,
+    bin: PathBuf,
+    pub mac_a: [u8; 6],
+    pub mac_b: [u8; 6],
+    sleeper_a: Proc,
+    sleeper_b: Proc,
+    /// Extra networks made by the network-scale run.
+    pub extra_networks: usize,
+}
+
+impl Contender {
+    pub fn build(kind: Kind, base: &Path, bin: &Path) -> Result<Contender> {
+        let host = Host::start(kind.name(), base)?;
+        let (a, b) = (ip_str(IP_A), ip_str(IP_B));
+        match kind {
+            Kind::Bpfnet | Kind::LinuxBridge => {
+                let driver = if kind == Kind::Bpfnet {
+                    "bridge"
+                } else {
+                    "linux-bridge"
+                };
+                let bin = bin.to_str().context("bpfnet path is not UTF-8")?;
+                host.run(&[
+                    bin,
+                    "network",
+                    "create",
+                    "-d",
+                    driver,
+                    "--subnet",
+                    SUBNET,
+                    "--gateway",
+                    GATEWAY,
+                    NET,
+                ])?;
+                for (name, ip) in [(A, &a), (B, &b)] {
+                    host.run(&[bin, "create", "--name", name, "--network", NET, "--ip", ip])?;
+                }
+            }
+            Kind::Netavark => {
+                for (name, ip) in [(A, &a), (B, &b)] {
+                    host.run(&["ip", "netns", "add", name])?;
+                    netavark(&host, "setup", name, ip)?;
+                }
+            }
+            Kind::DirectVeth => {
+                host.run(&["ip", "netns", "add", A])?;
+                host.run(&["ip", "netns", "add", B])?;
+                host.run(&[
+                    "ip",
+                    "link",
+                    "add",
+                    "eth0",
+                    "netns",
+                    A,
+                    "address",
+                    "02:42:0a:5a:00:02",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    B,
+                    "address",
+                    "02:42:0a:5a:00:03",
+                ])?;
+                for (name, ip) in [(A, &a), (B, &b)] {
+                    let cidr = format!("{ip}/16");
+                    host.run(&["ip", "-n", name, "addr", "add", &cidr, "dev", "eth0"])?;
+                    host.run(&["ip", "-n", name, "link", "set", "lo", "up"])?;
+                    host.run(&["ip", "-n", name, "link", "set", "eth0", "up"])?;
+                }
+                // The generator's own sink (see traffic::generator_sink).
+                host.run(&[
+                    "ip", "-n", A, "link", "add", "gsink0", "type", "veth", "peer", "name",
+                    "gsink1",
+                ])?;
+                host.run(&["ip", "-n", A, "link", "set", "gsink0", "up"])?;
+                host.run(&["ip", "-n", A, "link", "set", "gsink1", "up"])?;
+            }
+        }
+        let mac = |s: &str| -> Result<[u8; 6]> {
+            parse_mac(
+                &host
+                    .exec(s, &["cat", "/sys/class/net/eth0/address"])?
+                    .stdout,
+            )
+        };
+        let (mac_a, mac_b) = (mac(A)?, mac(B)?);
+        let sleeper_a = host.spawn_in(A, &["sleep", "infinity"])?;
+        let sleeper_b = host.spawn_in(B, &["sleep", "infinity"])?;
+        let c = Contender {
+            kind,
+            host,
+            bin: bin.to_path_buf(),
+            mac_a,
+            mac_b,
+            sleeper_a,
+            sleeper_b,
+            extra_networks: 0,
+        };
+        c.wait_sleepers()?;
+        c.check_path()?;
+        Ok(c)
+    }
+
+    /// The sleepers must have entered their sandboxes before /proc/PID/net
+    /// means anything.
+    fn wait_sleepers(&self) -> Result<()> {
+        let host_ns = std::fs::read_link(format!("/proc/{}/ns/net", self.sleeper_a.pid()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ok = [&self.sleeper_a, &self.sleeper_b].iter().all(|p| {
+                std::fs::read_to_string(format!("/proc/{}/comm", p.pid()))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            });
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "[{}] sleepers did not start in the sandboxes ({host_ns:?})",
+                    self.kind.name()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A → B answers a ping (also fills neighbour tables and bridge FDBs).
+    pub fn check_path(&self) -> Result<()> {
+        let b = ip_str(IP_B);
+        for _ in 0..3 {
+            let o = self.host.run_full(
+                &[
+                    "ip", "netns", "exec", A, "ping", "-n", "-q", "-c", "1", "-W", "1", &b,
+                ],
+                None,
+                Duration::from_secs(5),
+            )?;
+            if o.code == 0 {
+                return Ok(());
+            }
+        }
+        bail!(
+            "[{}] {A} cannot ping {B} ({b}): the contender is not set up right",
+            self.kind.name()
+        )
+    }
+
+    pub fn pair(&self) -> Pair<'_> {
+        Pair {
+            host: &self.host,
+            a: A,
+            b: B,
+            pid_a: self.sleeper_a.pid(),
+            pid_b: self.sleeper_b.pid(),
+            ip_b: "10.90.0.3",
+        }
+    }
+
+    /// UDP 64-byte flood A → B.
+    pub fn udp_flood(&self, secs: f64) -> Result<UdpResult> {
+        let frame = udp_frame(self.mac_a, self.mac_b, IP_A, IP_B);
+        traffic::udp_flood(&self.pair(), frame, IP_B, secs)
+    }
+
+    pub fn pid_a(&self) -> u32 {
+        self.sleeper_a.pid()
+    }
+
+    fn bin(&self) -> Result<&str> {
+        self.bin.to_str().context("bpfnet path is not UTF-8")
+    }
+
+    /// Creates one sandbox on the bench network and connects it; returns the
+    /// wall time of the create+connect call (netavark: of `setup` alone,
+    /// its netns is made beforehand, untimed).
+    pub fn add_sandbox(&self, name: &str, ip: &str) -> Result<Duration> {
+        match self.kind {
+            Kind::Bpfnet | Kind::LinuxBridge => {
+                let bin = self.bin()?;
+                let t = Instant::now();
+                self.host
+                    .run(&[bin, "create", "--name", name, "--network", NET, "--ip", ip])?;
+                Ok(t.elapsed())
+            }
+            Kind::Netavark => {
+                self.host.run(&["ip", "netns", "add", name])?;
+                let t = Instant::now();
+                netavark(&self.host, "setup", name, ip)?;
+                Ok(t.elapsed())
+            }
+            Kind::DirectVeth => bail!("direct-veth has no sandbox set-up"),
+        }
+    }
+
+    /// Removes extra sandboxes; returns the wall time of the removal.
+    pub fn remove_sandboxes(&self, names: &[(String, String)]) -> Result<Duration> {
+        let t = Instant::now();
+        match self.kind {
+            Kind::Bpfnet | Kind::LinuxBridge => {
+                let bin = self.bin()?;
+                for chunk in names.chunks(200) {
+                    let mut args = vec![bin, "rm", "-f"];
+                    args.extend(chunk.iter().map(|(n, _)| n.as_str()));
+                    self.host.run_full(&args, None, CMD_TIMEOUT * 5)?;
+                }
+            }
+            Kind::Netavark => {
+                for (n, ip) in names {
+                    netavark(&self.host, "teardown", n, ip)?;
+                    self.host.run(&["ip", "netns", "del", n])?;
+                }
+            }
+            Kind::DirectVeth => {}
+        }
+        Ok(t.elapsed())
+    }
+
+    /// Adds one more (empty) network of the same driver.
+    pub fn add_network(&mut self) -> Result<()> {
+        let k = self.extra_networks;
+        let subnet = format!("10.{}.{}.0/24", 100 + k / 256, k % 256);
+        let name = format!("xnet{k:04}");
+        let driver = match self.kind {
+            Kind::Bpfnet => "bridge",
+            Kind::LinuxBridge => "linux-bridge",
+            _ => bail!("{} has no networks of its own", self.kind.name()),
+        };
+        let bin = self.bin()?.to_string();
+        self.host.run(&[
+            &bin, "network", "create", "-d", driver, "--subnet", &subnet, &name,
+        ])?;
+        self.extra_networks += 1;
+        Ok(())
+    }
+}
+
+/// One netavark 1.4 call (`setup`/`teardown`) for `name` with a static IP on
+/// the bench network, inside the host (its bridge, veths and iptables rules
+/// live and die there).
+fn netavark(host: &Host, verb: &str, name: &str, ip: &str) -> Result<()> {
+    let input = json!({
+        "container_id": name,
+        "container_name": name,
+        "networks": { NET: { "interface_name": "eth0", "static_ips": [ip] } },
+        "network_info": { NET: {
+            "name": NET,
+            "id": "b3e0c5c6a1f04e2d9d1f5c3a7e8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b",
+            "driver": "bridge",
+            "network_interface": NETAVARK_BRIDGE,
+            "subnets": [ { "subnet": SUBNET, "gateway": GATEWAY } ],
+            "ipv6_enabled": false,
+            "internal": false,
+            "dns_enabled": false
+        } }
+    });
+    let config = host.dir.join("netavark");
+    std::fs::create_dir_all(&config)?;
+    let config = config
+        .to_str()
+        .context("netavark config path is not UTF-8")?;
+    let netns = format!("/run/netns/{name}");
+    let out = host.run_full(
+        &[NETAVARK, "--config", config, verb, &netns],
+        Some(input.to_string().as_bytes()),
+        CMD_TIMEOUT,
+    )?;
+    if out.code != 0 {
+        bail!(
+            "netavark {verb} {name} failed (exit {}): {} {}",
+            out.code,
+            out.stdout.trim(),
+            out.stderr.trim()
+        );
+    }
+    Ok(())
+}
