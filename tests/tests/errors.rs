@@ -375,3 +375,30 @@ fn connecting_a_none_or_host_sandbox_is_rejected() {
     rejected(&h, &["network", "connect", "net1", "n"], &["none"], "n");
     rejected(&h, &["network", "connect", "net1", "hst"], &["host"], "hst");
 }
+
+/// A create that fails on its second network leaves nothing of the first
+/// (no netns, no veth, no address taken).
+#[test]
+fn a_create_failing_halfway_undoes_what_it_made() {
+    let h = host("err-halfway");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.bpfnet_ok(&["network", "create", "--subnet", "10.98.0.0/30", "tiny"]);
+    h.create("a", &["tiny"]);
+    rejected(
+        &h,
+        &[
+            "create",
+            "--name",
+            "b",
+            "--network",
+            "net1",
+            "--network",
+            "tiny",
+        ],
+        &["exhausted", "no free", "no more", "no available"],
+        "tiny",
+    );
+    // net1's first address is still free.
+    h.create("c", &["net1"]);
+    assert_eq!(h.ip_on("c", "net1"), "172.18.0.2");
+}
