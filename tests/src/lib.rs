@@ -6,6 +6,13 @@
 //! `nsenter`, so sandboxes, veths, pins and addresses that `bpfnet` makes live
 //! and die with the holder: nothing touches the real host's networking, and
 //! dropping the `TestHost` (also while unwinding from a panic) removes it all.
+//!
+//! Run as root: `cargo xtask test`, or `cargo build -p bpfnet && cargo test -p
+//! bpfnet-tests -- --test-threads=2`. Environment: `BPFNET_BIN` = the binary
+//! under test (default `target/debug/bpfnet`); `BNT_KEEP=1` keeps the scratch
+//! dirs `/tmp/bnt-<pid>-<n>` (state file, helper script) for post-mortems.
+//! Traffic helpers live in `bnt.py` (run by `/usr/bin/python3`, which has
+//! scapy); they are written into each host's scratch dir.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -433,7 +440,7 @@ impl TestHost {
             let _ = holder.wait();
             panic!("test host {name}: holder is in the real host's network namespace");
         }
-        let host = TestHost {
+        TestHost {
             name: name.to_string(),
             tag,
             root,
@@ -442,14 +449,7 @@ impl TestHost {
             holder_pid,
             holder_netns,
             bin,
-        };
-        if !host.bin.exists() {
-            panic!(
-                "bpfnet binary not found at {} (build it with `cargo build -p bpfnet` or set BPFNET_BIN)",
-                host.bin.display()
-            );
         }
-        host
     }
 
     fn command(&self, args: &[&str]) -> (String, Command) {
@@ -472,6 +472,12 @@ impl TestHost {
     }
 
     fn bpfnet_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        if !self.bin.exists() {
+            panic!(
+                "bpfnet binary not found at {} (build it with `cargo build -p bpfnet` or set BPFNET_BIN)",
+                self.bin.display()
+            );
+        }
         let mut v = vec![self.bin.to_str().expect("utf-8 path")];
         v.extend_from_slice(args);
         v
