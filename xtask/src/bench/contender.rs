@@ -318,6 +318,25 @@ impl Contender {
         self.extra_networks += 1;
         Ok(())
     }
+
+    /// Adds the i-th policy rule: bench-a → an extra network (or the bench
+    /// network when there is none), one TCP port the bench never uses.
+    pub fn add_policy(&self, i: usize) -> Result<()> {
+        if self.kind != Kind::Bpfnet {
+            bail!("{} has no policies", self.kind.name());
+        }
+        let to = if self.extra_networks > 0 {
+            format!("net:xnet{:04}", i % self.extra_networks)
+        } else {
+            format!("net:{NET}")
+        };
+        let port = format!("{}/tcp", 20000 + i % 40000);
+        let bin = self.bin()?;
+        self.host.run(&[
+            bin, "policy", "add", "--from", A, "--to", &to, "--port", &port,
+        ])?;
+        Ok(())
+    }
 }
 
 /// One netavark 1.4 call (`setup`/`teardown`) for `name` with a static IP on

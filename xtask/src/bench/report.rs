@@ -50,7 +50,7 @@ pub const FIGURES: &[Figure] = &[
         key: "cpu_s_per_gb",
         unit: "CPU-s/GB",
         higher_is_better: false,
-        what: "CPU busy time (user+sys+irq+softirq, /proc/stat) per GB during tcp1",
+        what: "CPU time of the iperf3 pair + ksoftirqd per GB moved during tcp1",
     },
     Figure {
         key: "prog_ns_per_pkt",
@@ -117,6 +117,18 @@ pub const FIGURES: &[Figure] = &[
         unit: "µs",
         higher_is_better: false,
         what: "rr_p50_us with 1,000 networks",
+    },
+    Figure {
+        key: "udp64_pps_pol1000",
+        unit: "pkt/s",
+        higher_is_better: true,
+        what: "udp64_pps with 1,000 policy rules",
+    },
+    Figure {
+        key: "rr_p50_us_pol1000",
+        unit: "µs",
+        higher_is_better: false,
+        what: "rr_p50_us with 1,000 policy rules",
     },
     Figure {
         key: "gen_sink_pps",
