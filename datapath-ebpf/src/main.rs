@@ -240,7 +240,12 @@ fn ingress(ctx: &TcContext) -> i32 {
     if net.flags & net_flags::ICC_OFF != 0 {
         if let Err(rule) = verdict(ctx, ep.slot, dst.slot, &s) {
             s.rule = rule;
-            return drop_packet(slot, DropReason::IccDisabled, hook::INGRESS, &s);
+            let reason = if rule == 0 {
+                DropReason::IccDisabled
+            } else {
+                DropReason::PolicyDenied
+            };
+            return drop_packet(slot, reason, hook::INGRESS, &s);
         }
     }
     deliver(ctx, ep, dst)

@@ -677,7 +677,6 @@ fn a_deny_for_one_port_leaves_other_established_connections_alone() {
 /// Denied packets appear in `bpfnet monitor` with the addresses and the
 /// rule that denied them.
 #[test]
-#[ignore = "product bug: `bpfnet monitor` does not print the rule that denied a packet (issue 6)"]
 fn monitor_shows_denied_packets_with_the_rule_that_denied_them() {
     let (h, a, b) = two_nets("pol-monitor");
     add(&h, &["--from", "a", "--to", "net:net2"]);
@@ -827,7 +826,6 @@ fn rule_churn_does_not_disturb_allowed_new_flows() {
 /// entry a deny (for another port) made the datapath forget, and which the
 /// allow rule then lets on, is still one connection.
 #[test]
-#[ignore = "product bug: re-judged established connections count as new hits (issue 6)"]
 fn a_connection_re_judged_after_a_deny_is_not_counted_again() {
     let (h, _a, b) = two_nets("pol-hits-rejudge");
     let _srv = server(&h, "b", "tcp", &[8080, 8081]);

@@ -16,6 +16,7 @@ use crate::{
     state::{DriverKind, Endpoint, Link, Locked, Network, NetworkMode, Sandbox, State},
     util::{ip_key, mac_for, new_id, now_rfc3339, valid_name},
 };
+use bpfnet_common::MAX_RULES;
 
 /// Prefix of every host-side veth bpfnet creates.
 pub const HOST_VETH_PREFIX: &str = "bn";
@@ -155,68 +156,106 @@ impl Controller {
         self.locked.save()
     }
 
-    /// `bpfnet policy add`; returns the new rule's id.
+    /// `bpfnet policy add` and `import`: adds rules in one step (one
+    /// compile, one swap of the datapath's rule set); returns their ids.
     pub fn policy_add(
         &mut self,
-        from: &str,
-        to: &str,
-        traffic: Traffic,
-        action: Action,
-    ) -> Result<u32> {
-        policy::check_selector(self.state(), from)?;
-        policy::check_selector(self.state(), to)?;
-        if from == to {
+        rules: Vec<(String, String, Traffic, Action)>,
+    ) -> Result<Vec<u32>> {
+        for (from, to, ..) in &rules {
+            policy::check_selector(self.state(), from)?;
+            policy::check_selector(self.state(), to)?;
+            if from == to {
+                bail!("--from and --to are the same ({from}); a rule is between two different selectors");
+            }
+        }
+        let free: Vec<u32> = (1..MAX_RULES)
+            .filter(|id| !self.state().policies.contains_key(id))
+            .take(rules.len())
+            .collect();
+        if free.len() < rules.len() {
             bail!(
-                "--from and --to are the same ({from}); a rule is between two different selectors"
+                "the policy would hold more than {} rules, the most it can; remove some first",
+                MAX_RULES - 1
             );
         }
-        let id = policy::free_id(self.state())?;
-        let rule = Rule {
-            id,
-            from: from.into(),
-            to: to.into(),
-            traffic,
-            action,
-        };
-        self.host.dp.reset_rule_hits(id)?;
-        self.locked.state.policies.insert(id, rule);
+        for ((from, to, traffic, action), id) in rules.iter().zip(&free) {
+            let rule = Rule {
+                id: *id,
+                from: from.clone(),
+                to: to.clone(),
+                traffic: *traffic,
+                action: *action,
+            };
+            self.locked.state.policies.insert(*id, rule);
+        }
+        let ids = free;
+        self.host.dp.reset_rule_hits(&ids)?;
         if let Err(e) = self.commit() {
-            self.locked.state.policies.remove(&id);
+            for id in &ids {
+                self.locked.state.policies.remove(id);
+            }
             let _ = self.host.dp.set_policy(&policy::compile(self.state()));
             return Err(e);
         }
-        if action == Action::Deny {
-            // A deny applies to established connections too: forget them,
-            // so their next packet is judged anew.
-            let state = self.state();
-            let ips = |sel: &str| -> Vec<u32> {
-                policy::endpoints(state, sel)
-                    .iter()
-                    .map(|e| ip_key(e.ip))
-                    .collect()
-            };
-            let (src, dst) = (ips(from), ips(to));
-            self.host
-                .dp
-                .flush_conntrack(|k, _| src.contains(&k.src_ip) && dst.contains(&k.dst_ip))?;
+        // A deny applies to established connections too: forget them, so
+        // their next packet is judged anew.
+        let state = self.state();
+        let ips = |sel: &str| -> Vec<u32> {
+            policy::endpoints(state, sel)
+                .iter()
+                .map(|e| ip_key(e.ip))
+                .collect()
+        };
+        let denied: Vec<(Vec<u32>, Vec<u32>, Traffic)> = rules
+            .iter()
+            .filter(|r| r.3 == Action::Deny)
+            .map(|(from, to, traffic, _)| (ips(from), ips(to), *traffic))
+            .collect();
+        if !denied.is_empty() {
+            self.host.dp.flush_conntrack(|k, _| {
+                denied.iter().any(|(src, dst, traffic)| {
+                    src.contains(&k.src_ip)
+                        && dst.contains(&k.dst_ip)
+                        && traffic.covers(k.proto, k.dport)
+                })
+            })?;
         }
-        Ok(id)
+        Ok(ids)
     }
 
-    /// `bpfnet policy rm`: connections the rule allowed end with it.
-    pub async fn policy_rm(&mut self, id: &str) -> Result<()> {
-        let n: u32 = id.parse().map_err(|_| {
-            anyhow!("invalid rule ID {id:?}: IDs are numbers, see `bpfnet policy ls`")
-        })?;
-        let Some(rule) = self.locked.state.policies.remove(&n) else {
-            bail!("rule {n} not found; list rules with `bpfnet policy ls`");
-        };
+    /// `bpfnet policy rm`: all listed rules go in one step, or none (an
+    /// unknown ID changes nothing). Connections they allowed end with them.
+    pub fn policy_rm(&mut self, ids: &[String]) -> Result<()> {
+        let mut numbers = vec![];
+        for id in ids {
+            let n: u32 = id.parse().map_err(|_| {
+                anyhow!("invalid rule ID {id:?}: IDs are numbers, see `bpfnet policy ls`")
+            })?;
+            if !self.state().policies.contains_key(&n) {
+                bail!("rule {n} not found; list rules with `bpfnet policy ls`");
+            }
+            numbers.push(n);
+        }
+        let removed: Vec<Rule> = numbers
+            .iter()
+            .filter_map(|n| self.locked.state.policies.remove(n))
+            .collect();
         if let Err(e) = self.commit() {
-            self.locked.state.policies.insert(n, rule);
+            for r in removed {
+                self.locked.state.policies.insert(r.id, r);
+            }
             return Err(e);
         }
-        if rule.action == Action::Allow {
-            self.host.dp.flush_conntrack(|_, v| v.rule == n)?;
+        let allowed: Vec<u32> = removed
+            .iter()
+            .filter(|r| r.action == Action::Allow)
+            .map(|r| r.id)
+            .collect();
+        if !allowed.is_empty() {
+            self.host
+                .dp
+                .flush_conntrack(|_, v| allowed.contains(&v.rule))?;
         }
         Ok(())
     }

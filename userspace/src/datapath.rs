@@ -417,10 +417,12 @@ impl Datapath {
         Ok(map.get(&rule, 0)?.iter().sum())
     }
 
-    pub fn reset_rule_hits(&self, rule: u32) -> Result<()> {
+    pub fn reset_rule_hits(&self, rules: &[u32]) -> Result<()> {
         let mut map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(self.map(maps::RULE_HITS)?)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        map.set(rule, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        for rule in rules {
+            map.set(*rule, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        }
         Ok(())
     }
 

@@ -196,6 +196,9 @@ enum PolicyCmd {
         #[arg(long, value_enum, default_value = "allow")]
         action: PolicyAction,
     },
+    /// Add many rules in one step from a JSON file: an array of
+    /// {"from", "to", "port"?, "icmp"?, "action"?} objects.
+    Import { file: std::path::PathBuf },
     /// List rules with their hit counters.
     #[command(alias = "list")]
     Ls {
@@ -442,7 +445,21 @@ async fn command(c: &mut Controller, cmd: Cmd) -> Result<ExitCode> {
                 PolicyAction::Allow => Action::Allow,
                 PolicyAction::Deny => Action::Deny,
             };
-            println!("{}", c.policy_add(&from, &to, traffic, action)?);
+            let ids = c.policy_add(vec![(from, to, traffic, action)])?;
+            println!("{}", ids[0]);
+        }
+        Cmd::Policy(PolicyCmd::Import { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow!("reading {}: {e}", file.display()))?;
+            let rules = bpfnet::policy::parse_import(&text)
+                .map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
+            let n = rules.len();
+            let ids = c.policy_add(rules)?;
+            println!(
+                "added {n} rules (IDs {}..={})",
+                ids.first().unwrap_or(&0),
+                ids.last().unwrap_or(&0)
+            );
         }
         Cmd::Policy(PolicyCmd::Ls { format }) => {
             let mut rows = vec![];
@@ -481,7 +498,10 @@ async fn command(c: &mut Controller, cmd: Cmd) -> Result<ExitCode> {
             }
         }
         Cmd::Policy(PolicyCmd::Rm { ids }) => {
-            return each(c, &ids, async |c, id| c.policy_rm(id).await).await;
+            c.policy_rm(&ids)?;
+            for id in ids {
+                println!("{id}");
+            }
         }
         Cmd::Gc => {
             let removed = c.gc().await?;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
-use bpfnet_common::{action, PolicyKey, PolicyValue, MAX_RULES, RULE_LINK};
+use bpfnet_common::{action, PolicyKey, PolicyValue, RULE_LINK};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Endpoint, NetworkMode, State};
@@ -97,6 +97,26 @@ impl Traffic {
         }
     }
 
+    /// Whether a connection (protocol, destination port) falls under it.
+    pub fn covers(&self, proto: u8, dport: u16) -> bool {
+        match *self {
+            Traffic::Any => true,
+            Traffic::Icmp => proto == 1,
+            Traffic::Ports {
+                first,
+                last,
+                proto: p,
+            } => {
+                let proto_ok = match p {
+                    Some(Proto::Tcp) => proto == 6,
+                    Some(Proto::Udp) => proto == 17,
+                    None => proto == 6 || proto == 17,
+                };
+                proto_ok && (first..=last).contains(&dport)
+            }
+        }
+    }
+
     /// (protocol, port) pairs of the datapath's key; 0 means any.
     fn keys(&self) -> Vec<(u8, u16)> {
         match *self {
@@ -115,6 +135,37 @@ impl Traffic {
             }
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRule {
+    from: String,
+    to: String,
+    #[serde(default)]
+    port: Option<String>,
+    #[serde(default)]
+    icmp: bool,
+    #[serde(default)]
+    action: Option<Action>,
+}
+
+/// Rules of `bpfnet policy import`, as `policy add` would take them.
+pub fn parse_import(text: &str) -> Result<Vec<(String, String, Traffic, Action)>> {
+    let rules: Vec<ImportRule> = serde_json::from_str(text)?;
+    rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let traffic = match (&r.port, r.icmp) {
+                (Some(_), true) => bail!("rule {i}: port and icmp exclude each other"),
+                (Some(p), false) => Traffic::parse_port(p)?,
+                (None, true) => Traffic::Icmp,
+                (None, false) => Traffic::Any,
+            };
+            Ok((r.from, r.to, traffic, r.action.unwrap_or(Action::Allow)))
+        })
+        .collect()
 }
 
 /// Checks a selector: a sandbox name, `net:NETWORK` or `*`.
@@ -157,17 +208,6 @@ pub fn endpoints<'a>(state: &'a State, sel: &str) -> Vec<&'a Endpoint> {
         .get(owner)
         .map(|s| s.endpoints.iter().collect())
         .unwrap_or_default()
-}
-
-/// Lowest free rule id (from 1).
-pub fn free_id(state: &State) -> Result<u32> {
-    match (1..MAX_RULES).find(|id| !state.policies.contains_key(id)) {
-        Some(id) => Ok(id),
-        None => bail!(
-            "the policy holds {} rules, the most it can; remove some first",
-            MAX_RULES - 1
-        ),
-    }
 }
 
 /// Every datapath entry the state implies. Deny wins over allow: a deny

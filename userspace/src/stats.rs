@@ -165,8 +165,13 @@ pub async fn monitor(paths: &Paths) -> Result<()> {
             ),
             t => format!("ethertype 0x{t:04x}"),
         };
+        let rule = if ev.rule != 0 {
+            format!(" by rule {}", ev.rule)
+        } else {
+            String::new()
+        };
         println!(
-            "xx drop ({reason}) {dir} {who}: {what}, {} -> {}",
+            "xx drop ({reason}{rule}) {dir} {who}: {what}, {} -> {}",
             fmt_mac(&ev.src_mac),
             fmt_mac(&ev.dst_mac)
         );
