@@ -169,6 +169,21 @@ impl Host {
             if default_route {
                 inner.add_default_route(gw).await?;
             }
+            // eth<N> gets routing table 1000+N for what it sends.
+            let table = 1000
+                + ep.ifname
+                    .trim_start_matches("eth")
+                    .parse::<u32>()
+                    .unwrap_or(0);
+            inner
+                .add_source_routing(
+                    peer.index,
+                    ep.ip,
+                    (subnet.network(), subnet.prefix_len()),
+                    gw,
+                    table,
+                )
+                .await?;
             let _ = netns::sysctl(
                 &format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
                 "1",

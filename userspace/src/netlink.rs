@@ -12,6 +12,7 @@ use rtnetlink::{
         address::AddressAttribute,
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
         route::{RouteScope, RouteType},
+        rule::RuleAction,
     },
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
 };
@@ -223,6 +224,57 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("adding default route via {gateway}"))
+    }
+
+    /// Source routing for a sandbox on several networks: what leaves with
+    /// this endpoint's address leaves through this endpoint (its subnet, then
+    /// its gateway), so replies to another network take the interface the
+    /// request came in by. `ip rule add from IP lookup TABLE` plus the table.
+    pub async fn add_source_routing(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        subnet: (Ipv4Addr, u8),
+        gateway: Ipv4Addr,
+        table: u32,
+    ) -> Result<()> {
+        let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(subnet.0, subnet.1)
+            .output_interface(index)
+            .pref_source(ip)
+            .scope(RouteScope::Link)
+            .table_id(table)
+            .build();
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .output_interface(index)
+            .table_id(table)
+            .build();
+        for msg in [on_link, default] {
+            self.handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .with_context(|| format!("adding routes of table {table}"))?;
+        }
+        match self
+            .handle
+            .rule()
+            .add()
+            .v4()
+            .source_prefix(ip, 32)
+            .table_id(table)
+            .action(RuleAction::ToTable)
+            .priority(table)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("adding rule from {ip}")),
+        }
     }
 
     /// `ip route add unreachable NET`: no address of a bpfnet subnet that is
