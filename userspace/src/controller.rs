@@ -460,11 +460,6 @@ impl Controller {
             if req.ip.is_some() && nets[0] == "bridge" {
                 bail!("--ip is supported on user-defined networks only, not on the default bridge");
             }
-            for n in nets {
-                if matches!(n.as_str(), "host" | "none") {
-                    unreachable!("handled by parse_mode");
-                }
-            }
         }
         let sandbox = Sandbox {
             id: new_id(),
