@@ -3,6 +3,7 @@
 pub mod controller;
 pub mod datapath;
 pub mod demo;
+pub mod dns;
 pub mod driver;
 pub mod exec;
 pub mod inspect;

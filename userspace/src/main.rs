@@ -120,6 +120,13 @@ enum Cmd {
     Datapath(DatapathCmd),
     /// Play the seed tutorial's walkthrough (busybox1..3 on bridge and bridge2).
     Demo,
+    /// The DNS responder of the user networks (started by bpfnet itself).
+    #[command(hide = true)]
+    DnsServer {
+        /// Serve (the supervisor runs this and restarts it when it exits).
+        #[arg(long)]
+        worker: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -257,6 +264,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 anyhow!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`")
             })?;
         return Err(exec::exec(&sb, cmd));
+    }
+    if let Cmd::DnsServer { worker } = cli.cmd {
+        if worker {
+            bpfnet::dns::run_worker(&paths)?;
+        } else {
+            bpfnet::dns::run_supervisor(&paths)?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -519,7 +534,7 @@ async fn command(c: &mut Controller, cmd: Cmd) -> Result<ExitCode> {
                 Format::Table => print!("{}", report.table()),
             }
         }
-        Cmd::Exec { .. } | Cmd::Datapath(_) | Cmd::Demo | Cmd::Monitor => {
+        Cmd::Exec { .. } | Cmd::Datapath(_) | Cmd::Demo | Cmd::Monitor | Cmd::DnsServer { .. } => {
             unreachable!("handled before")
         }
     }
