@@ -7,6 +7,7 @@ use ipnet::Ipv4Net;
 
 use crate::{
     datapath::{Datapath, LoadReport},
+    dns,
     driver::Host,
     ipam,
     netlink::Netlink,
@@ -92,6 +93,7 @@ impl Controller {
             host: Host { nl, dp },
         };
         c.ensure_builtins().await?;
+        dns::ensure_running(&c.paths, c.state());
         Ok(c)
     }
 
@@ -146,6 +148,7 @@ impl Controller {
         c.sync().await?;
         c.commit()?;
         Datapath::remove_other_layouts(paths)?;
+        dns::ensure_running(&c.paths, c.state());
         Ok((report, c))
     }
 
@@ -372,6 +375,7 @@ impl Controller {
             let _ = self.host.network_down(&net).await;
             return Err(e);
         }
+        dns::ensure_running(&self.paths, self.state());
         Ok(net)
     }
 
@@ -396,7 +400,9 @@ impl Controller {
         }
         self.host.network_down(&net).await?;
         self.locked.state.networks.remove(name);
-        self.commit()
+        self.commit()?;
+        dns::ensure_running(&self.paths, self.state());
+        Ok(())
     }
 
     fn parse_mode(&self, networks: &[String]) -> Result<Mode> {
@@ -509,6 +515,8 @@ impl Controller {
             let _ = self.remove_sandbox(name).await;
             return Err(e);
         }
+        self.refresh_etc_of_dependents(name);
+        dns::ensure_running(&self.paths, self.state());
         Ok(self.state().sandboxes[name].clone())
     }
 
@@ -595,6 +603,8 @@ impl Controller {
             let _ = self.disconnect_endpoint(network, sandbox).await;
             return Err(e);
         }
+        self.refresh_etc_of_dependents(sandbox);
+        dns::ensure_running(&self.paths, self.state());
         Ok(())
     }
 
@@ -631,7 +641,10 @@ impl Controller {
         self.sandbox(sandbox)?;
         self.disconnect_endpoint(network, sandbox).await?;
         self.write_etc(sandbox)?;
-        self.commit()
+        self.commit()?;
+        self.refresh_etc_of_dependents(sandbox);
+        dns::ensure_running(&self.paths, self.state());
+        Ok(())
     }
 
     pub async fn sandbox_rm(&mut self, name: &str, force: bool) -> Result<()> {
@@ -645,7 +658,10 @@ impl Controller {
             );
         }
         self.remove_sandbox(name).await?;
-        self.commit()
+        self.commit()?;
+        self.refresh_etc_of_dependents(name);
+        dns::ensure_running(&self.paths, self.state());
+        Ok(())
     }
 
     /// Removes a sandbox's endpoints, namespace name and files, and its state.
@@ -671,43 +687,86 @@ impl Controller {
     }
 
     /// `/etc/netns/NAME/{hosts,resolv.conf}`, seen by `ip netns exec` and
-    /// `bpfnet exec`.
+    /// `bpfnet exec`. hosts: the sandbox's own name and its links (one
+    /// direction: only the linking sandbox resolves the linked one).
+    /// resolv.conf: on a user network, the responder on the gateway of the
+    /// first one; otherwise (the default bridge resolves no names) the host's
+    /// resolvers.
     fn write_etc(&self, name: &str) -> Result<()> {
         let sb = self.sandbox(name)?;
         if sb.mode == NetworkMode::Host {
             return Ok(());
         }
+        // container:OTHER lives in OTHER's namespace: OTHER's interfaces.
+        let net_owner = match &sb.mode {
+            NetworkMode::Container(o) => self.state().sandboxes.get(o).unwrap_or(sb),
+            _ => sb,
+        };
         let dir = etc_netns_path(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut hosts =
             String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        for ep in &sb.endpoints {
+        for ep in &net_owner.endpoints {
             hosts.push_str(&format!("{}\t{}\n", ep.ip, sb.name));
         }
         for link in &sb.links {
-            if let Some(t) = self.state().sandboxes.get(&link.target) {
-                if let Some(ep) = t.endpoints.first() {
-                    let names = if link.alias == t.name {
-                        t.name.clone()
-                    } else {
-                        format!("{} {}", link.alias, t.name)
-                    };
-                    hosts.push_str(&format!("{}\t{names}\n", ep.ip));
-                }
+            let Some(t) = self.state().sandboxes.get(&link.target) else {
+                continue; // removed: back when it is recreated
+            };
+            // Its address on a network the linker is on, as Docker's links.
+            let ep = net_owner
+                .endpoints
+                .iter()
+                .find_map(|mine| t.endpoints.iter().find(|e| e.network == mine.network))
+                .or(t.endpoints.first());
+            if let Some(ep) = ep {
+                let names = if link.alias == t.name {
+                    t.name.clone()
+                } else {
+                    format!("{} {}", link.alias, t.name)
+                };
+                hosts.push_str(&format!("{}\t{names}\n", ep.ip));
             }
         }
         std::fs::write(dir.join("hosts"), hosts)?;
-        // The host's resolvers, minus loopback ones a sandbox cannot reach.
         let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let resolv: String = host_conf
-            .lines()
-            .filter(|l| {
-                !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1")))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let responder = net_owner.endpoints.iter().find_map(|e| {
+            let net = self.state().networks.get(&e.network)?;
+            dns::table::resolves_names(net).then_some(net.gateway?)
+        });
+        let resolv = match responder {
+            Some(gw) => dns::sandbox_resolv_conf(&host_conf, gw),
+            // The host's resolvers, minus loopback ones a sandbox cannot reach.
+            None => host_conf
+                .lines()
+                .filter(|l| {
+                    !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1")))
+                })
+                .map(|l| format!("{l}\n"))
+                .collect(),
+        };
         std::fs::write(dir.join("resolv.conf"), resolv)?;
         Ok(())
+    }
+
+    /// After `name` changed (created, connected, disconnected, removed):
+    /// rewrites the files of the sandboxes that link to it or share its
+    /// namespace. Best effort: the command itself has succeeded.
+    fn refresh_etc_of_dependents(&self, name: &str) {
+        let dependents: Vec<&Sandbox> = self
+            .state()
+            .sandboxes
+            .values()
+            .filter(|s| {
+                s.links.iter().any(|l| l.target == name)
+                    || s.mode == NetworkMode::Container(name.to_string())
+            })
+            .collect();
+        for d in dependents {
+            if let Err(e) = self.write_etc(&d.name) {
+                eprintln!("warning: updating /etc/netns/{}: {e:#}", d.name);
+            }
+        }
     }
 
     /// `bpfnet gc`: reconciles kernel and state; returns what it removed.
@@ -767,6 +826,7 @@ impl Controller {
             }
         }
         self.commit()?;
+        dns::ensure_running(&self.paths, self.state());
         Ok(removed)
     }
 
@@ -774,6 +834,7 @@ impl Controller {
     pub async fn unload(paths: &Paths) -> Result<Vec<String>> {
         let mut removed = vec![];
         let mut locked = Locked::acquire(paths)?;
+        dns::remove(paths);
         if let Some(dp) = Datapath::open(paths) {
             let mut c = Controller {
                 paths: paths.clone(),

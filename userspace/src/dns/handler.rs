@@ -136,7 +136,7 @@ fn formerr_raw(query: &[u8]) -> Action {
     h[..2].copy_from_slice(&query[..2]);
     // QR, the query's opcode and RD; RA; RCODE 1.
     h[2] = 0x80 | (query[2] & 0x79);
-    h[3] = 0x80 | u8::from(ResponseCode::FormErr.low());
+    h[3] = 0x80 | ResponseCode::FormErr.low();
     Action::Reply(h.to_vec())
 }
 
