@@ -310,7 +310,7 @@ fn killing_the_responder_the_next_query_within_2s_is_answered() {
 }
 
 #[test]
-fn ten_thousand_queries_from_four_sandboxes_none_lost() {
+fn ten_thousand_queries_from_four_sandboxes_none_lost_across_reloads() {
     let h = TestHost::new("names-load");
     let py = dns_py(&h);
     h.bpfnet_ok(&["network", "create", "net1"]);
@@ -324,24 +324,41 @@ fn ten_thousand_queries_from_four_sandboxes_none_lost() {
         .map(|n| format!("{n}={}", h.ip_on(n, "net1")))
         .collect();
     let worker = live_pid(&h, "worker");
-    let mut clients: Vec<_> = names
-        .iter()
-        .map(|n| {
-            let mut args = vec![PYTHON, py.as_str(), "burst", gw.as_str(), "2500", "64"];
-            args.extend(pairs.iter().map(String::as_str));
-            h.spawn_in(n, &args)
-        })
-        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut churned = 0;
     let mut total = 0;
-    for (c, n) in clients.iter_mut().zip(names) {
-        let line = c.wait_line("result", secs(60));
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // result sent S answered A wrong W lost L qps Q
-        assert_eq!(f[2], "2500", "{n}: {line}");
-        assert_eq!(f[4], "2500", "{n}: every query answered correctly: {line}");
-        total += f[4].parse::<u32>().unwrap();
-        eprintln!("{n}: {line}");
-    }
+    thread::scope(|s| {
+        // Membership changes meanwhile: reloads must not drop queries.
+        let churn = s.spawn(|| {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && n < 50 {
+                h.create("churn", &["net1"]);
+                h.bpfnet_ok(&["rm", "churn"]);
+                n += 1;
+            }
+            n
+        });
+        let mut clients: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let mut args = vec![PYTHON, py.as_str(), "burst", gw.as_str(), "2500", "64"];
+                args.extend(pairs.iter().map(String::as_str));
+                h.spawn_in(n, &args)
+            })
+            .collect();
+        for (c, n) in clients.iter_mut().zip(names) {
+            let line = c.wait_line("result", secs(60));
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // result sent S answered A wrong W lost L qps Q
+            assert_eq!(f[2], "2500", "{n}: {line}");
+            assert_eq!(f[4], "2500", "{n}: every query answered correctly: {line}");
+            total += f[4].parse::<u32>().unwrap();
+            eprintln!("{n}: {line}");
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        churned = churn.join().expect("churn thread");
+    });
+    assert!(churned > 0, "no reload happened during the burst");
     assert_eq!(total, 10_000);
     assert_eq!(
         live_pid(&h, "worker"),
