@@ -148,15 +148,17 @@ impl Controller {
         c.sync().await?;
         c.commit()?;
         Datapath::remove_other_layouts(paths)?;
-        dns::ensure_running(&c.paths, c.state());
         Ok((report, c))
     }
 
     /// Compiles the policy for the current membership into the datapath,
-    /// then writes the state.
+    /// writes the state and brings the name responder up to date.
     fn commit(&mut self) -> Result<()> {
         self.host.dp.set_policy(&policy::compile(self.state()))?;
-        self.locked.save()
+        self.locked.save()?;
+        // Names follow the saved state; the responder confirms before we return.
+        dns::ensure_running(&self.paths, self.state());
+        Ok(())
     }
 
     /// `bpfnet policy add` and `import`: adds rules in one step (one
@@ -375,7 +377,6 @@ impl Controller {
             let _ = self.host.network_down(&net).await;
             return Err(e);
         }
-        dns::ensure_running(&self.paths, self.state());
         Ok(net)
     }
 
@@ -401,7 +402,6 @@ impl Controller {
         self.host.network_down(&net).await?;
         self.locked.state.networks.remove(name);
         self.commit()?;
-        dns::ensure_running(&self.paths, self.state());
         Ok(())
     }
 
@@ -516,7 +516,6 @@ impl Controller {
             return Err(e);
         }
         self.refresh_etc_of_dependents(name);
-        dns::ensure_running(&self.paths, self.state());
         Ok(self.state().sandboxes[name].clone())
     }
 
@@ -604,7 +603,6 @@ impl Controller {
             return Err(e);
         }
         self.refresh_etc_of_dependents(sandbox);
-        dns::ensure_running(&self.paths, self.state());
         Ok(())
     }
 
@@ -643,7 +641,6 @@ impl Controller {
         self.write_etc(sandbox)?;
         self.commit()?;
         self.refresh_etc_of_dependents(sandbox);
-        dns::ensure_running(&self.paths, self.state());
         Ok(())
     }
 
@@ -660,7 +657,6 @@ impl Controller {
         self.remove_sandbox(name).await?;
         self.commit()?;
         self.refresh_etc_of_dependents(name);
-        dns::ensure_running(&self.paths, self.state());
         Ok(())
     }
 
@@ -826,7 +822,6 @@ impl Controller {
             }
         }
         self.commit()?;
-        dns::ensure_running(&self.paths, self.state());
         Ok(removed)
     }
 
