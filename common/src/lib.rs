@@ -8,7 +8,7 @@
 
 /// Bump whenever a key, value, map name or map size below changes: pins live
 /// under a directory named after it, so an old layout is never reused by mistake.
-pub const MAP_LAYOUT_VERSION: u32 = 2;
+pub const MAP_LAYOUT_VERSION: u32 = 3;
 
 /// Capacity of the per-endpoint maps (endpoints, FDB, neighbours, counters).
 pub const MAX_ENDPOINTS: u32 = 8192;
@@ -80,6 +80,10 @@ pub struct Endpoint {
     /// MAC of the host-side veth: the answer to ARP for the gateway, and the
     /// destination MAC of everything the sandbox sends to the host stack.
     pub gw_mac: [u8; 6],
+    /// The network's gateway and flags, copied here so that the forwarding
+    /// path needs no lookup of the network.
+    pub gateway: u32,
+    pub net_flags: u32,
 }
 
 /// FDB key: a MAC within one network.
@@ -357,7 +361,7 @@ mod tests {
         ];
         assert_eq!(
             (MAP_LAYOUT_VERSION, sizes),
-            (2, [24, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 8])
+            (3, [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 8])
         );
     }
 

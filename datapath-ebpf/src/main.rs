@@ -99,6 +99,20 @@ fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
+/// Headers the programs read: Ethernet, IPv4 (no options) and the first
+/// 8 bytes of L4, or an ARP packet.
+const HEADERS: u32 = 64;
+
+/// Pulls headers that sit in paged fragments (AF_PACKET senders, some GSO
+/// packets) into the linear part, where direct packet access sees them.
+#[inline(always)]
+fn linearize(ctx: &TcContext) {
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    if linear < HEADERS && ctx.len() > linear {
+        let _ = ctx.pull_data(ctx.len().min(HEADERS));
+    }
+}
+
 #[inline(always)]
 fn ip_u32(bytes: [u8; 4]) -> u32 {
     u32::from_ne_bytes(bytes)
@@ -148,6 +162,7 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn ingress(ctx: &TcContext) -> i32 {
+    linearize(ctx);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let mut s = Summary {
         ifindex,
@@ -180,11 +195,8 @@ fn ingress(ctx: &TcContext) -> i32 {
     if eth.src_addr != ep.mac {
         return drop_packet(slot, DropReason::SpoofedMac, hook::INGRESS, &s);
     }
-    let Some(net) = (unsafe { NETWORKS.get(ep.net_id) }) else {
-        return drop_packet(slot, DropReason::NotAnEndpoint, hook::INGRESS, &s);
-    };
     match s.ethertype {
-        ETH_P_ARP => return arp(ctx, ep, net, &mut s),
+        ETH_P_ARP => return arp(ctx, ep, &mut s),
         ETH_P_IP => {}
         ETH_P_IPV6 => return drop_packet(slot, DropReason::Ipv6, hook::INGRESS, &s),
         _ => return drop_packet(slot, DropReason::UnsupportedEthertype, hook::INGRESS, &s),
@@ -202,10 +214,10 @@ fn ingress(ctx: &TcContext) -> i32 {
 
     // 3. Broadcast and multicast.
     if s.dst_mac[0] & 1 != 0 {
-        if net.flags & net_flags::FLOOD == 0 {
+        if ep.net_flags & net_flags::FLOOD == 0 {
             return drop_packet(slot, DropReason::Broadcast, hook::INGRESS, &s);
         }
-        flood(ctx, ep.net_id, net, ifindex);
+        flood(ctx, ep.net_id, ifindex);
         // The host is a member of the segment too, as with a bridge.
         return to_host(ep);
     }
@@ -213,10 +225,10 @@ fn ingress(ctx: &TcContext) -> i32 {
     // 4. The gateway: the host stack, within the network's bounds, or
     // another network if policy allows.
     if s.dst_mac == ep.gw_mac {
-        if s.dst_ip == net.gateway {
+        if s.dst_ip == ep.gateway {
             return to_host(ep);
         }
-        if net.flags & net_flags::INTERNAL != 0 {
+        if ep.net_flags & net_flags::INTERNAL != 0 {
             return drop_packet(slot, DropReason::InternalNetwork, hook::INGRESS, &s);
         }
         if let Some(dst_net) = SUBNETS.get(Key::new(32, s.dst_ip)) {
@@ -237,7 +249,7 @@ fn ingress(ctx: &TcContext) -> i32 {
     let Some(dst) = (unsafe { FDB.get(key) }) else {
         return drop_packet(slot, DropReason::UnknownUnicast, hook::INGRESS, &s);
     };
-    if net.flags & net_flags::ICC_OFF != 0 {
+    if ep.net_flags & net_flags::ICC_OFF != 0 {
         if let Err(rule) = verdict(ctx, ep.slot, dst.slot, &s) {
             s.rule = rule;
             let reason = if rule == 0 {
@@ -458,7 +470,7 @@ fn is_gateway_of(net_id: u32, ip: u32) -> bool {
 /// Step 2, ARP: requests for the gateway or a neighbour of the same network
 /// are answered in place and sent back to the asker; everything else is dropped.
 #[inline(always)]
-fn arp(ctx: &TcContext, ep: &Endpoint, net: &Network, s: &mut Summary) -> i32 {
+fn arp(ctx: &TcContext, ep: &Endpoint, s: &mut Summary) -> i32 {
     let slot = Some(ep.slot);
     let Some(arp) = ptr_at::<ArpHdr>(ctx, EthHdr::LEN) else {
         return drop_packet(slot, DropReason::Malformed, hook::INGRESS, s);
@@ -475,7 +487,7 @@ fn arp(ctx: &TcContext, ep: &Endpoint, net: &Network, s: &mut Summary) -> i32 {
     if arp.oper != ARP_REQUEST {
         return drop_packet(slot, DropReason::ArpNotRequest, hook::INGRESS, s);
     }
-    let answer = if s.dst_ip == net.gateway {
+    let answer = if s.dst_ip == ep.gateway {
         ep.gw_mac
     } else {
         let key = NeighbourKey {
@@ -503,7 +515,10 @@ fn arp(ctx: &TcContext, ep: &Endpoint, net: &Network, s: &mut Summary) -> i32 {
 
 /// Copies a broadcast to the other ports of the network (at most MAX_FLOOD_PORTS).
 #[inline(always)]
-fn flood(ctx: &TcContext, net_id: u32, net: &Network, from_ifindex: u32) {
+fn flood(ctx: &TcContext, net_id: u32, from_ifindex: u32) {
+    let Some(net) = (unsafe { NETWORKS.get(net_id) }) else {
+        return;
+    };
     let n = net.flood_ports;
     for index in 0..MAX_FLOOD_PORTS {
         if index >= n {
@@ -519,6 +534,7 @@ fn flood(ctx: &TcContext, net_id: u32, net: &Network, from_ifindex: u32) {
 
 #[inline(always)]
 fn egress(ctx: &TcContext) -> i32 {
+    linearize(ctx);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let mut s = Summary {
         ifindex,

@@ -280,7 +280,7 @@ impl Controller {
             let Some(link) = self.host.nl.link_by_name(&ep.host_ifname).await? else {
                 continue; // gc's business
             };
-            let dp_ep = crate::driver::datapath_endpoint(net, ep, link.mac.unwrap_or_default());
+            let dp_ep = crate::driver::datapath_endpoint(net, ep, link.mac.unwrap_or_default())?;
             self.host.dp.add_endpoint(link.index, &dp_ep)?;
             if !attached.contains(&ep.host_ifname) {
                 self.host.dp.attach(&ep.host_ifname)?;
@@ -543,6 +543,7 @@ impl Controller {
         let id = new_id();
         let ep = Endpoint {
             host_ifname: format!("{HOST_VETH_PREFIX}{}", &id[..10]),
+            host_ifindex: 0,
             id,
             network: network.into(),
             ifname: format!("eth{index}"),
@@ -552,7 +553,8 @@ impl Controller {
             aliases,
         };
         let ns = netns::open(sandbox)?;
-        self.host.endpoint_up(&net, &ep, &ns, default_route).await?;
+        let mut ep = ep;
+        ep.host_ifindex = self.host.endpoint_up(&net, &ep, &ns, default_route).await?;
         let sb = self
             .locked
             .state

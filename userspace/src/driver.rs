@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 
 use anyhow::{anyhow, Context as _, Result};
-use bpfnet_common::{self as common, net_flags, FdbEntry};
+use bpfnet_common::{self as common, net_flags, FdbEntry, MAX_FLOOD_PORTS};
 
 use crate::{
     datapath::Datapath,
@@ -46,14 +46,21 @@ fn datapath_network(net: &Network) -> Result<common::Network> {
 }
 
 /// The datapath's view of an endpoint.
-pub fn datapath_endpoint(net: &Network, ep: &Endpoint, gw_mac: [u8; 6]) -> common::Endpoint {
-    common::Endpoint {
+pub fn datapath_endpoint(
+    net: &Network,
+    ep: &Endpoint,
+    gw_mac: [u8; 6],
+) -> Result<common::Endpoint> {
+    let dp_net = datapath_network(net)?;
+    Ok(common::Endpoint {
         net_id: net.net_id,
         ip: ip_key(ep.ip),
         slot: ep.slot,
         mac: ep.mac,
         gw_mac,
-    }
+        gateway: dp_net.gateway,
+        net_flags: dp_net.flags,
+    })
 }
 
 impl Host {
@@ -134,13 +141,14 @@ impl Host {
 
     /// Creates the endpoint's veth pair and wires it into the network.
     /// `default_route`: this network's gateway becomes the sandbox's.
+    /// Returns the host-side ifindex.
     pub async fn endpoint_up(
         &self,
         net: &Network,
         ep: &Endpoint,
         ns: &OwnedFd,
         default_route: bool,
-    ) -> Result<()> {
+    ) -> Result<u32> {
         let (subnet, gw) = net
             .subnet
             .zip(net.gateway)
@@ -193,11 +201,10 @@ impl Host {
                     let gw_mac = host.mac.context("host-side veth without MAC")?;
                     // Known before anything is attached; reachable only
                     // after the programs guard it.
-                    self.dp
-                        .add_endpoint(host.index, &datapath_endpoint(net, ep, gw_mac))?;
+                    let dp_ep = datapath_endpoint(net, ep, gw_mac)?;
+                    self.dp.add_endpoint(host.index, &dp_ep)?;
                     self.dp.attach(&ep.host_ifname)?;
-                    self.dp
-                        .publish_endpoint(host.index, &datapath_endpoint(net, ep, gw_mac))?;
+                    self.dp.publish_endpoint(host.index, &dp_ep)?;
                     self.nl.set_up(host.index).await?;
                     self.nl.add_host_route(ep.ip, host.index, gw).await?;
                     self.nl
@@ -221,7 +228,7 @@ impl Host {
         if result.is_err() {
             let _ = self.endpoint_down(net, ep).await;
         }
-        result
+        result.map(|()| host.index)
     }
 
     /// Takes the endpoint out: unreachable first, then detached, then gone.
@@ -230,7 +237,7 @@ impl Host {
             return Ok(());
         };
         if net.driver == DriverKind::Bridge {
-            let dp_ep = datapath_endpoint(net, ep, host.mac.unwrap_or_default());
+            let dp_ep = datapath_endpoint(net, ep, host.mac.unwrap_or_default())?;
             self.dp.remove_endpoint(host.index, &dp_ep)?;
             self.dp.detach(&ep.host_ifname)?;
             // Its connections must not carry over to whoever gets the address next.
@@ -247,13 +254,18 @@ impl Host {
             return Ok(());
         }
         let mut ports = vec![];
-        for (_, ep) in state.endpoints_of(&net.name) {
-            if let Some(link) = self.nl.link_by_name(&ep.host_ifname).await? {
-                ports.push(FdbEntry {
-                    ifindex: link.index,
-                    slot: ep.slot,
-                });
-            }
+        for (_, ep) in state.endpoints_of(&net.name).take(MAX_FLOOD_PORTS as usize) {
+            let ifindex = match ep.host_ifindex {
+                0 => match self.nl.link_by_name(&ep.host_ifname).await? {
+                    Some(link) => link.index,
+                    None => continue,
+                },
+                i => i,
+            };
+            ports.push(FdbEntry {
+                ifindex,
+                slot: ep.slot,
+            });
         }
         self.dp.set_flood_ports(net.net_id, &ports)
     }

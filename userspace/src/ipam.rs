@@ -139,6 +139,7 @@ mod tests {
                     network: network.into(),
                     ifname: "eth0".into(),
                     host_ifname: "x".into(),
+                    host_ifindex: 0,
                     ip: ip.parse().unwrap(),
                     mac: [0; 6],
                     slot: 0,

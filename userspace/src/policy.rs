@@ -346,6 +346,7 @@ mod tests {
                         network: net.into(),
                         ifname: "eth0".into(),
                         host_ifname: String::new(),
+                        host_ifindex: 0,
                         ip: [10, 0, 0, slot as u8].into(),
                         mac: [0; 6],
                         slot,

@@ -78,6 +78,9 @@ pub struct Endpoint {
     pub ifname: String,
     /// Host-side veth.
     pub host_ifname: String,
+    /// Its ifindex (stable while the veth exists; 0 in old state files).
+    #[serde(default)]
+    pub host_ifindex: u32,
     pub ip: Ipv4Addr,
     pub mac: [u8; 6],
     /// Slot of its counters in the datapath.
@@ -206,8 +209,9 @@ impl Locked {
         let path = self.paths.state_file();
         let tmp = path.with_extension("json.tmp");
         let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        serde_json::to_writer_pretty(&mut f, &self.state)?;
-        f.write_all(b"\n")?;
+        let mut bytes = serde_json::to_vec_pretty(&self.state)?;
+        bytes.push(b'\n');
+        f.write_all(&bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
         Ok(())

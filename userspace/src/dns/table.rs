@@ -249,6 +249,7 @@ pub(crate) mod tests {
                 network: net.to_string(),
                 ifname: format!("eth{i}"),
                 host_ifname: format!("bn{name}{i}"),
+                host_ifindex: 0,
                 ip: ip.parse().unwrap(),
                 mac: [0; 6],
                 slot: 0,
