@@ -319,23 +319,32 @@ impl Contender {
         Ok(())
     }
 
-    /// Adds the i-th policy rule: bench-a → an extra network (or the bench
-    /// network when there is none), one TCP port the bench never uses.
-    pub fn add_policy(&self, i: usize) -> Result<()> {
+    /// Adds policy rules `from..to` in one `bpfnet policy import`: bench-a →
+    /// an extra network (or the bench network when there is none), on TCP
+    /// ports the bench never uses. Returns how long the import took.
+    pub fn add_policies(&self, from: usize, to: usize) -> Result<Duration> {
         if self.kind != Kind::Bpfnet {
             bail!("{} has no policies", self.kind.name());
         }
-        let to = if self.extra_networks > 0 {
-            format!("net:xnet{:04}", i % self.extra_networks)
-        } else {
-            format!("net:{NET}")
-        };
-        let port = format!("{}/tcp", 20000 + i % 40000);
+        let rules: Vec<serde_json::Value> = (from..to)
+            .map(|i| {
+                let to = if self.extra_networks > 0 {
+                    format!("net:xnet{:04}", i % self.extra_networks)
+                } else {
+                    format!("net:{NET}")
+                };
+                json!({ "from": A, "to": to, "port": format!("{}/tcp", 20000 + i % 40000) })
+            })
+            .collect();
+        let input = serde_json::to_vec(&rules)?;
         let bin = self.bin()?;
-        self.host.run(&[
-            bin, "policy", "add", "--from", A, "--to", &to, "--port", &port,
-        ])?;
-        Ok(())
+        let t = std::time::Instant::now();
+        self.host.run_full(
+            &[bin, "policy", "import", "/dev/stdin"],
+            Some(&input),
+            Duration::from_secs(120),
+        )?;
+        Ok(t.elapsed())
     }
 }
 

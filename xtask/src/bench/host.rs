@@ -279,7 +279,9 @@ impl Host {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let ready = rx.recv_timeout(Duration::from_secs(10));
+        // After a host with thousands of namespaces is gone, the kernel's
+        // netns cleanup can hold `unshare` up for tens of seconds.
+        let ready = rx.recv_timeout(Duration::from_secs(90));
         if ready.as_deref().map(str::trim) != Ok("ready") {
             let _ = holder.kill();
             let _ = holder.wait();
@@ -288,7 +290,7 @@ impl Host {
                 let _ = e.read_to_string(&mut err);
             }
             bail!(
-                "throw-away host {name}: holder did not come up within 10 s: {}",
+                "throw-away host {name}: holder did not come up within 90 s: {}",
                 err.trim()
             );
         }

@@ -131,6 +131,30 @@ pub const FIGURES: &[Figure] = &[
         what: "rr_p50_us with 1,000 policy rules",
     },
     Figure {
+        key: "policy_import_ms_pol1000",
+        unit: "ms",
+        higher_is_better: false,
+        what: "importing 1,000 policy rules (one `bpfnet policy import`)",
+    },
+    Figure {
+        key: "policy_import_ms_pol10000",
+        unit: "ms",
+        higher_is_better: false,
+        what: "importing 9,000 more rules, to 10,000 (compile + load of all)",
+    },
+    Figure {
+        key: "udp64_pps_pol10000",
+        unit: "pkt/s",
+        higher_is_better: true,
+        what: "udp64_pps with 10,000 policy rules",
+    },
+    Figure {
+        key: "rr_p50_us_pol10000",
+        unit: "µs",
+        higher_is_better: false,
+        what: "rr_p50_us with 10,000 policy rules",
+    },
+    Figure {
         key: "gen_sink_pps",
         unit: "pkt/s",
         higher_is_better: true,

@@ -539,11 +539,20 @@ pub struct RrResult {
     pub detail: Value,
 }
 
-/// sockperf TCP ping-pong A → B (full round-trip times).
+/// CPU both ends of the ping-pong run on: on this 2-vCPU VM, whether client
+/// and server happened to share a CPU made the round trip ~15 µs or ~60 µs
+/// (wake-up IPIs), which drowned the datapath's share. On one CPU the whole
+/// round trip is the path under test, the same for every contender.
+const RR_CPU: &str = "1";
+
+/// sockperf TCP ping-pong A → B (full round-trip times), both ends pinned.
 pub fn tcp_rr(p: &Pair, secs: u32) -> Result<RrResult> {
     let mut server = p.host.spawn_in(
         p.b,
         &[
+            "taskset",
+            "-c",
+            RR_CPU,
             "sockperf",
             "server",
             "--tcp",
@@ -560,6 +569,9 @@ pub fn tcp_rr(p: &Pair, secs: u32) -> Result<RrResult> {
             "netns",
             "exec",
             p.a,
+            "taskset",
+            "-c",
+            RR_CPU,
             "nice",
             "-n",
             "-20",
