@@ -886,8 +886,11 @@ frames at once: the generator's own ceiling. Each run's detail has `sent_pps` an
 - Set-up: wall time of `bpfnet create --name sN --network benchnet --ip …` (netns + veth + \
 connect) per sandbox; for netavark the `setup` call alone (its netns is made beforehand, \
 untimed), so netavark's figure is, if anything, flattered.\n\
-- Policy scale (bpfnet): `bpfnet policy add --from bench-a --to net:xnetK --port P/tcp` rules \
-on ports the measured traffic does not use.\n\
+- Policy scale (bpfnet): rules `--from bench-a --to net:xnetK --port P/tcp` on ports the measured \
+traffic does not use, added by one `bpfnet policy import` per level (1,000, then 10,000). They target \
+networks without endpoints, so they compile to no datapath entries: this measures the control plane \
+and shows the same-network path untouched; the judged (cross-network) path with 10,000 entries was \
+measured separately (see the issue notes).\n\
 - Scale runs follow the rounds, one contender at a time, each within a time budget (cut-offs \
 and skipped milestones are listed in `notes`): endpoints on the bench network (100 → 1,000 → \
 2,000), then, for bpfnet only and in a fresh host with just bench-a and bench-b, networks \
