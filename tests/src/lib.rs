@@ -862,7 +862,17 @@ impl TestHost {
     pub fn snapshot(&self) -> String {
         let nets = self.bpfnet_ok(&["network", "ls", "--format", "json"]);
         let ps = self.bpfnet_ok(&["ps", "--format", "json"]);
-        let links = self.ok(&["ip", "-o", "link", "show"]);
+        // Names, kinds and MACs only: carrier and operstate settle on their
+        // own a moment after a link comes up, and are no change of ours.
+        let links: String = self
+            .ok(&["ip", "-o", "link", "show"])
+            .lines()
+            .map(|l| {
+                let name = l.split(": ").nth(1).unwrap_or(l);
+                let mac = l.split("link/").nth(1).unwrap_or("");
+                format!("{name} {mac}\n")
+            })
+            .collect();
         let addrs = self.ok(&["ip", "-o", "addr", "show"]);
         let netns = self.netns_list().join(" ");
         format!(

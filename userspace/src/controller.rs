@@ -72,6 +72,13 @@ fn builtin(name: &str, driver: DriverKind, net_id: u32, subnet: Option<Ipv4Net>)
     }
 }
 
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if !valid_name(name) {
+        bail!("invalid {what} name {name:?}: use letters, digits, '_', '.', '-' (starting with a letter or digit)");
+    }
+    Ok(())
+}
+
 /// Docker's daemon-level `--icc` lives on the default bridge as this option.
 pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
@@ -308,9 +315,7 @@ impl Controller {
 
     pub async fn network_create(&mut self, req: NetworkCreate) -> Result<Network> {
         let name = req.name.as_str();
-        if !valid_name(name) {
-            bail!("invalid network name {name:?}: use letters, digits, '_', '.', '-' (starting with a letter or digit)");
-        }
+        check_name("network", name)?;
         if self.state().networks.contains_key(name) {
             bail!("network {name:?} already exists; pick another name or remove it with `bpfnet network rm {name}`");
         }
@@ -439,9 +444,7 @@ impl Controller {
 
     pub async fn sandbox_create(&mut self, req: SandboxCreate) -> Result<Sandbox> {
         let name = req.name.as_str();
-        if !valid_name(name) {
-            bail!("invalid sandbox name {name:?}: use letters, digits, '_', '.', '-' (starting with a letter or digit)");
-        }
+        check_name("sandbox", name)?;
         if self.state().sandboxes.contains_key(name) {
             bail!("sandbox {name:?} already exists; remove it with `bpfnet rm {name}` or pick another name");
         }

@@ -37,6 +37,19 @@ fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
 }
 
+/// A request whose goal is already reached when it fails with `fine`
+/// (EEXIST for an add, ENODEV/ESRCH for a delete).
+fn idempotent(
+    r: Result<(), rtnetlink::Error>,
+    fine: i32,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    match r {
+        Err(e) if !is_errno(&e, fine) => Err(e).with_context(what),
+        _ => Ok(()),
+    }
+}
+
 impl Netlink {
     /// A connection in the calling thread's namespace. Needs a tokio runtime.
     pub fn open() -> Result<Self> {
@@ -147,25 +160,20 @@ impl Netlink {
     }
 
     pub async fn delete_link(&self, index: u32) -> Result<()> {
-        match self.handle.link().del(index).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("deleting link {index}")),
-        }
+        let r = self.handle.link().del(index).execute().await;
+        idempotent(r, libc::ENODEV, || format!("deleting link {index}"))
     }
 
     pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        match self
+        let r = self
             .handle
             .address()
             .add(index, IpAddr::V4(ip), prefix_len)
             .execute()
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("adding address {ip}/{prefix_len}")),
-        }
+            .await;
+        idempotent(r, libc::EEXIST, || {
+            format!("adding address {ip}/{prefix_len}")
+        })
     }
 
     pub async fn delete_address(&self, index: u32, ip: Ipv4Addr) -> Result<()> {
@@ -259,7 +267,7 @@ impl Netlink {
                 .await
                 .with_context(|| format!("adding routes of table {table}"))?;
         }
-        match self
+        let r = self
             .handle
             .rule()
             .add()
@@ -269,12 +277,8 @@ impl Netlink {
             .action(RuleAction::ToTable)
             .priority(table)
             .execute()
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("adding rule from {ip}")),
-        }
+            .await;
+        idempotent(r, libc::EEXIST, || format!("adding rule from {ip}"))
     }
 
     /// `ip route add unreachable NET`: no address of a bpfnet subnet that is
@@ -298,11 +302,10 @@ impl Netlink {
             .destination_prefix(net, prefix_len)
             .kind(RouteType::Unreachable)
             .build();
-        match self.handle.route().del(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("deleting route {net}/{prefix_len}")),
-        }
+        let r = self.handle.route().del(msg).execute().await;
+        idempotent(r, libc::ESRCH, || {
+            format!("deleting route {net}/{prefix_len}")
+        })
     }
 
     /// A permanent neighbour entry: the host never has to ask by ARP.
