@@ -122,16 +122,6 @@ pub fn delete(name: &str) -> Result<()> {
     }
 }
 
-/// Names of all namespaces under `/run/netns`.
-pub fn list() -> Vec<String> {
-    std::fs::read_dir(NETNS_DIR)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Writes a sysctl of the namespace the calling thread is in.
 pub fn sysctl(path: &str, value: &str) -> std::io::Result<()> {
     std::fs::write(Path::new("/proc/sys").join(path), value)
