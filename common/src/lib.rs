@@ -8,7 +8,7 @@
 
 /// Bump whenever a key, value, map name or map size below changes: pins live
 /// under a directory named after it, so an old layout is never reused by mistake.
-pub const MAP_LAYOUT_VERSION: u32 = 3;
+pub const MAP_LAYOUT_VERSION: u32 = 4;
 
 /// Capacity of the per-endpoint maps (endpoints, FDB, neighbours, counters).
 pub const MAX_ENDPOINTS: u32 = 8192;
@@ -41,7 +41,8 @@ pub mod maps {
     pub const POLICY_GEN: &str = "POLICY_GEN";
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const RULE_HITS: &str = "RULE_HITS";
-    pub const ALL: [&str; 14] = [
+    pub const FRAGMENTS: &str = "FRAGMENTS";
+    pub const ALL: [&str; 15] = [
         ENDPOINTS,
         FDB,
         NEIGHBOURS,
@@ -56,6 +57,7 @@ pub mod maps {
         POLICY_GEN,
         CONNTRACK,
         RULE_HITS,
+        FRAGMENTS,
     ];
 }
 
@@ -167,6 +169,26 @@ pub struct CtKey {
     pub dport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
+}
+
+/// An IPv4 datagram in fragments: only the first fragment carries the
+/// ports, so they are remembered for the later ones under this key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragKey {
+    pub src_ip: u32,
+    pub dst_ip: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// The ports of a fragmented datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragPorts {
+    pub sport: u16,
+    pub dport: u16,
 }
 
 #[repr(C)]
@@ -333,6 +355,8 @@ mod pod {
     unsafe impl aya::Pod for PolicyValue {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragPorts {}
 }
 
 #[cfg(test)]
@@ -358,10 +382,12 @@ mod tests {
             size_of::<PolicyValue>(),
             size_of::<CtKey>(),
             size_of::<CtValue>(),
+            size_of::<FragKey>(),
+            size_of::<FragPorts>(),
         ];
         assert_eq!(
             (MAP_LAYOUT_VERSION, sizes),
-            (3, [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 8])
+            (4, [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 8, 12, 4])
         );
     }
 

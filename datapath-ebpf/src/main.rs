@@ -28,8 +28,9 @@ use aya_ebpf::{
 };
 use bpfnet_common::{
     action, hook, net_flags, CtKey, CtValue, DropEvent, DropReason, Endpoint, EndpointCounters,
-    FdbEntry, FdbKey, FloodKey, Neighbour, NeighbourKey, Network, PolicyKey, PolicyValue,
-    CT_ENTRIES, MAX_ENDPOINTS, MAX_FLOOD_PORTS, MAX_NETWORKS, MAX_POLICY_ENTRIES, MAX_RULES,
+    FdbEntry, FdbKey, FloodKey, FragKey, FragPorts, Neighbour, NeighbourKey, Network, PolicyKey,
+    PolicyValue, CT_ENTRIES, MAX_ENDPOINTS, MAX_FLOOD_PORTS, MAX_NETWORKS, MAX_POLICY_ENTRIES,
+    MAX_RULES,
 };
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
@@ -63,6 +64,8 @@ static POLICY_GEN: Array<u32> = Array::pinned(1, 0);
 static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_ENTRIES, 0);
 #[map(name = "RULE_HITS")]
 static RULE_HITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_RULES, 0);
+#[map(name = "FRAGMENTS")]
+static FRAGMENTS: LruHashMap<FragKey, FragPorts> = LruHashMap::pinned(8192, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
@@ -75,6 +78,9 @@ const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const ICMP_ECHO_REPLY: u8 = 0;
+/// IPv4 "more fragments" flag and fragment offset, in host order.
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// What a drop event reports about a packet, gathered while parsing it.
@@ -333,15 +339,31 @@ fn route(ctx: &TcContext, ep: &Endpoint, dst_net: u32, s: &mut Summary) -> i32 {
 fn flow(ctx: &TcContext, s: &Summary) -> Option<CtKey> {
     let ip = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)?;
     let ihl = usize::from(unsafe { (*ip).vihl } & 0x0f) * 4;
+    let frags = u16::from_be_bytes(unsafe { (*ip).frags });
     let l4 = EthHdr::LEN + ihl;
     let (sport, dport) = match s.ip_proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            let ports = ptr_at::<[u8; 4]>(ctx, l4)?;
-            let p = unsafe { *ports };
-            (
-                u16::from_be_bytes([p[0], p[1]]),
-                u16::from_be_bytes([p[2], p[3]]),
-            )
+            let frag = FragKey {
+                src_ip: s.src_ip,
+                dst_ip: s.dst_ip,
+                id: u16::from_be_bytes(unsafe { (*ip).id }),
+                proto: s.ip_proto,
+                _pad: 0,
+            };
+            if frags & IP_OFFSET != 0 {
+                // A later fragment: its bytes are payload, not ports.
+                let p = unsafe { FRAGMENTS.get(frag) }?;
+                (p.sport, p.dport)
+            } else {
+                let ports = ptr_at::<[u8; 4]>(ctx, l4)?;
+                let p = unsafe { *ports };
+                let sport = u16::from_be_bytes([p[0], p[1]]);
+                let dport = u16::from_be_bytes([p[2], p[3]]);
+                if frags & IP_MF != 0 {
+                    let _ = FRAGMENTS.insert(frag, FragPorts { sport, dport }, 0);
+                }
+                (sport, dport)
+            }
         }
         IPPROTO_ICMP => {
             // type, code, checksum, identifier

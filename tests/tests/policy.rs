@@ -847,3 +847,45 @@ fn a_connection_re_judged_after_a_deny_is_not_counted_again() {
         "still the one connection (the stream to 8081), counted once"
     );
 }
+
+/// A UDP datagram larger than the MTU crosses networks as IPv4 fragments;
+/// only the first carries the ports. The rule for its port must let all of
+/// them through, both ways (the echo comes back fragmented too), and the
+/// bytes of a later fragment must never be read as ports.
+#[test]
+fn fragmented_udp_crosses_along_its_port_rule_both_ways() {
+    const SERVER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 9999))
+print("ready", flush=True)
+while True:
+    d, peer = s.recvfrom(65536)
+    print("len", len(d), flush=True)
+    s.sendto(d, peer)
+"#;
+    const CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(b"x" * 4000, (sys.argv[1], 9999))
+d, _ = s.recvfrom(65536)
+print("got", len(d))
+"#;
+    let (h, _a, b) = two_nets("pol-frag");
+    add(&h, &["--from", "a", "--to", "b", "--port", "9999/udp"]);
+    let mut srv = h.spawn_in("b", &[bpfnet_tests::PYTHON, "-c", SERVER, &b]);
+    srv.wait_line("ready", Duration::from_secs(5));
+    let o = h.exec_in("a", &[bpfnet_tests::PYTHON, "-c", CLIENT, &b]);
+    assert!(
+        o.success() && o.stdout.contains("got 4000"),
+        "a 4000-byte datagram (3 fragments) and its echo must cross:\n{o}\nserver: {:?}\n{:#}",
+        srv.lines(),
+        h.stats()
+    );
+    assert!(
+        srv.lines().iter().any(|l| l == "len 4000"),
+        "{:?}",
+        srv.lines()
+    );
+}
