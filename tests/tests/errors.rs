@@ -402,3 +402,61 @@ fn a_create_failing_halfway_undoes_what_it_made() {
     h.create("c", &["net1"]);
     assert_eq!(h.ip_on("c", "net1"), "172.18.0.2");
 }
+
+/// `gc` reconciles: a sandbox whose namespace vanished behind bpfnet's back
+/// is forgotten, a stray veth of bpfnet's shape is deleted, each reported;
+/// a link that merely starts like one of ours is left alone.
+#[test]
+fn gc_removes_and_reports_leftovers_and_nothing_else() {
+    let h = host("gc-leftovers");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.create("a", &["net1"]);
+    h.create("b", &["net1"]);
+    h.ok(&["ip", "netns", "del", "a"]);
+    h.ok(&[
+        "ip",
+        "link",
+        "add",
+        "bn0123456789",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "x0",
+    ]);
+    h.ok(&[
+        "ip", "link", "add", "bnotours", "type", "veth", "peer", "name", "x1",
+    ]);
+    let out = h.bpfnet_ok(&["gc"]);
+    assert!(out.contains("removed sandbox a"), "{out}");
+    assert!(out.contains("removed link bn0123456789"), "{out}");
+    assert!(!out.contains("bnotours"), "{out}");
+    let links = h.link_names(None);
+    assert!(!links.contains(&"bn0123456789".to_string()), "{links:?}");
+    assert!(links.contains(&"bnotours".to_string()), "{links:?}");
+    let ps = h.bpfnet_json(&["ps", "--format", "json"]);
+    let names: Vec<&str> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["Names"].as_str())
+        .collect();
+    assert_eq!(names, ["b"], "{ps:#}");
+    // a's datapath entries and attachment pins went with it.
+    assert_eq!(
+        h.map_dump("ENDPOINTS").len(),
+        1,
+        "{:?}",
+        h.map_dump("ENDPOINTS")
+    );
+    assert_eq!(h.map_dump("FDB").len(), 1, "{:?}", h.map_dump("FDB"));
+    let pins = h.sh_ok(&format!("ls {}/links", TestHost::pin_dir()));
+    assert_eq!(
+        pins.lines().count(),
+        2,
+        "one veth's ingress and egress:\n{pins}"
+    );
+    // b still works, and a second gc finds nothing.
+    h.assert_ping(None, &h.ip_on("b", "net1"));
+    assert!(h.bpfnet_ok(&["gc"]).contains("nothing to remove"));
+}

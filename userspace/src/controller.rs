@@ -72,6 +72,17 @@ fn builtin(name: &str, driver: DriverKind, net_id: u32, subnet: Option<Ipv4Net>)
     }
 }
 
+/// Whether a link name has the exact shape of the ones bpfnet makes: its
+/// prefix and `hex` lowercase hex digits of an id (gc never touches others).
+fn is_ours(name: &str, prefix: &str, hex: usize) -> bool {
+    name.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == hex
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 fn check_name(what: &str, name: &str) -> Result<()> {
     if !valid_name(name) {
         bail!("invalid {what} name {name:?}: use letters, digits, '_', '.', '-' (starting with a letter or digit)");
@@ -796,11 +807,10 @@ impl Controller {
             .filter_map(|n| n.bridge.clone())
             .collect();
         for link in self.host.nl.links().await? {
-            let stray_veth = link.name.starts_with(HOST_VETH_PREFIX)
-                && !link.name.starts_with(BRIDGE_PREFIX)
+            let stray_veth = is_ours(&link.name, HOST_VETH_PREFIX, 10)
                 && link.kind.as_deref() == Some("veth")
                 && !owned.contains(&link.name);
-            let stray_bridge = link.name.starts_with(BRIDGE_PREFIX)
+            let stray_bridge = is_ours(&link.name, BRIDGE_PREFIX, 8)
                 && link.kind.as_deref() == Some("bridge")
                 && !bridges.contains(&link.name);
             if stray_veth || stray_bridge {

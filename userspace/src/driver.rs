@@ -233,19 +233,28 @@ impl Host {
 
     /// Takes the endpoint out: unreachable first, then detached, then gone.
     pub async fn endpoint_down(&self, net: &Network, ep: &Endpoint) -> Result<()> {
-        let Some(host) = self.nl.link_by_name(&ep.host_ifname).await? else {
-            return Ok(());
-        };
+        // The veth may already be gone (its namespace was deleted behind our
+        // back): the datapath is cleaned up all the same.
+        let host = self.nl.link_by_name(&ep.host_ifname).await?;
         if net.driver == DriverKind::Bridge {
-            let dp_ep = datapath_endpoint(net, ep, host.mac.unwrap_or_default())?;
-            self.dp.remove_endpoint(host.index, &dp_ep)?;
+            let (index, mac) = match &host {
+                Some(l) => (l.index, l.mac.unwrap_or_default()),
+                None => (ep.host_ifindex, [0; 6]),
+            };
+            let dp_ep = datapath_endpoint(net, ep, mac)?;
+            if index != 0 {
+                self.dp.remove_endpoint(index, &dp_ep)?;
+            }
             self.dp.detach(&ep.host_ifname)?;
             // Its connections must not carry over to whoever gets the address next.
             let ip = dp_ep.ip;
             self.dp
                 .flush_conntrack(|k, _| k.src_ip == ip || k.dst_ip == ip)?;
         }
-        self.nl.delete_link(host.index).await
+        match host {
+            Some(h) => self.nl.delete_link(h.index).await,
+            None => Ok(()),
+        }
     }
 
     /// Rewrites the broadcast ports of a network from the state.
