@@ -11,7 +11,7 @@ use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
-        route::{RouteScope, RouteType},
+        route::{RouteMessage, RouteScope, RouteType},
         rule::RuleAction,
     },
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
@@ -203,6 +203,17 @@ impl Netlink {
         Ok(())
     }
 
+    /// `ip route replace …`: adds the route, or makes an existing one this.
+    async fn replace_route(&self, msg: RouteMessage, what: impl FnOnce() -> String) -> Result<()> {
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .with_context(what)
+    }
+
     /// `ip route add IP/32 dev INDEX src SRC scope link`.
     pub async fn add_host_route(&self, ip: Ipv4Addr, index: u32, src: Ipv4Addr) -> Result<()> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
@@ -211,13 +222,8 @@ impl Netlink {
             .pref_source(src)
             .scope(RouteScope::Link)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
+        self.replace_route(msg, || format!("adding route to {ip}"))
             .await
-            .with_context(|| format!("adding route to {ip}"))
     }
 
     /// `ip route add default via GW`.
@@ -225,13 +231,8 @@ impl Netlink {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gateway)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
+        self.replace_route(msg, || format!("adding default route via {gateway}"))
             .await
-            .with_context(|| format!("adding default route via {gateway}"))
     }
 
     /// Source routing for a sandbox on several networks: what leaves with
@@ -259,13 +260,8 @@ impl Netlink {
             .table_id(table)
             .build();
         for msg in [on_link, default] {
-            self.handle
-                .route()
-                .add(msg)
-                .replace()
-                .execute()
-                .await
-                .with_context(|| format!("adding routes of table {table}"))?;
+            self.replace_route(msg, || format!("adding routes of table {table}"))
+                .await?;
         }
         let r = self
             .handle
@@ -288,13 +284,10 @@ impl Netlink {
             .destination_prefix(net, prefix_len)
             .kind(RouteType::Unreachable)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .with_context(|| format!("adding unreachable route {net}/{prefix_len}"))
+        self.replace_route(msg, || {
+            format!("adding unreachable route {net}/{prefix_len}")
+        })
+        .await
     }
 
     pub async fn delete_unreachable_route(&self, net: Ipv4Addr, prefix_len: u8) -> Result<()> {
