@@ -307,6 +307,64 @@ impl Datapath {
         Ok(())
     }
 
+    /// Removes an endpoint's entries, but the FDB and neighbour entries only
+    /// while they are still its own: once an address is free it may have
+    /// been given to another endpoint, whose entries have the same keys. The
+    /// FDB entry names its port; no FDB entry means nobody has published the
+    /// address since. Returns whether they were its own.
+    pub fn remove_endpoint_entries(&self, ifindex: Option<u32>, ep: &Endpoint) -> Result<bool> {
+        let mut fdb = self.hash::<FdbKey, FdbEntry>(maps::FDB)?;
+        let owned = match fdb.get(&fdb_key(ep), 0) {
+            Ok(entry) => Some(entry.ifindex) == ifindex,
+            Err(MapError::KeyNotFound) => true,
+            Err(e) => return Err(e.into()),
+        };
+        if owned {
+            ignore_missing(fdb.remove(&fdb_key(ep)))?;
+            ignore_missing(
+                self.hash::<NeighbourKey, Neighbour>(maps::NEIGHBOURS)?
+                    .remove(&neighbour_key(ep)),
+            )?;
+        }
+        if let Some(ifindex) = ifindex {
+            ignore_missing(
+                self.hash::<u32, Endpoint>(maps::ENDPOINTS)?
+                    .remove(&ifindex),
+            )?;
+        }
+        Ok(owned)
+    }
+
+    /// Removes FDB entries whose port is not in `live_ifindex` and
+    /// neighbours whose (network, address) is not in `live_addr`; returns how
+    /// many went.
+    pub fn remove_unowned(
+        &self,
+        live_ifindex: &std::collections::BTreeSet<u32>,
+        live_addr: &std::collections::BTreeSet<(u32, u32)>,
+    ) -> Result<usize> {
+        let mut fdb = self.hash::<FdbKey, FdbEntry>(maps::FDB)?;
+        let dead: Vec<FdbKey> = fdb
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(_, v)| !live_ifindex.contains(&v.ifindex))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead {
+            ignore_missing(fdb.remove(k))?;
+        }
+        let mut neighbours = self.hash::<NeighbourKey, Neighbour>(maps::NEIGHBOURS)?;
+        let stale: Vec<NeighbourKey> = neighbours
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !live_addr.contains(&(k.net_id, k.ip)))
+            .collect();
+        for k in &stale {
+            ignore_missing(neighbours.remove(k))?;
+        }
+        Ok(dead.len() + stale.len())
+    }
+
     pub fn endpoints(&self) -> Result<Vec<(u32, Endpoint)>> {
         Ok(self
             .hash::<u32, Endpoint>(maps::ENDPOINTS)?

@@ -1,7 +1,7 @@
 //! bpfnet's state: one JSON file under the state directory, written
 //! atomically (temp file + rename) and guarded by an advisory lock so that
 //! concurrent invocations serialise.
-use std::{collections::BTreeMap, fs::File, io::Write as _, net::Ipv4Addr, path::Path};
+use std::{collections::BTreeMap, fs::File, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context as _, Result};
 use ipnet::Ipv4Net;
@@ -130,8 +130,18 @@ pub struct Sandbox {
     pub links: Vec<Link>,
 }
 
+/// Layout of the state file; a file from a newer bpfnet is refused.
+pub const STATE_VERSION: u32 = 1;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
+    /// `STATE_VERSION` of the bpfnet that wrote it (0: written before it
+    /// was recorded; the same layout).
+    #[serde(default)]
+    pub version: u32,
+    /// The last operation that committed (see `ops::journal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_op: Option<String>,
     pub networks: BTreeMap<String, Network>,
     pub sandboxes: BTreeMap<String, Sandbox>,
     /// Policy rules between networks, by id, kept by name.
@@ -205,16 +215,11 @@ impl Locked {
     }
 
     /// Writes the state atomically.
-    pub fn save(&self) -> Result<()> {
-        let path = self.paths.state_file();
-        let tmp = path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    pub fn save(&mut self) -> Result<()> {
+        self.state.version = STATE_VERSION;
         let mut bytes = serde_json::to_vec_pretty(&self.state)?;
         bytes.push(b'\n');
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        crate::fsutil::atomic_write(&self.paths.state_file(), &bytes, 0o600)
     }
 }
 
@@ -225,12 +230,22 @@ pub fn snapshot(paths: &Paths) -> Result<State> {
 
 fn read(path: &Path) -> Result<State> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is corrupt; move it away and run `bpfnet gc`",
-                path.display()
-            )
-        }),
+        Ok(bytes) => {
+            let state: State = serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is corrupt; move it away and run `bpfnet gc`",
+                    path.display()
+                )
+            })?;
+            if state.version > STATE_VERSION {
+                anyhow::bail!(
+                    "{} was written by a newer bpfnet (state version {}, this one reads up to {STATE_VERSION}); use that bpfnet",
+                    path.display(),
+                    state.version
+                );
+            }
+            Ok(state)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }

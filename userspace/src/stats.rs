@@ -6,9 +6,9 @@ use bpfnet_common::{hook, DropReason, EndpointCounters};
 use serde_json::{json, Value};
 
 use crate::{
-    controller::Controller,
     datapath::Datapath,
     inspect::table,
+    ops::Controller,
     paths::Paths,
     state::{snapshot, DriverKind},
     util::{fmt_mac, ip_from_key},
@@ -28,7 +28,7 @@ pub struct Report {
 
 /// Counters of every eBPF endpoint (or of one sandbox's) and drops by reason.
 pub async fn collect(c: &Controller, sandbox: Option<&str>) -> Result<Report> {
-    let state = c.snapshot();
+    let state = c.state();
     if let Some(name) = sandbox {
         if !state.sandboxes.contains_key(name) {
             anyhow::bail!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`");

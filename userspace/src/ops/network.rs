@@ -1,0 +1,135 @@
+//! Networks: `network create` and `network rm`.
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use anyhow::{anyhow, bail, Result};
+
+use super::{
+    journal::{Recovery, Redo},
+    sandbox::check_name,
+    step::Step,
+    Controller, Plan,
+};
+use crate::{
+    ipam,
+    state::{DriverKind, Network},
+    util::{new_id, now_rfc3339},
+};
+
+/// Prefix of the kernel bridges of the linux-bridge driver.
+pub const BRIDGE_PREFIX: &str = "bnbr";
+
+#[derive(Clone, Debug, Default)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub driver: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub internal: bool,
+    pub options: Vec<String>,
+}
+
+impl Controller {
+    pub async fn network_create(&mut self, req: NetworkCreate) -> Result<Network> {
+        let name = req.name.as_str();
+        check_name("network", name)?;
+        if self.state().networks.contains_key(name) {
+            bail!("network {name:?} already exists; pick another name or remove it with `bpfnet network rm {name}`");
+        }
+        let driver = match req.driver.as_deref().unwrap_or("bridge") {
+            "bridge" => DriverKind::Bridge,
+            "linux-bridge" => DriverKind::LinuxBridge,
+            other => bail!("unknown driver {other:?}: use bridge (eBPF) or linux-bridge"),
+        };
+        let mut options = BTreeMap::new();
+        for o in &req.options {
+            let Some((k, v)) = o.split_once('=') else {
+                bail!("invalid option {o:?}: expected KEY=VALUE");
+            };
+            options.insert(k.to_string(), v.to_string());
+        }
+        let subnet = match &req.subnet {
+            Some(s) => {
+                let subnet = ipam::parse_subnet(s)?;
+                if let Some(other) = ipam::overlapping(self.state(), &subnet) {
+                    bail!(
+                        "subnet {subnet} overlaps with network {:?} ({}); choose another subnet",
+                        other.name,
+                        other.subnet.expect("has subnet")
+                    );
+                }
+                subnet
+            }
+            None => ipam::next_subnet(self.state())?,
+        };
+        let gateway = match &req.gateway {
+            Some(g) => {
+                let gw: Ipv4Addr = g
+                    .parse()
+                    .map_err(|_| anyhow!("invalid gateway {g:?}: expected an IPv4 address"))?;
+                ipam::check_gateway(&subnet, gw)?;
+                gw
+            }
+            None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
+        };
+        let id = new_id();
+        let net = Network {
+            bridge: (driver == DriverKind::LinuxBridge)
+                .then(|| format!("{BRIDGE_PREFIX}{}", &id[..8])),
+            id,
+            name: name.into(),
+            created: now_rfc3339(),
+            driver,
+            net_id: self.state().free_net_id(),
+            subnet: Some(subnet),
+            gateway: Some(gateway),
+            internal: req.internal,
+            options,
+        };
+        let mut target = self.state().clone();
+        target.networks.insert(net.name.clone(), net.clone());
+        self.execute(Plan {
+            what: format!("network create {name}"),
+            recovery: Recovery::RollBack,
+            steps: vec![Step::Network {
+                network: net.clone(),
+            }],
+            target,
+            networks: vec![],
+            sandbox: None,
+        })
+        .await?;
+        Ok(net)
+    }
+
+    pub async fn network_rm(&mut self, name: &str) -> Result<()> {
+        let net = self.network(name)?.clone();
+        if net.is_builtin() {
+            bail!("{name} is a pre-defined network and cannot be removed");
+        }
+        let users: Vec<String> = self
+            .state()
+            .endpoints_of(name)
+            .map(|(s, _)| s.name.clone())
+            .collect();
+        if !users.is_empty() {
+            bail!(
+                "network {name:?} has {} endpoint{} ({}); disconnect {} first",
+                users.len(),
+                if users.len() == 1 { "" } else { "s" },
+                users.join(", "),
+                if users.len() == 1 { "it" } else { "them" }
+            );
+        }
+        let mut target = self.state().clone();
+        target.networks.remove(name);
+        self.execute(Plan {
+            what: format!("network rm {name}"),
+            recovery: Recovery::Complete(Redo::NetworkRm { name: name.into() }),
+            steps: vec![Step::NetworkDown { network: net }],
+            target,
+            networks: vec![],
+            sandbox: None,
+        })
+        .await
+    }
+}
