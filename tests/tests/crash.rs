@@ -509,3 +509,23 @@ fn sixteen_concurrent_clis_of_fifty_operations_keep_the_state_whole() {
         "gc found leftovers:\n{gc}"
     );
 }
+
+/// A state file written by a newer bpfnet (a layout this one cannot know)
+/// is refused with a clear line, and left as it is.
+#[test]
+fn a_state_file_from_a_newer_bpfnet_is_refused_and_left_alone() {
+    let h = TestHost::new("state-newer");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    let file = format!("{}/state.json", h.root.display());
+    h.sh_ok(&format!(
+        "sed -i 's/\"version\": 1,/\"version\": 99,/' {file}"
+    ));
+    let before = h.sh_ok(&format!("sha256sum {file}"));
+    let o = h.bpfnet_fail(&["create", "--name", "x", "--network", "net1"]);
+    assert_eq!(
+        o.stderr.trim(),
+        format!("Error: {file} was written by a newer bpfnet (state version 99, this one reads up to 1); use that bpfnet")
+    );
+    assert_eq!(h.sh_ok(&format!("sha256sum {file}")), before);
+    assert!(!h.netns_list().contains(&"x".to_string()));
+}

@@ -212,6 +212,12 @@ fn test() -> Result<()> {
                 "cargo clippy",
             )
         })?;
+        step("unused dependencies", || {
+            run(
+                Command::new("cargo").args(["machete"]).current_dir(&root),
+                "cargo machete",
+            )
+        })?;
         step("clippy (eBPF)", || {
             // What aya-build passes to the nested build, minus -Cdebuginfo/--btf
             // (link-time only); a separate target dir keeps the main cache intact.

@@ -6,6 +6,7 @@
 //! responder), or undo in reverse collecting every error. Recovery of an
 //! operation a crash interrupted runs at the start of every mutating
 //! command and in `bpfnet gc`.
+pub mod capacity;
 pub mod etc;
 pub mod gc;
 pub mod journal;
@@ -138,6 +139,13 @@ impl Controller {
     }
 
     async fn ensure_builtins(&mut self) -> Result<()> {
+        let builtins = ["bridge", "host", "none"];
+        if builtins
+            .iter()
+            .all(|n| self.state().networks.contains_key(*n))
+        {
+            return Ok(());
+        }
         let mut target = self.state().clone();
         let mut steps = vec![];
         if !target.networks.contains_key("bridge") {
@@ -145,7 +153,7 @@ impl Controller {
             let net = builtin(
                 "bridge",
                 DriverKind::Bridge,
-                target.free_net_id(),
+                capacity::network_id(&target)?,
                 Some(subnet),
             );
             steps.push(Step::Network {
@@ -159,9 +167,6 @@ impl Controller {
                     .networks
                     .insert(name.into(), builtin(name, driver, 0, None));
             }
-        }
-        if target.networks.len() == self.state().networks.len() {
-            return Ok(());
         }
         self.execute(Plan {
             what: "create the built-in networks".into(),
@@ -219,6 +224,16 @@ impl Controller {
         match result {
             Ok(()) => {
                 fault::point("committed");
+                for name in &plan.networks {
+                    let warning = self
+                        .state()
+                        .networks
+                        .get(name)
+                        .and_then(|n| capacity::flood_warning(self.state(), n));
+                    if let Some(w) = warning {
+                        eprintln!("warning: {w}");
+                    }
+                }
                 if let Some(name) = &plan.sandbox {
                     etc::refresh_dependents(self.state(), name);
                 }

@@ -79,7 +79,7 @@ impl Controller {
             name: name.into(),
             created: now_rfc3339(),
             driver,
-            net_id: self.state().free_net_id(),
+            net_id: super::capacity::network_id(self.state())?,
             subnet: Some(subnet),
             gateway: Some(gateway),
             internal: req.internal,

@@ -297,7 +297,7 @@ fn plan_endpoint(
         ifname: format!("eth{index}"),
         ip,
         mac: mac_for(ip),
-        slot: target.free_slot(),
+        slot: super::capacity::endpoint_slot(target)?,
         aliases,
     };
     target
