@@ -225,6 +225,15 @@ fn judge_rule(h: &TestHost, ctx: &str) -> bool {
     n == 1
 }
 
+/// A load is completed, never undone: everything still forwards.
+fn judge_loaded(h: &TestHost, ctx: &str) -> bool {
+    assert!(
+        sandbox_works(h, "d", "172.19.0.1"),
+        "{ctx}: d cannot reach its gateway"
+    );
+    true
+}
+
 #[test]
 fn every_fault_point_of_every_operation_leaves_whole_or_gone() {
     let h = TestHost::new("crash-points");
@@ -316,6 +325,14 @@ fn every_fault_point_of_every_operation_leaves_whole_or_gone() {
             judge: judge_net3,
             makes: false,
             reset: &[&["network", "rm", "net3"]],
+        },
+        Case {
+            what: "datapath load",
+            setup: &[],
+            op: &["datapath", "load"],
+            judge: judge_loaded,
+            makes: true,
+            reset: &[],
         },
         Case {
             what: "policy add",

@@ -41,6 +41,7 @@ pub enum Redo {
     SandboxRm { name: String },
     Disconnect { network: String, sandbox: String },
     NetworkRm { name: String },
+    Load,
 }
 
 /// The journal's first record: the whole plan.

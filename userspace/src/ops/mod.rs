@@ -87,7 +87,11 @@ impl Controller {
         }
         let mut c = Self::lock(paths)?;
         c.recover().await?;
-        c.ensure_builtins().await?;
+        if !c.state().networks.contains_key("bridge") {
+            // A state without the built-in networks (removed by hand): a
+            // load re-creates them.
+            c.reload(None).await?;
+        }
         dns::ensure_running(&c.paths, c.state());
         Ok(c)
     }
@@ -108,7 +112,6 @@ impl Controller {
     /// match the state (networks, endpoints, attachments).
     pub async fn load(paths: &Paths, icc: Option<bool>) -> Result<(LoadReport, Self)> {
         let locked = Locked::acquire(paths)?;
-        let report = Datapath::load(paths)?;
         let mut c = Controller {
             paths: paths.clone(),
             locked,
@@ -118,16 +121,58 @@ impl Controller {
             },
         };
         c.recover().await?;
-        c.ensure_builtins().await?;
+        let report = c.reload(icc).await?;
+        Ok((report, c))
+    }
+
+    /// Loads the programs (atomically replacing those of every attachment),
+    /// then re-creates every map entry and attachment the state implies, and
+    /// only then removes the pins of another map layout. Journaled: a crash
+    /// anywhere in it is completed by running it again.
+    async fn reload(&mut self, icc: Option<bool>) -> Result<LoadReport> {
+        let journal = Journal::begin(
+            &self.paths,
+            &Intent {
+                id: new_id(),
+                what: "datapath load".into(),
+                recovery: Recovery::Complete(Redo::Load),
+                steps: vec![],
+            },
+        )?;
+        fault::point("load:journaled");
+        let report = Datapath::load(&self.paths)?;
+        self.host.dp = Datapath::open_or_load(&self.paths)?;
+        fault::point("load:programs");
+        let state = &mut self.locked.state;
+        for (name, driver) in [
+            ("bridge", DriverKind::Bridge),
+            ("host", DriverKind::Host),
+            ("none", DriverKind::Null),
+        ] {
+            if !state.networks.contains_key(name) {
+                let (id, subnet) = match driver {
+                    DriverKind::Bridge => (
+                        capacity::network_id(state)?,
+                        Some(ipam::DEFAULT_BRIDGE_SUBNET.parse().expect("valid")),
+                    ),
+                    _ => (0, None),
+                };
+                let net = builtin(name, driver, id, subnet);
+                state.networks.insert(name.into(), net);
+            }
+        }
         if let Some(icc) = icc {
             // sync() below brings the datapath's flags in line.
-            let bridge = c.locked.state.networks.get_mut("bridge").expect("built in");
+            let bridge = state.networks.get_mut("bridge").expect("built in");
             bridge.options.insert(ICC_OPTION.into(), icc.to_string());
         }
-        c.sync().await?;
-        c.commit_derived()?;
-        Datapath::remove_other_layouts(paths)?;
-        Ok((report, c))
+        self.sync().await?;
+        fault::point("load:synced");
+        self.commit_derived()?;
+        fault::point("load:committed");
+        Datapath::remove_other_layouts(&self.paths)?;
+        journal.end()?;
+        Ok(report)
     }
 
     pub fn state(&self) -> &State {
@@ -136,47 +181,6 @@ impl Controller {
 
     pub fn datapath(&self) -> &Datapath {
         &self.host.dp
-    }
-
-    async fn ensure_builtins(&mut self) -> Result<()> {
-        let builtins = ["bridge", "host", "none"];
-        if builtins
-            .iter()
-            .all(|n| self.state().networks.contains_key(*n))
-        {
-            return Ok(());
-        }
-        let mut target = self.state().clone();
-        let mut steps = vec![];
-        if !target.networks.contains_key("bridge") {
-            let subnet = ipam::DEFAULT_BRIDGE_SUBNET.parse().expect("valid");
-            let net = builtin(
-                "bridge",
-                DriverKind::Bridge,
-                capacity::network_id(&target)?,
-                Some(subnet),
-            );
-            steps.push(Step::Network {
-                network: net.clone(),
-            });
-            target.networks.insert(net.name.clone(), net);
-        }
-        for (name, driver) in [("host", DriverKind::Host), ("none", DriverKind::Null)] {
-            if !target.networks.contains_key(name) {
-                target
-                    .networks
-                    .insert(name.into(), builtin(name, driver, 0, None));
-            }
-        }
-        self.execute(Plan {
-            what: "create the built-in networks".into(),
-            recovery: Recovery::RollBack,
-            steps,
-            target,
-            networks: vec![],
-            sandbox: None,
-        })
-        .await
     }
 
     fn network(&self, name: &str) -> Result<&Network> {
@@ -372,6 +376,9 @@ impl Controller {
                 if self.state().networks.contains_key(name) {
                     self.network_rm(name).await?;
                 }
+            }
+            Redo::Load => {
+                self.reload(None).await?;
             }
         }
         Ok(())
