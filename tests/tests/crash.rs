@@ -90,6 +90,18 @@ fn sandbox_works(h: &TestHost, name: &str, peer_ip: &str) -> bool {
     h.ping(Some(name), peer_ip)
 }
 
+const C_ON_NET1: &[&str] = &["create", "--name", "c", "--network", "net1"];
+const C_ON_BOTH: &[&str] = &[
+    "create",
+    "--name",
+    "c",
+    "--network",
+    "net1",
+    "--network",
+    "net2",
+];
+const RM_C: &[&[&str]] = &[&["rm", "-f", "c"]];
+
 struct Case {
     what: &'static str,
     /// Run before each attempt (state in which the operation starts).
@@ -257,58 +269,42 @@ fn every_fault_point_of_every_operation_leaves_whole_or_gone() {
         Case {
             what: "create c on net1",
             setup: &[],
-            op: &["create", "--name", "c", "--network", "net1"],
+            op: C_ON_NET1,
             judge: judge_c,
             makes: true,
-            reset: &[&["rm", "-f", "c"]],
+            reset: RM_C,
         },
         Case {
             what: "create c on net1 and net2",
             setup: &[],
-            op: &[
-                "create",
-                "--name",
-                "c",
-                "--network",
-                "net1",
-                "--network",
-                "net2",
-            ],
+            op: C_ON_BOTH,
             judge: judge_c,
             makes: true,
-            reset: &[&["rm", "-f", "c"]],
+            reset: RM_C,
         },
         Case {
             what: "connect c to net2",
-            setup: &[&["create", "--name", "c", "--network", "net1"]],
+            setup: &[C_ON_NET1],
             op: &["network", "connect", "net2", "c"],
             judge: judge_c_on_net2,
             makes: true,
-            reset: &[&["rm", "-f", "c"]],
+            reset: RM_C,
         },
         Case {
             what: "disconnect c from net2",
-            setup: &[&[
-                "create",
-                "--name",
-                "c",
-                "--network",
-                "net1",
-                "--network",
-                "net2",
-            ]],
+            setup: &[C_ON_BOTH],
             op: &["network", "disconnect", "net2", "c"],
             judge: judge_c_on_net2,
             makes: false,
-            reset: &[&["rm", "-f", "c"]],
+            reset: RM_C,
         },
         Case {
             what: "rm c",
-            setup: &[&["create", "--name", "c", "--network", "net1"]],
+            setup: &[C_ON_NET1],
             op: &["rm", "c"],
             judge: judge_c,
             makes: false,
-            reset: &[&["rm", "-f", "c"]],
+            reset: RM_C,
         },
         Case {
             what: "network create net3",

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use super::{Driver, Host};
 use crate::{
     netlink::Link,
-    state::{Endpoint, Network, State},
+    state::{Endpoint, Network},
 };
 
 pub struct LinuxBridge;
@@ -62,25 +62,5 @@ impl Driver for LinuxBridge {
             host.nl.set_controller(link.index, br.index).await?;
             host.nl.set_up(link.index).await
         })
-    }
-
-    fn endpoint_detach<'a>(
-        &'a self,
-        _: &'a Host,
-        _: &'a Network,
-        _: &'a Endpoint,
-        _: Option<u32>,
-    ) -> BoxFuture<'a, Result<()>> {
-        // The port leaves the bridge with its veth.
-        Box::pin(async { Ok(()) })
-    }
-
-    fn sync_members<'a>(
-        &'a self,
-        _: &'a Host,
-        _: &'a State,
-        _: &'a Network,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { Ok(()) })
     }
 }

@@ -46,22 +46,27 @@ pub trait Driver: Sync {
     ) -> BoxFuture<'a, Result<()>>;
     /// Takes the endpoint out of the network before its veth goes. `ifindex`
     /// is the host-side veth's, when known (the veth may be gone already).
-    /// Entries that another endpoint owns now are left alone.
+    /// Entries that another endpoint owns now are left alone. By default
+    /// nothing: what the driver made goes with the veth.
     fn endpoint_detach<'a>(
         &'a self,
-        host: &'a Host,
-        net: &'a Network,
-        ep: &'a Endpoint,
-        ifindex: Option<u32>,
-    ) -> BoxFuture<'a, Result<()>>;
+        _host: &'a Host,
+        _net: &'a Network,
+        _ep: &'a Endpoint,
+        _ifindex: Option<u32>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Brings what the driver derives from membership (broadcast ports) in
-    /// line with `state`.
+    /// line with `state`. By default there is nothing to derive.
     fn sync_members<'a>(
         &'a self,
-        host: &'a Host,
-        state: &'a State,
-        net: &'a Network,
-    ) -> BoxFuture<'a, Result<()>>;
+        _host: &'a Host,
+        _state: &'a State,
+        _net: &'a Network,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// `host` and `none`: nothing in the kernel.
@@ -82,23 +87,6 @@ impl Driver for Builtin {
         _: &'a Link,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { Err(anyhow!("network {:?} has no endpoints", net.name)) })
-    }
-    fn endpoint_detach<'a>(
-        &'a self,
-        _: &'a Host,
-        _: &'a Network,
-        _: &'a Endpoint,
-        _: Option<u32>,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn sync_members<'a>(
-        &'a self,
-        _: &'a Host,
-        _: &'a State,
-        _: &'a Network,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { Ok(()) })
     }
 }
 
