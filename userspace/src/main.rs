@@ -384,10 +384,17 @@ async fn command(c: &mut Controller, cmd: Cmd) -> Result<ExitCode> {
             if let Some(missing) = names.iter().find(|n| !state.networks.contains_key(*n)) {
                 bail!("network {missing:?} not found; list networks with `bpfnet network ls`");
             }
+            let dns = bpfnet::dns::Files::new(&c.paths);
             print_json(&serde_json::Value::Array(
                 names
                     .iter()
-                    .map(|n| inspect::network_json(state, n))
+                    .map(|n| {
+                        let mut v = inspect::network_json(state, n);
+                        if let Some(d) = bpfnet::dns::network_status(&dns, state, n) {
+                            v["DNS"] = d;
+                        }
+                        v
+                    })
                     .collect(),
             ));
         }
