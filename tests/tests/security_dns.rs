@@ -142,8 +142,8 @@ fn internal_only_sandboxes_never_reach_the_upstream_over_udp_or_tcp_but_resolve_
 
     // What must keep working: the internal sandbox resolves its peers
     // (UDP, TCP, PTR); other sandboxes are forwarded by the same responder.
-    assert_eq!(a_records(&dig(&h, "i1", &["i2"])), [i2.clone()]);
-    assert_eq!(a_records(&dig(&h, "i1", &["+tcp", "i2"])), [i2.clone()]);
+    assert_eq!(a_records(&dig(&h, "i1", &["i2"])), [i2.as_str()]);
+    assert_eq!(a_records(&dig(&h, "i1", &["+tcp", "i2"])), [i2.as_str()]);
     let ptr = dig(&h, "i1", &["+short", "-x", &i2]);
     assert_eq!(ptr.trim(), "i2.", "{ptr}");
     for (sb, args) in [
@@ -227,7 +227,7 @@ fn a_name_on_another_network_resolves_for_others_exactly_like_a_name_nobody_has(
 
     // On net2 the names are net2's, answered by us.
     let own = dig(&h, "peer2", &["secretdb"]);
-    assert_eq!(a_records(&own), [sdb.clone()], "{own}");
+    assert_eq!(a_records(&own), [sdb.as_str()], "{own}");
     assert!(flags(&own).contains("aa"), "{own}");
     assert_eq!(
         a_records(&dig(&h, "peer2", &["www.example.org"])),
@@ -430,4 +430,30 @@ fn the_upstream_set_by_one_command_is_saved_shown_and_not_inherited_from_the_env
     up.stop();
     assert_eq!(seen_other, ["query moved.example 1 udp"]);
     assert_eq!(seen, ["query saved.example 1 udp"]);
+}
+
+#[test]
+fn a_responder_started_by_another_bpfnet_binary_is_replaced_by_the_one_in_use() {
+    let h = TestHost::new("sdns-upgrade");
+    let copy = h.dir.join("bpfnet-other");
+    std::fs::copy(h.bin_path(), &copy).expect("copy the binary");
+    let copy = copy.to_string_lossy().into_owned();
+    h.ok(&[&copy, "network", "create", "net1"]);
+    h.ok(&[&copy, "create", "--name", "a", "--network", "net1"]);
+    let exe = |which: &str| {
+        let pid = std::fs::read_to_string(h.root.join(format!("dns/{which}.pid"))).unwrap();
+        std::fs::read_link(format!("/proc/{}/exe", pid.trim()))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(exe("supervisor"), copy);
+    h.create("b", &["net1"]);
+    let ours = std::fs::canonicalize(h.bin_path()).unwrap();
+    assert_eq!(exe("supervisor"), ours.to_string_lossy());
+    assert_eq!(exe("worker"), ours.to_string_lossy());
+    assert_eq!(
+        a_records(&dig(&h, "a", &["b"])),
+        [h.ip_on("b", "net1").as_str()]
+    );
 }

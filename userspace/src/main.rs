@@ -16,7 +16,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "bpfnet",
     version,
-    about = "Container networking for network namespaces, on an eBPF datapath instead of a kernel bridge"
+    about = "Container networking for network namespaces, on an eBPF datapath instead of a kernel bridge",
+    after_help = "DNS of the user networks: BPFNET_DNS_UPSTREAM=IP[:PORT][,IP[:PORT]...] sets where names \
+the asking sandbox cannot see are forwarded (empty: the host's /etc/resolv.conf), BPFNET_DNS_PORT the port served; \
+a command that has them saves them in BPFNET_ROOT/dns/config.json, where they stay until set again. \
+`bpfnet network inspect NET` shows them."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -140,7 +144,8 @@ enum NetworkCmd {
         subnet: Option<String>,
         #[arg(long)]
         gateway: Option<String>,
-        /// No traffic leaves the network through the gateway.
+        /// No traffic leaves the network through the gateway; DNS answers
+        /// only the names of the sandboxes' networks, nothing is forwarded.
         #[arg(long)]
         internal: bool,
         /// Driver option KEY=VALUE (repeatable).
@@ -154,7 +159,8 @@ enum NetworkCmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Show networks as JSON (Docker's fields).
+    /// Show networks as JSON (Docker's fields; `DNS`: where members ask,
+    /// where unknown names go, the per-sandbox limits).
     Inspect {
         #[arg(required = true)]
         names: Vec<String>,

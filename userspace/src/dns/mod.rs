@@ -148,6 +148,15 @@ fn sync(paths: &Paths, state: &State) -> Result<()> {
         return Ok(());
     }
     let gen = server::generation(paths);
+    if let Some(sup) = f.live(&f.supervisor_pid) {
+        // Another binary (bpfnet was upgraded) may read other files and
+        // acknowledge in another format: replace it by ours.
+        let theirs = std::fs::read_link(format!("/proc/{sup}/exe")).ok();
+        let ours = std::env::current_exe().ok();
+        if theirs.is_some() && ours.is_some() && theirs != ours {
+            stop(paths);
+        }
+    }
     if f.live(&f.supervisor_pid).is_none() {
         // A worker without its supervisor is an orphan: replace both.
         if let Some(w) = f.live(&f.worker_pid) {
