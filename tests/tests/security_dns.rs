@@ -457,3 +457,52 @@ fn a_responder_started_by_another_bpfnet_binary_is_replaced_by_the_one_in_use() 
         [h.ip_on("b", "net1").as_str()]
     );
 }
+
+#[test]
+fn bpfnet_dns_port_is_saved_and_moves_the_running_responder() {
+    let h = TestHost::new("sdns-port");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.create("a", &["net1"]);
+    h.create("b", &["net1"]);
+    let (gw, b) = (h.gateway_of("net1"), h.ip_on("b", "net1"));
+    let server = format!("@{gw}");
+    assert_eq!(a_records(&dig(&h, "a", &[&server, "b"])), [b.as_str()]);
+    let worker = std::fs::read_to_string(h.root.join("dns/worker.pid")).unwrap();
+    let o = h.run(&["env", "BPFNET_DNS_PORT=5300", h.bin_path(), "ps"]);
+    assert!(o.success() && o.stderr.is_empty(), "{o}");
+    assert_eq!(
+        a_records(&dig(&h, "a", &[&server, "-p", "5300", "b"])),
+        [b.as_str()]
+    );
+    assert!(
+        a_records(&dig(&h, "a", &[&server, "-p", "53", "+timeout=1", "b"])).is_empty(),
+        "port 53 must be closed now"
+    );
+    assert_eq!(
+        h.network_inspect("net1")["DNS"]["Server"],
+        json!(format!("{gw}:5300"))
+    );
+    // Later commands without the variable keep it.
+    h.create("c", &["net1"]);
+    assert_eq!(
+        a_records(&dig(&h, "a", &[&server, "-p", "5300", "c"])),
+        [h.ip_on("c", "net1").as_str()]
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.root.join("dns/worker.pid")).unwrap(),
+        worker,
+        "rebound, not restarted"
+    );
+    // A bad port: one warning line, nothing changes.
+    let o = h.run(&["env", "BPFNET_DNS_PORT=99999", h.bin_path(), "ps"]);
+    assert!(o.success(), "{o}");
+    assert_eq!(
+        o.stderr.trim(),
+        "warning: name resolution: BPFNET_DNS_PORT=\"99999\" is not a port (1-65535); \
+         the DNS responder keeps its configuration (see `bpfnet network inspect`)"
+    );
+    assert_eq!(
+        h.network_inspect("net1")["DNS"]["Server"],
+        json!(format!("{gw}:5300"))
+    );
+}
