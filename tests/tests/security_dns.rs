@@ -289,6 +289,7 @@ fn a_sandbox_flooding_forwards_gets_servfail_while_other_sandboxes_are_still_for
         .filter(|l| l.starts_with("query slow"))
         .count();
     up.stop();
+    eprintln!("flooder: {line}; forwarded {slow}");
     // Each forward holds its slot for the upstream timeout: the flooder
     // cannot have had more than its share per timeout.
     let bound = FORWARDS_PER_SANDBOX * ((elapsed / PER_UPSTREAM_SECS).ceil() as usize + 2);
