@@ -17,7 +17,11 @@ use commands::{
 #[command(
     name = "bpfnet",
     version,
-    about = "Container networking for network namespaces, on an eBPF datapath instead of a kernel bridge"
+    about = "Container networking for network namespaces, on an eBPF datapath instead of a kernel bridge",
+    after_help = "DNS of the user networks: BPFNET_DNS_UPSTREAM=IP[:PORT][,IP[:PORT]...] sets where names \
+the asking sandbox cannot see are forwarded (empty: the host's /etc/resolv.conf), BPFNET_DNS_PORT the port served; \
+a command that has them saves them in BPFNET_ROOT/dns/config.json, where they stay until set again. \
+`bpfnet network inspect NET` shows them."
 )]
 struct Cli {
     #[command(subcommand)]

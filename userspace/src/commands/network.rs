@@ -21,7 +21,8 @@ pub enum NetworkCmd {
         subnet: Option<String>,
         #[arg(long)]
         gateway: Option<String>,
-        /// No traffic leaves the network through the gateway.
+        /// No traffic leaves the network through the gateway; DNS answers
+        /// only the names of the sandboxes' networks, nothing is forwarded.
         #[arg(long)]
         internal: bool,
         /// Driver option KEY=VALUE (repeatable).
@@ -35,7 +36,8 @@ pub enum NetworkCmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Show networks as JSON (Docker's fields).
+    /// Show networks as JSON (Docker's fields; `DNS`: where members ask,
+    /// where unknown names go, the per-sandbox limits).
     Inspect {
         #[arg(required = true)]
         names: Vec<String>,
@@ -98,10 +100,17 @@ pub async fn run(c: &mut Controller, cmd: NetworkCmd) -> Result<ExitCode> {
             if let Some(missing) = names.iter().find(|n| !state.networks.contains_key(*n)) {
                 bail!("network {missing:?} not found; list networks with `bpfnet network ls`");
             }
+            let dns = bpfnet::dns::Files::new(&c.paths);
             print_json(&serde_json::Value::Array(
                 names
                     .iter()
-                    .map(|n| inspect::network_json(state, n))
+                    .map(|n| {
+                        let mut v = inspect::network_json(state, n);
+                        if let Some(d) = bpfnet::dns::network_status(&dns, state, n) {
+                            v["DNS"] = d;
+                        }
+                        v
+                    })
                     .collect(),
             ));
         }
