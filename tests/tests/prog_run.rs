@@ -551,10 +551,11 @@ fn icc_disabled_network_forwards_only_along_links() {
 
 /// Egress passes what the host sends (its own addresses, the world
 /// outside, ARP) and counts it as the sandbox's tx; traffic routed in
-/// from another bpfnet network is dropped.
+/// from another bpfnet network, IPv6, other ethertypes and anything on a
+/// veth that is no endpoint are dropped, with egress drop events.
 #[test]
 fn egress_passes_host_traffic_and_drops_traffic_from_other_networks() {
-    let t = topology("prog-run-egress");
+    let mut t = topology("prog-run-egress");
     let (a1, b1) = (&t.a1, &t.b1);
     let from = |src: Ipv4Addr| {
         udp_frame(
@@ -589,10 +590,21 @@ fn egress_passes_host_traffic_and_drops_traffic_from_other_networks() {
     assert_eq!(t.dp.egress(b1.ifindex, &from(a1.ip)).action, TC_ACT_SHOT);
     let v6 = ether(b1.mac, b1.gw_mac, ETH_P_IPV6, &[0x60; 40]);
     assert_eq!(t.dp.egress(b1.ifindex, &v6).action, TC_ACT_SHOT);
+    let lldp = ether(b1.mac, b1.gw_mac, ETH_P_LLDP, &[0; 46]);
+    assert_eq!(t.dp.egress(b1.ifindex, &lldp).action, TC_ACT_SHOT);
+    // A veth that is no endpoint fails closed on egress too.
+    assert_eq!(t.dp.egress(t.stranger, &from(OUTSIDE)).action, TC_ACT_SHOT);
     let drops = t.dp.drops();
     assert_eq!(drops[DropReason::FromOtherNetwork as usize], 1);
     assert_eq!(drops[DropReason::Ipv6 as usize], 1);
-    assert_eq!(t.dp.counters(b1.slot).dropped, 2);
+    assert_eq!(drops[DropReason::UnsupportedEthertype as usize], 1);
+    assert_eq!(drops[DropReason::NotAnEndpoint as usize], 1);
+    assert_eq!(drops.iter().sum::<u64>(), 4, "{drops:?}");
+    assert_eq!(t.dp.counters(b1.slot).dropped, 3);
+    let events = t.dp.drop_events();
+    assert_eq!(events.len(), 4);
+    assert!(events.iter().all(|e| e.hook == hook::EGRESS), "{events:?}");
+    assert_eq!(events[3].ifindex, t.stranger);
 }
 
 /// ARP that is not IPv4 over Ethernet (wrong hardware type or address
