@@ -224,6 +224,23 @@ pub struct EndpointCounters {
     pub dropped: u64,
 }
 
+impl EndpointCounters {
+    /// The total of per-CPU counters.
+    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a EndpointCounters>) -> EndpointCounters {
+        let mut sum = EndpointCounters::default();
+        for c in per_cpu {
+            sum.rx_packets += c.rx_packets;
+            sum.rx_bytes += c.rx_bytes;
+            sum.tx_packets += c.tx_packets;
+            sum.tx_bytes += c.tx_bytes;
+            sum.forwarded += c.forwarded;
+            sum.to_host += c.to_host;
+            sum.dropped += c.dropped;
+        }
+        sum
+    }
+}
+
 /// Why a packet was dropped. The discriminant indexes `DROP_COUNTERS`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -423,23 +423,8 @@ impl ProgRun {
 
     /// The counters of endpoint slot `slot`, summed over CPUs.
     pub fn counters(&self, slot: u32) -> EndpointCounters {
-        let mut sum = EndpointCounters::default();
-        for c in self
-            .maps
-            .ep_counters
-            .get(&slot, 0)
-            .expect("EP_COUNTERS")
-            .iter()
-        {
-            sum.rx_packets += c.rx_packets;
-            sum.rx_bytes += c.rx_bytes;
-            sum.tx_packets += c.tx_packets;
-            sum.tx_bytes += c.tx_bytes;
-            sum.forwarded += c.forwarded;
-            sum.to_host += c.to_host;
-            sum.dropped += c.dropped;
-        }
-        sum
+        let per_cpu = self.maps.ep_counters.get(&slot, 0).expect("EP_COUNTERS");
+        EndpointCounters::sum(per_cpu.iter())
     }
 
     /// Drops counted per reason, in `DropReason::ALL` order.
