@@ -269,10 +269,39 @@ fn every_drop_reason_is_decided_counted_and_reported() {
                 ev.ethertype,
                 u16::from_be_bytes([case.frame[12], case.frame[13]])
             );
+            // Addresses are known once the frame got past the L2 checks.
+            let before_l3 = matches!(
+                reason,
+                DropReason::SpoofedMac
+                    | DropReason::Ipv6
+                    | DropReason::UnsupportedEthertype
+                    | DropReason::Malformed
+            );
+            let expected = if before_l3 {
+                (0, 0, 0)
+            } else {
+                event_addresses(&case.frame)
+            };
+            assert_eq!(
+                (ev.src_ip, ev.dst_ip, ev.ip_proto),
+                expected,
+                "{reason:?}: addresses of {ev:?}"
+            );
         }
     }
     // The denying rule counted its hit.
     assert_eq!(t.dp.rule_hits(RULE_DENY), 1);
+}
+
+/// The addresses a drop event reports for `frame`: IPv4 source,
+/// destination and protocol, or the ARP sender and target.
+fn event_addresses(frame: &[u8]) -> (u32, u32, u8) {
+    let at = |o: usize| u32::from_ne_bytes(frame[o..o + 4].try_into().unwrap());
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETH_P_IP if frame.len() >= 34 => (at(26), at(30), frame[23]),
+        ETH_P_ARP if frame.len() >= 42 => (at(28), at(38), 0),
+        _ => panic!("no addresses in this frame"),
+    }
 }
 
 fn run_case(dp: &ProgRun, case: &DropCase) -> Run {
