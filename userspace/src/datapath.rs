@@ -24,8 +24,9 @@ use bpfnet_common::{
 
 use crate::paths::Paths;
 
-/// The datapath object built by build.rs.
-static DATAPATH_OBJECT: &[u8] =
+/// The datapath object built by build.rs (public for the BPF_PROG_TEST_RUN
+/// tests, which load it without attaching it anywhere).
+pub static DATAPATH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpfnet-datapath"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
