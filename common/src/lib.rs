@@ -8,7 +8,7 @@
 
 /// Bump whenever a key, value, map name or map size below changes: pins live
 /// under a directory named after it, so an old layout is never reused by mistake.
-pub const MAP_LAYOUT_VERSION: u32 = 4;
+pub const MAP_LAYOUT_VERSION: u32 = 5;
 
 /// Capacity of the per-endpoint maps (endpoints, FDB, neighbours, counters).
 pub const MAX_ENDPOINTS: u32 = 8192;
@@ -260,10 +260,12 @@ pub enum DropReason {
     PolicyDenied = 14,
     IccDisabled = 15,
     TtlExceeded = 16,
+    UnicastInGroupFrame = 17,
+    OrphanFragment = 18,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -282,6 +284,8 @@ impl DropReason {
         DropReason::PolicyDenied,
         DropReason::IccDisabled,
         DropReason::TtlExceeded,
+        DropReason::UnicastInGroupFrame,
+        DropReason::OrphanFragment,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -308,6 +312,8 @@ impl DropReason {
             DropReason::PolicyDenied => "policy-denied",
             DropReason::IccDisabled => "icc-disabled",
             DropReason::TtlExceeded => "ttl-exceeded",
+            DropReason::UnicastInGroupFrame => "unicast-ip-in-group-frame",
+            DropReason::OrphanFragment => "fragment-without-first",
         }
     }
 }
@@ -387,7 +393,7 @@ mod tests {
         ];
         assert_eq!(
             (MAP_LAYOUT_VERSION, sizes),
-            (4, [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 8, 12, 4])
+            (5, [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 8, 12, 4])
         );
     }
 

@@ -223,7 +223,15 @@ fn ingress(ctx: &TcContext) -> i32 {
         if ep.net_flags & net_flags::FLOOD == 0 {
             return drop_packet(slot, DropReason::Broadcast, hook::INGRESS, &s);
         }
-        flood(ctx, ep.net_id, ifindex);
+        // Unicast IPv4 in a group frame would reach peers and the host
+        // without the unicast path's checks (icc, internal, policy).
+        if !is_group_destination(ep.net_id, s.dst_ip) {
+            return drop_packet(slot, DropReason::UnicastInGroupFrame, hook::INGRESS, &s);
+        }
+        // icc=false: members do not hear each other, broadcast included.
+        if ep.net_flags & net_flags::ICC_OFF == 0 {
+            flood(ctx, ep.net_id, ifindex);
+        }
         // The host is a member of the segment too, as with a bridge.
         return to_host(ep);
     }
@@ -232,6 +240,9 @@ fn ingress(ctx: &TcContext) -> i32 {
     // another network if policy allows.
     if s.dst_mac == ep.gw_mac {
         if s.dst_ip == ep.gateway {
+            if ep.net_flags & net_flags::INTERNAL != 0 && !confine_to_host(ctx) {
+                return drop_packet(slot, DropReason::Malformed, hook::INGRESS, &s);
+            }
             return to_host(ep);
         }
         if ep.net_flags & net_flags::INTERNAL != 0 {
@@ -239,7 +250,11 @@ fn ingress(ctx: &TcContext) -> i32 {
         }
         if let Some(dst_net) = SUBNETS.get(Key::new(32, s.dst_ip)) {
             let dst_net = *dst_net;
-            if dst_net != ep.net_id && !is_gateway_of(dst_net, s.dst_ip) {
+            // A member of an icc=false network that sends a peer's packets
+            // to the gateway MAC is judged here as in step 5, or the host
+            // (when it forwards) would carry them around the verdict.
+            let same_icc_off = dst_net == ep.net_id && ep.net_flags & net_flags::ICC_OFF != 0;
+            if same_icc_off || (dst_net != ep.net_id && !is_gateway_of(dst_net, s.dst_ip)) {
                 return route(ctx, ep, dst_net, &mut s);
             }
         }
@@ -256,13 +271,8 @@ fn ingress(ctx: &TcContext) -> i32 {
         return drop_packet(slot, DropReason::UnknownUnicast, hook::INGRESS, &s);
     };
     if ep.net_flags & net_flags::ICC_OFF != 0 {
-        if let Err(rule) = verdict(ctx, ep.slot, dst.slot, &s) {
+        if let Err((reason, rule)) = verdict(ctx, ep.slot, dst.slot, &s, DropReason::IccDisabled) {
             s.rule = rule;
-            let reason = if rule == 0 {
-                DropReason::IccDisabled
-            } else {
-                DropReason::PolicyDenied
-            };
             return drop_packet(slot, reason, hook::INGRESS, &s);
         }
     }
@@ -286,12 +296,19 @@ fn deliver(ctx: &TcContext, ep: &Endpoint, dst: &FdbEntry) -> i32 {
 #[inline(always)]
 fn route(ctx: &TcContext, ep: &Endpoint, dst_net: u32, s: &mut Summary) -> i32 {
     let slot = Some(ep.slot);
+    // Nothing allows it: across networks, or (through the gateway MAC)
+    // between members of an icc=false network.
+    let unallowed = if dst_net == ep.net_id {
+        DropReason::IccDisabled
+    } else {
+        DropReason::CrossNetwork
+    };
     let nkey = NeighbourKey {
         net_id: dst_net,
         ip: s.dst_ip,
     };
     let Some(neighbour) = (unsafe { NEIGHBOURS.get(nkey) }) else {
-        return drop_packet(slot, DropReason::CrossNetwork, hook::INGRESS, s);
+        return drop_packet(slot, unallowed, hook::INGRESS, s);
     };
     let fkey = FdbKey {
         net_id: dst_net,
@@ -299,19 +316,14 @@ fn route(ctx: &TcContext, ep: &Endpoint, dst_net: u32, s: &mut Summary) -> i32 {
         _pad: [0; 2],
     };
     let Some(dst) = (unsafe { FDB.get(fkey) }) else {
-        return drop_packet(slot, DropReason::CrossNetwork, hook::INGRESS, s);
+        return drop_packet(slot, unallowed, hook::INGRESS, s);
     };
-    if let Err(rule) = verdict(ctx, ep.slot, dst.slot, s) {
+    if let Err((reason, rule)) = verdict(ctx, ep.slot, dst.slot, s, unallowed) {
         s.rule = rule;
-        let reason = if rule == 0 {
-            DropReason::CrossNetwork
-        } else {
-            DropReason::PolicyDenied
-        };
         return drop_packet(slot, reason, hook::INGRESS, s);
     }
     let Some(dst_ep) = (unsafe { ENDPOINTS.get(dst.ifindex) }) else {
-        return drop_packet(slot, DropReason::CrossNetwork, hook::INGRESS, s);
+        return drop_packet(slot, unallowed, hook::INGRESS, s);
     };
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return drop_packet(slot, DropReason::Malformed, hook::INGRESS, s);
@@ -334,55 +346,189 @@ fn route(ctx: &TcContext, ep: &Endpoint, dst_net: u32, s: &mut Summary) -> i32 {
     deliver(ctx, ep, dst)
 }
 
-/// The connection a packet belongs to, in its own direction.
+/// Makes sure the first `need` bytes of the packet are in the linear part
+/// (if the packet has them at all). Invalidates every packet pointer.
 #[inline(always)]
-fn flow(ctx: &TcContext, s: &Summary) -> Option<CtKey> {
-    let ip = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)?;
-    let ihl = usize::from(unsafe { (*ip).vihl } & 0x0f) * 4;
-    let frags = u16::from_be_bytes(unsafe { (*ip).frags });
+fn pull(ctx: &TcContext, need: usize) {
+    let linear = ctx.data_end() - ctx.data();
+    let len = ctx.len() as usize;
+    if linear < need && len > linear {
+        let _ = ctx.pull_data(len.min(need) as u32);
+    }
+}
+
+/// What a packet is to policy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// TCP or UDP with its ports: opens a connection when allowed.
+    Ports,
+    /// ICMP echo request: opens a connection when allowed.
+    EchoRequest,
+    /// ICMP echo reply: only as the reply of a tracked echo request.
+    EchoReply,
+    /// An ICMP error; `key` is the connection of the packet it quotes, in
+    /// that packet's direction (sent by this packet's destination).
+    Error,
+    /// Any other ICMP message.
+    OtherIcmp,
+    /// Any other protocol: judged per packet, not tracked.
+    Other,
+}
+
+struct Flow {
+    kind: Kind,
+    key: CtKey,
+}
+
+/// ICMP types of errors that quote the packet they are about.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+
+#[inline(always)]
+fn ct_key(src_ip: u32, dst_ip: u32, sport: u16, dport: u16, proto: u8) -> CtKey {
+    CtKey {
+        src_ip,
+        dst_ip,
+        sport,
+        dport,
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The connection a packet belongs to, in its own direction. A TCP, UDP or
+/// ICMP header that is not in the packet is an error, never "any port";
+/// neither is a later fragment whose first fragment was not seen.
+#[inline(always)]
+fn flow(ctx: &TcContext, s: &Summary) -> Result<Flow, DropReason> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN).ok_or(DropReason::Malformed)?;
+    // SAFETY: `ip` points into the packet's linear data (checked by ptr_at).
+    let (vihl, frags, id) = unsafe { ((*ip).vihl, (*ip).frags, (*ip).id) };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if ihl < Ipv4Hdr::LEN {
+        return Err(DropReason::Malformed);
+    }
+    let frags = u16::from_be_bytes(frags);
     let l4 = EthHdr::LEN + ihl;
-    let (sport, dport) = match s.ip_proto {
-        IPPROTO_TCP | IPPROTO_UDP => {
-            let frag = FragKey {
-                src_ip: s.src_ip,
-                dst_ip: s.dst_ip,
-                id: u16::from_be_bytes(unsafe { (*ip).id }),
-                proto: s.ip_proto,
-                _pad: 0,
-            };
-            if frags & IP_OFFSET != 0 {
-                // A later fragment: its bytes are payload, not ports.
-                let p = unsafe { FRAGMENTS.get(frag) }?;
-                (p.sport, p.dport)
-            } else {
-                let ports = ptr_at::<[u8; 4]>(ctx, l4)?;
-                let p = unsafe { *ports };
-                let sport = u16::from_be_bytes([p[0], p[1]]);
-                let dport = u16::from_be_bytes([p[2], p[3]]);
-                if frags & IP_MF != 0 {
-                    let _ = FRAGMENTS.insert(frag, FragPorts { sport, dport }, 0);
-                }
-                (sport, dport)
-            }
+    let other = Flow {
+        kind: Kind::Other,
+        key: ct_key(s.src_ip, s.dst_ip, 0, 0, s.ip_proto),
+    };
+    if s.ip_proto != IPPROTO_TCP && s.ip_proto != IPPROTO_UDP && s.ip_proto != IPPROTO_ICMP {
+        return Ok(other);
+    }
+    let frag = FragKey {
+        src_ip: s.src_ip,
+        dst_ip: s.dst_ip,
+        id: u16::from_be_bytes(id),
+        proto: s.ip_proto,
+        _pad: 0,
+    };
+    if frags & IP_OFFSET != 0 {
+        // A later fragment: its bytes are payload, not headers. For ICMP
+        // echo the first fragment left (identifier, type).
+        let p = unsafe { FRAGMENTS.get(frag) }.ok_or(DropReason::OrphanFragment)?;
+        let kind = match s.ip_proto {
+            IPPROTO_ICMP if p.dport == u16::from(ICMP_ECHO_REQUEST) => Kind::EchoRequest,
+            IPPROTO_ICMP => Kind::EchoReply,
+            _ => Kind::Ports,
+        };
+        let dport = if s.ip_proto == IPPROTO_ICMP { 0 } else { p.dport };
+        return Ok(Flow {
+            kind,
+            key: ct_key(s.src_ip, s.dst_ip, p.sport, dport, s.ip_proto),
+        });
+    }
+    let more = frags & IP_MF != 0;
+    if s.ip_proto != IPPROTO_ICMP {
+        pull(ctx, l4 + 4);
+        let p = ptr_at::<[u8; 4]>(ctx, l4).ok_or(DropReason::Malformed)?;
+        let p = unsafe { *p };
+        let sport = u16::from_be_bytes([p[0], p[1]]);
+        let dport = u16::from_be_bytes([p[2], p[3]]);
+        if more {
+            let _ = FRAGMENTS.insert(frag, FragPorts { sport, dport }, 0);
         }
-        IPPROTO_ICMP => {
-            // type, code, checksum, identifier
-            let h = ptr_at::<[u8; 6]>(ctx, l4)?;
-            let h = unsafe { *h };
-            if h[0] != ICMP_ECHO_REQUEST && h[0] != ICMP_ECHO_REPLY {
-                return None;
+        return Ok(Flow {
+            kind: Kind::Ports,
+            key: ct_key(s.src_ip, s.dst_ip, sport, dport, s.ip_proto),
+        });
+    }
+    // ICMP: type, code, checksum, then (echo) identifier and sequence, or
+    // (errors) 4 bytes and the quoted packet.
+    pull(ctx, l4 + 8 + Ipv4Hdr::LEN + 8);
+    let h = ptr_at::<[u8; 8]>(ctx, l4).ok_or(DropReason::Malformed)?;
+    let h = unsafe { *h };
+    let ident = u16::from_be_bytes([h[4], h[5]]);
+    match h[0] {
+        ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
+            if more {
+                let _ = FRAGMENTS.insert(
+                    frag,
+                    FragPorts {
+                        sport: ident,
+                        dport: u16::from(h[0]),
+                    },
+                    0,
+                );
             }
-            (u16::from_be_bytes([h[4], h[5]]), 0)
+            let kind = if h[0] == ICMP_ECHO_REQUEST {
+                Kind::EchoRequest
+            } else {
+                Kind::EchoReply
+            };
+            Ok(Flow {
+                kind,
+                key: ct_key(s.src_ip, s.dst_ip, ident, 0, IPPROTO_ICMP),
+            })
+        }
+        ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM => {
+            Ok(quoted(ctx, s, l4 + 8).unwrap_or(Flow {
+                kind: Kind::OtherIcmp,
+                key: other.key,
+            }))
+        }
+        _ => Ok(Flow {
+            kind: Kind::OtherIcmp,
+            key: other.key,
+        }),
+    }
+}
+
+/// The connection of the packet an ICMP error quotes at `at`: it must be a
+/// packet this error's destination sent to its source (TCP, UDP or ICMP
+/// echo, with its first 8 bytes of L4). None: the error belongs to nothing.
+#[inline(always)]
+fn quoted(ctx: &TcContext, s: &Summary, at: usize) -> Option<Flow> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, at)?;
+    // SAFETY: `ip` points into the packet's linear data (checked by ptr_at).
+    let ip = unsafe { *ip };
+    let ihl = usize::from(ip.vihl & 0x0f) * 4;
+    let (src, dst) = (ip_u32(ip.src_addr), ip_u32(ip.dst_addr));
+    if ihl < Ipv4Hdr::LEN
+        || u16::from_be_bytes(ip.frags) & IP_OFFSET != 0
+        || src != s.dst_ip
+        || dst != s.src_ip
+    {
+        return None;
+    }
+    pull(ctx, at + ihl + 8);
+    let l4 = ptr_at::<[u8; 8]>(ctx, at + ihl)?;
+    let l4 = unsafe { *l4 };
+    let (sport, dport) = match ip.proto {
+        IPPROTO_TCP | IPPROTO_UDP => (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        IPPROTO_ICMP if l4[0] == ICMP_ECHO_REQUEST || l4[0] == ICMP_ECHO_REPLY => {
+            (u16::from_be_bytes([l4[4], l4[5]]), 0)
         }
         _ => return None,
     };
-    Some(CtKey {
-        src_ip: s.src_ip,
-        dst_ip: s.dst_ip,
-        sport,
-        dport,
-        proto: s.ip_proto,
-        _pad: [0; 3],
+    Some(Flow {
+        kind: Kind::Error,
+        key: ct_key(src, dst, sport, dport, ip.proto),
     })
 }
 
@@ -405,64 +551,86 @@ fn policy(key: &PolicyKey) -> Option<&'static PolicyValue> {
     }
 }
 
-/// Policy for a packet from endpoint `src` to endpoint `dst`: established
-/// connections and their replies pass; a new connection needs an allowing
-/// entry (exact port, then any port, then any protocol) and opens a
-/// conntrack entry. Err carries the denying rule (0: nothing allowed it).
+/// The reply direction of connection `k` (ICMP echo: same identifier).
 #[inline(always)]
-fn verdict(ctx: &TcContext, src: u32, dst: u32, s: &Summary) -> Result<(), u32> {
-    let key = flow(ctx, s);
-    if let Some(k) = &key {
-        if unsafe { CONNTRACK.get(k) }.is_some() {
-            return Ok(());
-        }
-        let reply = CtKey {
-            src_ip: k.dst_ip,
-            dst_ip: k.src_ip,
-            sport: if k.proto == IPPROTO_ICMP {
-                k.sport
-            } else {
-                k.dport
-            },
-            dport: if k.proto == IPPROTO_ICMP { 0 } else { k.sport },
-            proto: k.proto,
-            _pad: [0; 3],
-        };
-        if unsafe { CONNTRACK.get(reply) }.is_some() {
-            return Ok(());
-        }
-    }
-    let dport = match &key {
-        Some(k) if k.proto != IPPROTO_ICMP => k.dport,
-        _ => 0,
+fn reply(k: &CtKey) -> CtKey {
+    let icmp = k.proto == IPPROTO_ICMP;
+    ct_key(
+        k.dst_ip,
+        k.src_ip,
+        if icmp { k.sport } else { k.dport },
+        if icmp { 0 } else { k.sport },
+        k.proto,
+    )
+}
+
+#[inline(always)]
+fn tracked(k: &CtKey) -> bool {
+    unsafe { CONNTRACK.get(k) }.is_some()
+}
+
+/// Policy for a packet from endpoint `src` to endpoint `dst`. Established
+/// connections pass both ways, and so do ICMP errors about them (path MTU
+/// discovery needs no rule of its own). A new connection needs an allowing
+/// entry — exact port, then any port of the protocol, then any protocol —
+/// and opens a conntrack entry. `--icmp` (protocol 1, any port) allows only
+/// echo requests; as a deny it covers every ICMP message. Err: the reason
+/// and the denying rule (0: nothing allowed it, `unallowed`).
+#[inline(always)]
+fn verdict(
+    ctx: &TcContext,
+    src: u32,
+    dst: u32,
+    s: &Summary,
+    unallowed: DropReason,
+) -> Result<(), (DropReason, u32)> {
+    let f = flow(ctx, s).map_err(|r| (r, 0))?;
+    let known = match f.kind {
+        Kind::Ports | Kind::Error => tracked(&f.key) || tracked(&reply(&f.key)),
+        Kind::EchoRequest => tracked(&f.key),
+        Kind::EchoReply => tracked(&reply(&f.key)),
+        Kind::OtherIcmp | Kind::Other => false,
     };
+    if known {
+        return Ok(());
+    }
+    let opens = matches!(f.kind, Kind::Ports | Kind::EchoRequest);
     let mut pkey = PolicyKey {
         src_slot: src,
         dst_slot: dst,
-        dport,
+        dport: if f.kind == Kind::Ports { f.key.dport } else { 0 },
         proto: s.ip_proto,
         _pad: 0,
     };
-    let mut found = policy(&pkey);
-    if found.is_none() && dport != 0 {
-        pkey.dport = 0;
+    let mut found = None;
+    if pkey.dport != 0 {
         found = policy(&pkey);
     }
     if found.is_none() {
         pkey.dport = 0;
+        found = policy(&pkey);
+        // An ICMP allow entry is `--icmp`: ping, nothing else.
+        if let Some(v) = found {
+            let icmp_beyond_echo = s.ip_proto == IPPROTO_ICMP && f.kind != Kind::EchoRequest;
+            if icmp_beyond_echo && v.action == action::ALLOW {
+                found = None;
+            }
+        }
+    }
+    if found.is_none() {
         pkey.proto = 0;
         found = policy(&pkey);
     }
     let Some(v) = found else {
-        return Err(0);
+        return Err((unallowed, 0));
     };
     count_hit(v.rule);
     if v.action != action::ALLOW {
-        return Err(v.rule);
+        return Err((DropReason::PolicyDenied, v.rule));
     }
-    if let Some(k) = &key {
+    if opens {
         let _ = CONNTRACK.insert(
-            k,
+            f.key,
             CtValue {
                 rule: v.rule,
                 _pad: 0,
@@ -471,6 +639,48 @@ fn verdict(ctx: &TcContext, src: u32, dst: u32, s: &Summary) -> Result<(), u32> 
         );
     }
     Ok(())
+}
+
+/// Whether `dst_ip` is a group address of network `net_id`: multicast, the
+/// limited broadcast or the subnet's broadcast.
+#[inline(always)]
+fn is_group_destination(net_id: u32, dst_ip: u32) -> bool {
+    let dst = u32::from_be_bytes(dst_ip.to_ne_bytes());
+    if dst >> 28 == 0xe || dst == u32::MAX {
+        return true;
+    }
+    let Some(net) = (unsafe { NETWORKS.get(net_id) }) else {
+        return false;
+    };
+    let prefix = net.prefix_len;
+    if prefix == 0 || prefix > 30 {
+        return false;
+    }
+    let subnet = u32::from_be_bytes(net.subnet.to_ne_bytes());
+    dst == subnet | (u32::MAX >> prefix)
+}
+
+/// Packets of an internal network for its gateway may be delivered by the
+/// host, never forwarded: with TTL 1 the host's forwarding refuses them even
+/// after a DNAT rule made them someone else's. False: no IPv4 header.
+#[inline(always)]
+fn confine_to_host(ctx: &TcContext) -> bool {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+        return false;
+    };
+    // SAFETY: `ip` points into the packet's linear data (checked by ptr_at).
+    let ip = unsafe { &mut *ip };
+    if ip.ttl > 1 {
+        let old = u16::from_be_bytes([ip.ttl, ip.proto]);
+        let new = u16::from_be_bytes([1, ip.proto]);
+        ip.ttl = 1;
+        // RFC 1624: HC' = ~(~HC + ~m + m').
+        let mut sum = u32::from(!u16::from_be_bytes(ip.check)) + u32::from(!old) + u32::from(new);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        ip.check = (!(sum as u16)).to_be_bytes();
+    }
+    true
 }
 
 #[inline(always)]
@@ -588,13 +798,8 @@ fn egress(ctx: &TcContext) -> i32 {
             s.src_ip = ip_u32(ip.src_addr);
             s.dst_ip = ip_u32(ip.dst_addr);
             s.ip_proto = ip.proto;
-            // Routed in from another bpfnet network: isolation holds even when
-            // the host forwards. The host's own gateway addresses may talk.
-            if let Some(src_net) = SUBNETS.get(Key::new(32, s.src_ip)) {
-                let src_net = *src_net;
-                if src_net != ep.net_id && !is_gateway_of(src_net, s.src_ip) {
-                    return drop_packet(slot, DropReason::FromOtherNetwork, hook::EGRESS, &s);
-                }
+            if let Err(reason) = egress_source(ctx, ep, &s) {
+                return drop_packet(slot, reason, hook::EGRESS, &s);
             }
         }
         ETH_P_ARP => {}
@@ -606,6 +811,36 @@ fn egress(ctx: &TcContext) -> i32 {
         c.tx_bytes += ctx.len() as u64;
     }
     TC_ACT_OK
+}
+
+/// Whether the host may send this IPv4 packet into the sandbox. Isolation
+/// holds even when the host forwards: nothing routed in from another bpfnet
+/// network (the host's own gateway addresses may talk); on an icc=false
+/// network nothing from a fellow member (members meet only through the
+/// datapath); on an internal network only fellow members (flooded) and what
+/// the host itself sends from the gateway address — a packet the host
+/// forwarded (`ingress_ifindex` set) is routed traffic, even when DNAT made
+/// its source the gateway.
+#[inline(always)]
+fn egress_source(ctx: &TcContext, ep: &Endpoint, s: &Summary) -> Result<(), DropReason> {
+    let src_net = SUBNETS.get(Key::new(32, s.src_ip)).copied();
+    let member = src_net == Some(ep.net_id) && s.src_ip != ep.gateway;
+    if ep.net_flags & net_flags::ICC_OFF != 0 && member {
+        return Err(DropReason::IccDisabled);
+    }
+    if ep.net_flags & net_flags::INTERNAL != 0 {
+        // SAFETY: `ctx.skb.skb` is the `__sk_buff` of this run of the program.
+        let forwarded = unsafe { (*ctx.skb.skb).ingress_ifindex } != 0;
+        if !member && (s.src_ip != ep.gateway || forwarded) {
+            return Err(DropReason::InternalNetwork);
+        }
+    }
+    if let Some(src_net) = src_net {
+        if src_net != ep.net_id && !is_gateway_of(src_net, s.src_ip) {
+            return Err(DropReason::FromOtherNetwork);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(not(test))]
