@@ -22,11 +22,14 @@ use flow::{expect, flow, seen_from, server};
 /// - `short IFACE DSTMAC SRC DST MARKER`: a "UDP" packet whose 40 bytes of
 ///   IPv4 options (a record-route carrying the marker) leave room for only 2
 ///   bytes of L4 header: no ports at all.
+/// - `frag IFACE DSTMAC SRC DST DPORT MARKER all|later`: a 1,600-byte UDP
+///   datagram in 400-byte fragments: all of them, or only those after the
+///   first.
 /// - `trafgen-cfg PATH DSTMAC SRCMAC SRC DST SPORT DPORT MARKER NOPS`: writes
 ///   that UDP frame as a trafgen configuration (raw bytes).
 const SEC_PY: &str = r#"
 import sys
-from scapy.all import Ether, IP, UDP, TCP, ICMP, IPOption, IPOption_NOP, Raw, conf, get_if_hwaddr, sendp
+from scapy.all import Ether, IP, UDP, TCP, ICMP, IPOption, IPOption_NOP, Raw, conf, fragment, get_if_hwaddr, sendp
 conf.verb = 0
 
 def udp_frame(src_mac, dst_mac, src, dst, sport, dport, marker, nops):
@@ -56,13 +59,22 @@ def short(iface, dst_mac, src, dst, marker):
     sendp(p, iface=iface, count=3, inter=0.02)
     print("sent", marker, flush=True)
 
+def frag(iface, dst_mac, src, dst, dport, marker, which):
+    pkt = IP(src=src, dst=dst, id=4321) / UDP(sport=4321, dport=int(dport)) / Raw((marker.encode() + b".") * (1600 // (len(marker) + 1)))
+    frags = fragment(pkt, fragsize=400)
+    if which == "later":
+        frags = frags[1:]
+    for f in frags:
+        sendp(Ether(src=get_if_hwaddr(iface), dst=dst_mac) / f, iface=iface)
+    print("sent", len(frags), marker, flush=True)
+
 def trafgen_cfg(path, dst_mac, src_mac, src, dst, sport, dport, marker, nops):
     p = udp_frame(src_mac, dst_mac, src, dst, sport, dport, marker, nops)
     with open(path, "w") as f:
         f.write("{ " + ", ".join("0x%02x" % b for b in bytes(p)) + " }\n")
     print("wrote", path, len(bytes(p)), flush=True)
 
-{"udp": udp, "icmp": icmp, "short": short, "trafgen-cfg": trafgen_cfg}[sys.argv[1]](*sys.argv[2:])
+{"udp": udp, "icmp": icmp, "short": short, "frag": frag, "trafgen-cfg": trafgen_cfg}[sys.argv[1]](*sys.argv[2:])
 "#;
 
 /// Path of SEC_PY in the host's scratch dir (written on first use).
@@ -773,5 +785,120 @@ fn icmp_rule_allows_ping_and_errors_of_tracked_flows_only() {
         counts,
         vec![3, 0],
         "an ICMP error passes only when it quotes a tracked flow"
+    );
+}
+
+/// Finding 12, the deny side: `--icmp --action deny` under an allow-any rule
+/// keeps out every ICMP message, not only ping; before the deny the same
+/// messages crossed (the allow-any rule covers all of ICMP), and UDP still
+/// does after it.
+#[test]
+fn icmp_deny_rule_covers_every_icmp_message() {
+    let h = TestHost::new("sec-icmp-deny");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.bpfnet_ok(&["network", "create", "net2"]);
+    h.create("a", &["net1"]);
+    h.create("b", &["net2"]);
+    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
+    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b"]);
+    let _srv = server(&h, "b", "udp", &[5353]);
+    let gw = gw_mac(&h, "a", "net1");
+    let send = |marker: &str| {
+        craft(
+            &h,
+            "a",
+            &[
+                "icmp",
+                "eth0",
+                &gw,
+                &a,
+                &b,
+                "13",
+                "0",
+                &format!("{marker}ts"),
+            ],
+        );
+        craft(
+            &h,
+            "a",
+            &[
+                "icmp",
+                "eth0",
+                &gw,
+                &a,
+                &b,
+                "8",
+                "0",
+                &format!("{marker}echo"),
+            ],
+        );
+    };
+    let counts = h.count_received("b", "eth0", &["bntbeforets", "bntbeforeecho"], || {
+        send("bntbefore")
+    });
+    assert_eq!(counts, vec![3, 3], "allow-any should let all ICMP through");
+    h.bpfnet_ok(&[
+        "policy", "add", "--from", "a", "--to", "b", "--icmp", "--action", "deny",
+    ]);
+    let counts = h.count_received("b", "eth0", &["bntafterts", "bntafterecho"], || {
+        send("bntafter")
+    });
+    assert_eq!(counts, vec![0, 0], "a deny --icmp should keep out all ICMP");
+    expect(&h, "a", &[flow("udp", &b, 5353, true)]);
+}
+
+/// Finding 3, fragments: fragments after the first of a datagram whose first
+/// fragment the datapath never saw cannot be judged by port and are dropped
+/// (`fragment-without-first`) instead of being judged as "any port"; the
+/// whole datagram, first fragment included, still crosses.
+#[test]
+fn later_fragments_without_their_first_are_dropped() {
+    let h = TestHost::new("sec-orphan-frag");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.bpfnet_ok(&["network", "create", "net2"]);
+    h.create("a", &["net1"]);
+    h.create("b", &["net2"]);
+    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
+    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b"]);
+    h.bpfnet_ok(&[
+        "policy", "add", "--from", "a", "--to", "b", "--port", "7001/udp", "--action", "deny",
+    ]);
+    let gw = gw_mac(&h, "a", "net1");
+    let before = h.drops("fragment-without-first");
+    let counts = h.count_received("b", "eth0", &["bntorphan"], || {
+        craft(
+            &h,
+            "a",
+            &["frag", "eth0", &gw, &a, &b, "7001", "bntorphan", "later"],
+        );
+    });
+    assert_eq!(
+        counts,
+        vec![0],
+        "later fragments without their first crossed"
+    );
+    let after = h.drops("fragment-without-first");
+    assert!(
+        after >= before + 3,
+        "fragment-without-first went {before} → {after}, expected +3:\n{:#}",
+        h.stats()
+    );
+    let srv = server(&h, "b", "udp", &[7002]);
+    let counts = h.count_received("b", "eth0", &["bntwhole"], || {
+        craft(
+            &h,
+            "a",
+            &["frag", "eth0", &gw, &a, &b, "7002", "bntwhole", "all"],
+        );
+    });
+    assert!(
+        counts[0] >= 4,
+        "the whole fragmented datagram should cross: {counts:?}"
+    );
+    let got = seen_from(&srv, &a);
+    assert!(
+        got.iter().any(|l| l.contains("bntwhole")),
+        "b's server should get the reassembled datagram: {:?}",
+        srv.lines()
     );
 }
