@@ -21,13 +21,13 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 use bpfnet_common::{
-    action, hook, net_flags, CtKey, CtValue, DropEvent, DropReason, Endpoint, EndpointCounters,
+    action, ct_state, ct_timeout, hook, net_flags, CtKey, CtValue, DropEvent, DropReason, Endpoint, EndpointCounters,
     FdbEntry, FdbKey, FloodKey, FragKey, FragPorts, Neighbour, NeighbourKey, Network, PolicyKey,
     PolicyValue, CT_ENTRIES, MAX_ENDPOINTS, MAX_FLOOD_PORTS, MAX_NETWORKS, MAX_POLICY_ENTRIES,
     MAX_RULES,
@@ -378,7 +378,15 @@ enum Kind {
 struct Flow {
     kind: Kind,
     key: CtKey,
+    /// TCP flags (0 for other protocols and later fragments).
+    tcp_flags: u8,
 }
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// ICMP types of errors that quote the packet they are about.
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -414,6 +422,7 @@ fn flow(ctx: &TcContext, s: &Summary) -> Result<Flow, DropReason> {
     let other = Flow {
         kind: Kind::Other,
         key: ct_key(s.src_ip, s.dst_ip, 0, 0, s.ip_proto),
+        tcp_flags: 0,
     };
     if s.ip_proto != IPPROTO_TCP && s.ip_proto != IPPROTO_UDP && s.ip_proto != IPPROTO_ICMP {
         return Ok(other);
@@ -438,21 +447,29 @@ fn flow(ctx: &TcContext, s: &Summary) -> Result<Flow, DropReason> {
         return Ok(Flow {
             kind,
             key: ct_key(s.src_ip, s.dst_ip, p.sport, dport, s.ip_proto),
+            tcp_flags: 0,
         });
     }
     let more = frags & IP_MF != 0;
     if s.ip_proto != IPPROTO_ICMP {
-        pull(ctx, l4 + 4);
+        // UDP: the ports; TCP: up to the flags.
+        pull(ctx, l4 + 14);
         let p = ptr_at::<[u8; 4]>(ctx, l4).ok_or(DropReason::Malformed)?;
         let p = unsafe { *p };
         let sport = u16::from_be_bytes([p[0], p[1]]);
         let dport = u16::from_be_bytes([p[2], p[3]]);
+        let mut tcp_flags = 0;
+        if s.ip_proto == IPPROTO_TCP {
+            let f = ptr_at::<u8>(ctx, l4 + 13).ok_or(DropReason::Malformed)?;
+            tcp_flags = unsafe { *f };
+        }
         if more {
             let _ = FRAGMENTS.insert(frag, FragPorts { sport, dport }, 0);
         }
         return Ok(Flow {
             kind: Kind::Ports,
             key: ct_key(s.src_ip, s.dst_ip, sport, dport, s.ip_proto),
+            tcp_flags,
         });
     }
     // ICMP: type, code, checksum, then (echo) identifier and sequence, or
@@ -481,17 +498,20 @@ fn flow(ctx: &TcContext, s: &Summary) -> Result<Flow, DropReason> {
             Ok(Flow {
                 kind,
                 key: ct_key(s.src_ip, s.dst_ip, ident, 0, IPPROTO_ICMP),
+                tcp_flags: 0,
             })
         }
         ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM => {
             Ok(quoted(ctx, s, l4 + 8).unwrap_or(Flow {
                 kind: Kind::OtherIcmp,
                 key: other.key,
+                tcp_flags: 0,
             }))
         }
         _ => Ok(Flow {
             kind: Kind::OtherIcmp,
             key: other.key,
+            tcp_flags: 0,
         }),
     }
 }
@@ -529,6 +549,7 @@ fn quoted(ctx: &TcContext, s: &Summary, at: usize) -> Option<Flow> {
     Some(Flow {
         kind: Kind::Error,
         key: ct_key(src, dst, sport, dport, ip.proto),
+        tcp_flags: 0,
     })
 }
 
@@ -564,9 +585,63 @@ fn reply(k: &CtKey) -> CtKey {
     )
 }
 
+/// How long connection `k` in `state` may stay idle, in ns.
 #[inline(always)]
-fn tracked(k: &CtKey) -> bool {
-    unsafe { CONNTRACK.get(k) }.is_some()
+fn ct_idle_limit(proto: u8, state: u32) -> u64 {
+    let secs = match proto {
+        IPPROTO_TCP if state & ct_state::RST != 0 => ct_timeout::TCP_RESET,
+        IPPROTO_TCP if state & ct_state::FIN != 0 => ct_timeout::TCP_CLOSING,
+        IPPROTO_TCP if state & ct_state::REPLIED != 0 => ct_timeout::TCP_ESTABLISHED,
+        IPPROTO_TCP => ct_timeout::TCP_OPENING,
+        IPPROTO_UDP if state & ct_state::REPLIED != 0 => ct_timeout::UDP_REPLIED,
+        IPPROTO_UDP => ct_timeout::UDP_UNREPLIED,
+        _ => ct_timeout::ICMP,
+    };
+    secs * NS_PER_SEC
+}
+
+/// Whether `k` is a live connection; a packet of it going the reply way
+/// (`reply`) or the opening way refreshes it and moves its state. An entry
+/// idle beyond its limit is removed: its reply hole closes.
+#[inline(always)]
+fn tracked(k: &CtKey, f: &Flow, reply: bool, now: u64) -> bool {
+    let Some(v) = CONNTRACK.get_ptr_mut(k) else {
+        return false;
+    };
+    // SAFETY: a value of the map, valid while this program runs; concurrent
+    // writers can only race on the same plain integers.
+    let v = unsafe { &mut *v };
+    if now.wrapping_sub(v.last_seen) > ct_idle_limit(k.proto, v.state) {
+        let _ = CONNTRACK.remove(k);
+        return false;
+    }
+    // An ICMP error is about the connection, not part of it.
+    if f.kind == Kind::Error {
+        return true;
+    }
+    let mut state = v.state;
+    if reply {
+        state |= ct_state::REPLIED;
+    }
+    if k.proto == IPPROTO_TCP {
+        if !reply && f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            // The same ports opening anew.
+            state = 0;
+        }
+        if f.tcp_flags & TCP_FIN != 0 {
+            state |= ct_state::FIN;
+        }
+        if f.tcp_flags & TCP_RST != 0 {
+            state |= ct_state::RST;
+        }
+    }
+    // Writing once a second is enough for timeouts counted in seconds, and
+    // spares the shared cache line.
+    if state != v.state || now.wrapping_sub(v.last_seen) > NS_PER_SEC {
+        v.state = state;
+        v.last_seen = now;
+    }
+    true
 }
 
 /// Policy for a packet from endpoint `src` to endpoint `dst`. Established
@@ -585,16 +660,29 @@ fn verdict(
     unallowed: DropReason,
 ) -> Result<(), (DropReason, u32)> {
     let f = flow(ctx, s).map_err(|r| (r, 0))?;
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     let known = match f.kind {
-        Kind::Ports | Kind::Error => tracked(&f.key) || tracked(&reply(&f.key)),
-        Kind::EchoRequest => tracked(&f.key),
-        Kind::EchoReply => tracked(&reply(&f.key)),
+        Kind::Ports | Kind::Error => {
+            tracked(&f.key, &f, false, now) || tracked(&reply(&f.key), &f, true, now)
+        }
+        Kind::EchoRequest => tracked(&f.key, &f, false, now),
+        Kind::EchoReply => tracked(&reply(&f.key), &f, true, now),
         Kind::OtherIcmp | Kind::Other => false,
     };
     if known {
         return Ok(());
     }
-    let opens = matches!(f.kind, Kind::Ports | Kind::EchoRequest);
+    // Only what opens a connection creates an entry: a TCP SYN, a UDP
+    // datagram, an echo request. Other TCP segments are judged, and pass if
+    // allowed, but leave no reply hole behind.
+    let opens = match f.kind {
+        Kind::Ports if s.ip_proto == IPPROTO_TCP => {
+            f.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+        }
+        Kind::Ports | Kind::EchoRequest => true,
+        _ => false,
+    };
     let mut pkey = PolicyKey {
         src_slot: src,
         dst_slot: dst,
@@ -633,7 +721,8 @@ fn verdict(
             f.key,
             CtValue {
                 rule: v.rule,
-                _pad: 0,
+                state: 0,
+                last_seen: now,
             },
             u64::from(BPF_NOEXIST),
         );

@@ -22,6 +22,8 @@ use flow::{expect, flow, seen_from, server};
 /// - `short IFACE DSTMAC SRC DST MARKER`: a "UDP" packet whose 40 bytes of
 ///   IPv4 options (a record-route carrying the marker) leave room for only 2
 ///   bytes of L4 header: no ports at all.
+/// - `tcp IFACE DSTMAC SRC DST SPORT DPORT FLAGS MARKER`: one TCP segment
+///   with scapy's FLAGS ("S", "A", "PA", …), sent 3 times.
 /// - `frag IFACE DSTMAC SRC DST DPORT MARKER all|later`: a 1,600-byte UDP
 ///   datagram in 400-byte fragments: all of them, or only those after the
 ///   first.
@@ -59,6 +61,12 @@ def short(iface, dst_mac, src, dst, marker):
     sendp(p, iface=iface, count=3, inter=0.02)
     print("sent", marker, flush=True)
 
+def tcp(iface, dst_mac, src, dst, sport, dport, flags, marker):
+    p = (Ether(src=get_if_hwaddr(iface), dst=dst_mac) / IP(src=src, dst=dst)
+         / TCP(sport=int(sport), dport=int(dport), flags=flags, seq=1000) / Raw(marker.encode() * 2))
+    sendp(p, iface=iface, count=3, inter=0.02)
+    print("sent", marker, flush=True)
+
 def frag(iface, dst_mac, src, dst, dport, marker, which):
     pkt = IP(src=src, dst=dst, id=4321) / UDP(sport=4321, dport=int(dport)) / Raw((marker.encode() + b".") * (1600 // (len(marker) + 1)))
     frags = fragment(pkt, fragsize=400)
@@ -74,7 +82,7 @@ def trafgen_cfg(path, dst_mac, src_mac, src, dst, sport, dport, marker, nops):
         f.write("{ " + ", ".join("0x%02x" % b for b in bytes(p)) + " }\n")
     print("wrote", path, len(bytes(p)), flush=True)
 
-{"udp": udp, "icmp": icmp, "short": short, "frag": frag, "trafgen-cfg": trafgen_cfg}[sys.argv[1]](*sys.argv[2:])
+{"udp": udp, "icmp": icmp, "short": short, "tcp": tcp, "frag": frag, "trafgen-cfg": trafgen_cfg}[sys.argv[1]](*sys.argv[2:])
 "#;
 
 /// Path of SEC_PY in the host's scratch dir (written on first use).
@@ -901,4 +909,203 @@ fn later_fragments_without_their_first_are_dropped() {
         "b's server should get the reassembled datagram: {:?}",
         srv.lines()
     );
+}
+
+/// The CONNTRACK key of a connection, as the map holds it (`CtKey`: the
+/// addresses in network order, ports and padding in host order).
+fn ct_key(src: &str, dst: &str, sport: u16, dport: u16, proto: u8) -> Vec<u8> {
+    let mut k = Vec::new();
+    for ip in [src, dst] {
+        let o: std::net::Ipv4Addr = ip.parse().unwrap();
+        k.extend_from_slice(&o.octets());
+    }
+    k.extend_from_slice(&sport.to_ne_bytes());
+    k.extend_from_slice(&dport.to_ne_bytes());
+    k.extend_from_slice(&[proto, 0, 0, 0]);
+    k
+}
+
+fn hex_bytes(v: &serde_json::Value) -> Vec<u8> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a byte array: {v}"))
+        .iter()
+        .map(|b| {
+            let s = b.as_str().unwrap_or_else(|| panic!("not a hex byte: {b}"));
+            u8::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+        })
+        .collect()
+}
+
+/// The value of CONNTRACK entry `key`, if there is one.
+fn ct_value(h: &TestHost, key: &[u8]) -> Option<Vec<u8>> {
+    h.map_dump("CONNTRACK")
+        .iter()
+        .find(|e| hex_bytes(&e["key"]) == key)
+        .map(|e| hex_bytes(&e["value"]))
+}
+
+/// Finding 11: a TCP segment that is not a SYN (the review's flood used any
+/// flags) opens no connection: no conntrack entry, and the peer cannot
+/// answer on its ports. A SYN on the same rule does open one, and the peer's
+/// answer gets back.
+#[test]
+fn tcp_segments_other_than_syn_open_no_connection() {
+    let h = TestHost::new("sec-ct-syn");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.bpfnet_ok(&["network", "create", "net2"]);
+    h.create("a", &["net1"]);
+    h.create("b", &["net2"]);
+    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
+    h.bpfnet_ok(&[
+        "policy", "add", "--from", "a", "--to", "b", "--port", "8080/tcp",
+    ]);
+    let (gw_a, gw_b) = (gw_mac(&h, "a", "net1"), gw_mac(&h, "b", "net2"));
+    for (sport, flags) in [
+        ("41000", "A"),
+        ("41002", "PA"),
+        ("41003", "FA"),
+        ("41004", "SA"),
+    ] {
+        craft(
+            &h,
+            "a",
+            &[
+                "tcp", "eth0", &gw_a, &a, &b, sport, "8080", flags, "bntnosyn",
+            ],
+        );
+    }
+    craft(
+        &h,
+        "a",
+        &["tcp", "eth0", &gw_a, &a, &b, "41001", "8080", "S", "bntsyn"],
+    );
+    for sport in [41000, 41002, 41003, 41004] {
+        assert_eq!(
+            ct_value(&h, &ct_key(&a, &b, sport, 8080, 6)),
+            None,
+            "a segment without SYN from port {sport} opened a connection"
+        );
+    }
+    assert!(
+        ct_value(&h, &ct_key(&a, &b, 41001, 8080, 6)).is_some(),
+        "the SYN should open a connection: {:?}",
+        h.map_dump("CONNTRACK")
+    );
+    let counts = h.count_received("a", "eth0", &["bntholeack", "bntholesyn"], || {
+        craft(
+            &h,
+            "b",
+            &[
+                "tcp",
+                "eth0",
+                &gw_b,
+                &b,
+                &a,
+                "8080",
+                "41000",
+                "PA",
+                "bntholeack",
+            ],
+        );
+        craft(
+            &h,
+            "b",
+            &[
+                "tcp",
+                "eth0",
+                &gw_b,
+                &b,
+                &a,
+                "8080",
+                "41001",
+                "PA",
+                "bntholesyn",
+            ],
+        );
+    });
+    assert_eq!(counts[0], 0, "b answered on a connection that never opened");
+    assert!(
+        counts[1] >= 3,
+        "b's answer to the SYN should get back: {counts:?}"
+    );
+}
+
+/// Finding 11: a connection idle for longer than its timeout is forgotten,
+/// and the reply hole it held closes (the review: entries lived until
+/// evicted). The entry's age is set through the pinned map instead of
+/// waiting: UDP one-way allows 30 s.
+#[test]
+fn an_idle_connection_expires_and_its_reply_hole_closes() {
+    let h = TestHost::new("sec-ct-expiry");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.bpfnet_ok(&["network", "create", "net2"]);
+    h.create("a", &["net1"]);
+    h.create("b", &["net2"]);
+    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
+    h.bpfnet_ok(&[
+        "policy", "add", "--from", "a", "--to", "b", "--port", "5353/udp",
+    ]);
+    let (gw_a, gw_b) = (gw_mac(&h, "a", "net1"), gw_mac(&h, "b", "net2"));
+    craft(
+        &h,
+        "a",
+        &["udp", "eth0", &gw_a, &a, &b, "42000", "5353", "bntopen"],
+    );
+    let key = ct_key(&a, &b, 42000, 5353, 17);
+    let counts = h.count_received("a", "eth0", &["bntfresh"], || {
+        craft(
+            &h,
+            "b",
+            &["udp", "eth0", &gw_b, &b, &a, "5353", "42000", "bntfresh"],
+        );
+    });
+    assert!(
+        counts[0] >= 3,
+        "the answer of a fresh flow should get back: {counts:?}"
+    );
+    let mut value = ct_value(&h, &key)
+        .unwrap_or_else(|| panic!("no conntrack entry: {:?}", h.map_dump("CONNTRACK")));
+    assert_eq!(value.len(), 16, "CtValue: rule, state, last_seen");
+    // last_seen = 1 ns after boot: idle far beyond any timeout.
+    value[8..].copy_from_slice(&1u64.to_ne_bytes());
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>();
+    let path = format!("{}/maps/CONNTRACK", TestHost::pin_dir());
+    let mut args = vec![
+        "bpftool".to_string(),
+        "map".into(),
+        "update".into(),
+        "pinned".into(),
+        path,
+    ];
+    args.push("key".into());
+    args.push("hex".into());
+    args.extend(hex(&key));
+    args.push("value".into());
+    args.push("hex".into());
+    args.extend(hex(&value));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    h.ok(&args);
+    let counts = h.count_received("a", "eth0", &["bntstale"], || {
+        craft(
+            &h,
+            "b",
+            &["udp", "eth0", &gw_b, &b, &a, "5353", "42000", "bntstale"],
+        );
+    });
+    assert_eq!(counts, vec![0], "an expired flow still let the answer back");
+    assert_eq!(ct_value(&h, &key), None, "the expired entry should be gone");
+    // The same flow, opened again, works again.
+    craft(
+        &h,
+        "a",
+        &["udp", "eth0", &gw_a, &a, &b, "42000", "5353", "bntreopen"],
+    );
+    let counts = h.count_received("a", "eth0", &["bntagain"], || {
+        craft(
+            &h,
+            "b",
+            &["udp", "eth0", &gw_b, &b, &a, "5353", "42000", "bntagain"],
+        );
+    });
+    assert!(counts[0] >= 3, "a reopened flow should work: {counts:?}");
 }
