@@ -6,24 +6,9 @@
 //! packet, so the datapath compares them without byte swapping.
 #![no_std]
 
-/// Bump whenever a key, value, map name or map size below changes: pins live
-/// under a directory named after it, so an old layout is never reused by mistake.
-pub const MAP_LAYOUT_VERSION: u32 = 5;
-
-/// Capacity of the per-endpoint maps (endpoints, FDB, neighbours, counters).
-pub const MAX_ENDPOINTS: u32 = 8192;
-/// Capacity of the network maps.
-pub const MAX_NETWORKS: u32 = 4096;
-/// Upper bound of the broadcast flood loop (ports per network that get a copy).
-pub const MAX_FLOOD_PORTS: u32 = 64;
-/// Policy rule ids are below this (they index `RULE_HITS`).
-pub const MAX_RULES: u32 = 16384;
-/// Capacity of each policy generation map (rules expanded to endpoint pairs).
-pub const MAX_POLICY_ENTRIES: u32 = 262_144;
-/// Capacity of the connection-tracking LRU.
-pub const CT_ENTRIES: u32 = 65_536;
-/// Rule id of the allowances `--link` makes on `icc=false` networks.
-pub const RULE_LINK: u32 = 0;
+pub mod constants;
+// The constants were defined here before they had a module; keep their paths.
+pub use constants::*;
 
 /// Map names, as the eBPF side declares them and userspace pins them.
 pub mod maps {
