@@ -71,7 +71,12 @@ fn broadcast(ctx: &TcContext, ep: &Endpoint, pkt: &Packet) -> Result<Verdict, Dr
     if ep.net_flags & net_flags::ICC_OFF == 0 {
         flood::flood(ctx, ep.net_id, pkt.ifindex);
     }
-    // The host is a member of the segment too, as with a bridge.
+    // The host is a member of the segment too, as with a bridge. (The
+    // kernel forwards no group frame; an internal network's still goes with
+    // TTL 1, after the copies, should a DNAT rule ever match one.)
+    if ep.net_flags & net_flags::INTERNAL != 0 {
+        confine_to_host(ctx)?;
+    }
     Ok(Verdict::ToHost)
 }
 
