@@ -1109,3 +1109,56 @@ fn an_idle_connection_expires_and_its_reply_hole_closes() {
     });
     assert!(counts[0] >= 3, "a reopened flow should work: {counts:?}");
 }
+
+/// Finding 11, the full table: conntrack is one LRU for the host. A sandbox
+/// that floods it (65,535 SYNs, one per source port, as the review did)
+/// fills it, yet an active connection of another sandbox keeps flowing and
+/// new connections still open: when the table is full the least recently
+/// used entry goes, nobody is locked out. (Idle connections of others can
+/// be pushed out: there is no per-sandbox quota, see the README.)
+#[test]
+fn a_full_conntrack_table_keeps_active_connections_and_admits_new_ones() {
+    let h = TestHost::new("sec-ct-full");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.bpfnet_ok(&["network", "create", "net2"]);
+    h.create("a", &["net1"]);
+    h.create("x", &["net1"]);
+    h.create("b", &["net2"]);
+    let (x, b) = (h.ip_on("x", "net1"), h.ip_on("b", "net2"));
+    h.bpfnet_ok(&[
+        "policy", "add", "--from", "x", "--to", "b", "--port", "5432/tcp",
+    ]);
+    h.bpfnet_ok(&[
+        "policy", "add", "--from", "a", "--to", "b", "--port", "8080/tcp",
+    ]);
+    let _srv = server(&h, "b", "tcp", &[8080]);
+    let mut stream = flow::spawn(&h, "a", &["stream", &b, "8080", "0.1"]);
+    stream.wait_contains("echo", 3, Duration::from_secs(5));
+    let flood = format!(
+        "import socket, struct\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)\n\
+         for sp in range(1, 65536):\n\
+         \x20   s.sendto(struct.pack('>HHIIBBHHH', sp, 5432, 1, 0, 5 << 4, 0x02, 1024, 0, 0), ('{b}', 0))\n\
+         print('flooded', flush=True)\n"
+    );
+    let o = h.run_full(
+        &["ip", "netns", "exec", "x", PYTHON, "-c", &flood],
+        None,
+        Duration::from_secs(120),
+    );
+    assert!(o.success() && o.stdout.contains("flooded"), "{o}");
+    let entries = h.map_dump("CONNTRACK");
+    let from_x = entries
+        .iter()
+        .filter(|e| hex_bytes(&e["key"])[..4] == ct_key(&x, &b, 0, 0, 6)[..4])
+        .count();
+    assert!(
+        from_x >= 50_000,
+        "the flood should fill the table: {} entries, {from_x} from x",
+        entries.len()
+    );
+    // The active connection still flows, and a new one opens.
+    let seen = stream.lines().len();
+    stream.wait_contains("echo", seen + 3, Duration::from_secs(5));
+    expect(&h, "a", &[flow("tcp", &b, 8080, true)]);
+}
