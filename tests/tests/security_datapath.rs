@@ -401,6 +401,31 @@ fn group_mac_frames_carrying_unicast_ip_do_not_leave_an_internal_network() {
         "the own gateway hears the control datagram: {:?}",
         s_own.lines()
     );
+    // Real broadcast still reaches a fellow member, at its own TTL.
+    h.create("i2", &["int"]);
+    let bcast_ip = {
+        let mut q: Vec<&str> = i1.split('.').collect();
+        q[2] = "255";
+        q[3] = "255";
+        q.join(".")
+    };
+    let mut s_i2 = server(&h, "i2", "udp", &[47006]);
+    craft(
+        &h,
+        "i1",
+        &[
+            "udp",
+            "eth0",
+            bcast,
+            &i1,
+            &bcast_ip,
+            "5355",
+            "47006",
+            "bntintbcast",
+        ],
+    );
+    let got = s_i2.wait_line(&format!("got 47006 {i1} "), Duration::from_secs(5));
+    assert!(got.contains("ttl=64"), "the copy keeps its TTL: {got}");
 }
 
 /// Finding 3: a port-specific deny under an allow-any rule holds for frames
