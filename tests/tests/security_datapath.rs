@@ -330,7 +330,7 @@ fn group_mac_frames_carrying_unicast_ip_do_not_reach_an_icc_false_peer() {
 /// Finding 2 (B): a sandbox on an `--internal` network cannot reach host
 /// addresses other than its gateway (another network's gateway, any other
 /// host address) by putting unicast IPv4 into a broadcast frame. Its own
-/// gateway still answers.
+/// gateway still answers, and a real broadcast still reaches a fellow member.
 #[test]
 fn group_mac_frames_carrying_unicast_ip_do_not_leave_an_internal_network() {
     let h = TestHost::new("sec-group-int");
