@@ -27,7 +27,8 @@ pub fn unicast(ctx: &TcContext, ep: &Endpoint, pkt: &mut Packet) -> Result<Verdi
     })
 }
 
-/// Traffic for network `dst_net`, judged by policy and, if allowed, routed
+/// Traffic for network `dst_net` (or, on an icc=false network, for a fellow
+/// member through the gateway MAC), judged by policy and, if allowed, routed
 /// here: no detour through the host stack, no dependence on `ip_forward`.
 #[inline(always)]
 pub fn route(
@@ -36,10 +37,17 @@ pub fn route(
     dst_net: u32,
     pkt: &mut Packet,
 ) -> Result<Verdict, DropReason> {
-    let neighbour = maps::neighbour(dst_net, pkt.dst_ip).ok_or(DropReason::CrossNetwork)?;
-    let dst = maps::fdb(dst_net, neighbour.mac).ok_or(DropReason::CrossNetwork)?;
-    policy::judge(ctx, ep.slot, dst.slot, pkt, DropReason::CrossNetwork)?;
-    let dst_ep = maps::endpoint(dst.ifindex).ok_or(DropReason::CrossNetwork)?;
+    // Nothing allows it: across networks, or (through the gateway MAC)
+    // between members of an icc=false network.
+    let unallowed = if dst_net == ep.net_id {
+        DropReason::IccDisabled
+    } else {
+        DropReason::CrossNetwork
+    };
+    let neighbour = maps::neighbour(dst_net, pkt.dst_ip).ok_or(unallowed)?;
+    let dst = maps::fdb(dst_net, neighbour.mac).ok_or(unallowed)?;
+    policy::judge(ctx, ep.slot, dst.slot, pkt, unallowed)?;
+    let dst_ep = maps::endpoint(dst.ifindex).ok_or(unallowed)?;
     let ip = header::<Ipv4Hdr>(ctx, EthHdr::LEN).ok_or(DropReason::Malformed)?;
     if ip.ttl <= 1 {
         return Err(DropReason::TtlExceeded);

@@ -4,19 +4,23 @@
 //! ([`ingress`]):
 //!   1. source check (MAC, and the IPv4 or ARP sender, must be the endpoint's own);
 //!   2. ARP requests answered in place (gateway or a neighbour of the same network);
-//!   3. broadcast/multicast flooded to the network's ports, or dropped;
-//!   4. the gateway MAC: to the host stack, unless the destination is inside
-//!      another bpfnet network — then policy decides, and allowed traffic is
-//!      routed right here (MAC rewrite, TTL, `bpf_redirect_peer`) — or outside
-//!      an internal network;
+//!   3. broadcast/multicast (with a group IPv4 destination) flooded to the
+//!      network's ports (not on `icc=false` networks) and the host, or dropped;
+//!   4. the gateway MAC: to the host stack (from an internal network with
+//!      TTL 1: delivered, never forwarded), unless the destination is inside
+//!      another bpfnet network, or is a fellow member on an `icc=false`
+//!      network — then policy decides, and allowed traffic is routed right
+//!      here (MAC rewrite, TTL, `bpf_redirect_peer`) — or outside an internal
+//!      network;
 //!   5. unicast by (network, MAC) through `bpf_redirect_peer` (on `icc=false`
 //!      networks only along links); unknown: dropped.
 //!
 //! Policy is judged per connection: an established one (conntrack) passes,
-//! a new one needs an allowing entry and no denying one.
+//! a new one needs an allowing entry and no denying one ([`policy`]).
 //!
 //! `tc_egress` sees what the host stack sends into a sandbox and drops what was
-//! routed there from another bpfnet network ([`egress`]).
+//! routed there around isolation: from another bpfnet network, from a fellow
+//! member of an `icc=false` network, into an internal network ([`egress`]).
 //!
 //! Every step returns `Result<Verdict, DropReason>`; [`verdict::finish`] is the
 //! one place that turns it into a TC action, counts it, and reports drops.

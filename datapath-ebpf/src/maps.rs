@@ -141,17 +141,31 @@ pub fn policy(key: &PolicyKey) -> Option<&'static PolicyValue> {
     }
 }
 
-/// Whether the connection `key` is established.
+/// The conntrack entry of connection `key`, to read and refresh.
 #[inline(always)]
-pub fn is_tracked(key: &CtKey) -> bool {
-    // SAFETY: the value is not read, only its presence.
-    unsafe { CONNTRACK.get(key) }.is_some()
+pub fn connection(key: &CtKey) -> Option<&'static mut CtValue> {
+    // SAFETY: see the module docs (values outlive the program run); program
+    // runs on other CPUs may write the same plain integers at the same time,
+    // which at worst loses one refresh.
+    CONNTRACK.get_ptr_mut(key).map(|v| unsafe { &mut *v })
 }
 
-/// Records the connection `key`, allowed by `rule` (an existing entry stays).
+/// Forgets connection `key` (it expired).
 #[inline(always)]
-pub fn track(key: &CtKey, rule: u32) {
-    let _ = CONNTRACK.insert(key, CtValue { rule, _pad: 0 }, u64::from(BPF_NOEXIST));
+pub fn forget(key: &CtKey) {
+    let _ = CONNTRACK.remove(key);
+}
+
+/// Records the connection `key`, allowed by `rule`, opened at `now` (an
+/// existing entry stays).
+#[inline(always)]
+pub fn track(key: &CtKey, rule: u32, now: u64) {
+    let value = CtValue {
+        rule,
+        state: 0,
+        last_seen: now,
+    };
+    let _ = CONNTRACK.insert(key, value, u64::from(BPF_NOEXIST));
 }
 
 /// The ports of the fragmented datagram `key`, as its first fragment carried them.

@@ -19,8 +19,9 @@ pub const PROTO_ICMP: u8 = IpProto::Icmp as u8;
 pub const PROTO_TCP: u8 = IpProto::Tcp as u8;
 pub const PROTO_UDP: u8 = IpProto::Udp as u8;
 
-/// Bytes the programs read: Ethernet, IPv4 (no options) and the L4 header,
-/// or an ARP packet.
+/// Bytes every packet gets pulled in for: Ethernet, IPv4 (no options) and
+/// the L4 header, or an ARP packet. Policy pulls what it needs beyond
+/// ([`pull`]).
 const HEADERS: u32 = 64;
 
 /// What the programs know about a packet while they judge it.
@@ -69,6 +70,19 @@ fn linearize(ctx: &TcContext) {
     let linear = (ctx.data_end() - ctx.data()) as u32;
     if linear < HEADERS && ctx.len() > linear {
         let _ = ctx.pull_data(ctx.len().min(HEADERS));
+    }
+}
+
+/// Makes sure the first `need` bytes of the packet are in the linear part,
+/// as far as the packet has them: headers past [`Packet::new`]'s first pull
+/// (IPv4 options, the packet an ICMP error quotes) in frames built from
+/// pages. Changes packet data: no header reference may be used after this.
+#[inline(always)]
+pub fn pull(ctx: &TcContext, need: usize) {
+    let linear = ctx.data_end() - ctx.data();
+    let len = ctx.len() as usize;
+    if linear < need && len > linear {
+        let _ = ctx.pull_data(len.min(need) as u32);
     }
 }
 
