@@ -212,6 +212,15 @@ fn drop_case(t: &T, reason: DropReason) -> DropCase {
             )
         },
         DropReason::IccDisabled => ingress_case(c1, udp_to(c1, c2.mac, c2.ip, 9)),
+        DropReason::UnicastInGroupFrame => ingress_case(a1, udp_to(a1, BROADCAST, a2.ip, 9)),
+        DropReason::OrphanFragment => ingress_case(
+            a3,
+            via_gateway(
+                a3,
+                b1.ip,
+                Ipv4::new(a3.ip, b1.ip, IPPROTO_UDP).fragment(77, false, 100),
+            ),
+        ),
         DropReason::TtlExceeded => ingress_case(
             a3,
             via_gateway(a3, b1.ip, Ipv4::new(a3.ip, b1.ip, IPPROTO_UDP).ttl(1)),

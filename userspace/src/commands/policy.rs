@@ -30,7 +30,7 @@ pub enum PolicyCmd {
         /// N, N-M, optionally /tcp or /udp (both if omitted).
         #[arg(long, conflicts_with = "icmp")]
         port: Option<String>,
-        /// ICMP echo (ping).
+        /// ICMP echo (ping); as a deny, all ICMP.
         #[arg(long)]
         icmp: bool,
         #[arg(long, value_enum, default_value = "allow")]
