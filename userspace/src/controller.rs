@@ -15,7 +15,7 @@ use crate::{
     paths::{etc_netns_path, Paths},
     policy::{self, Action, Rule, Traffic},
     state::{DriverKind, Endpoint, Link, Locked, Network, NetworkMode, Sandbox, State},
-    util::{ip_key, mac_for, new_id, now_rfc3339, valid_name},
+    util::{check_name, ip_key, mac_for, new_id, now_rfc3339},
 };
 use bpfnet_common::MAX_RULES;
 
@@ -81,13 +81,6 @@ fn is_ours(name: &str, prefix: &str, hex: usize) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
-}
-
-fn check_name(what: &str, name: &str) -> Result<()> {
-    if !valid_name(name) {
-        bail!("invalid {what} name {name:?}: use letters, digits, '_', '.', '-' (starting with a letter or digit)");
-    }
-    Ok(())
 }
 
 /// Docker's daemon-level `--icc` lives on the default bridge as this option.
@@ -185,13 +178,7 @@ impl Controller {
         &mut self,
         rules: Vec<(String, String, Traffic, Action)>,
     ) -> Result<Vec<u32>> {
-        for (from, to, ..) in &rules {
-            policy::check_selector(self.state(), from)?;
-            policy::check_selector(self.state(), to)?;
-            if from == to {
-                bail!("--from and --to are the same ({from}); a rule is between two different selectors");
-            }
-        }
+        policy::check_rules(self.state(), &rules)?;
         let free: Vec<u32> = (1..MAX_RULES)
             .filter(|id| !self.state().policies.contains_key(id))
             .take(rules.len())
@@ -324,6 +311,33 @@ impl Controller {
             .ok_or_else(|| anyhow!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`"))
     }
 
+    /// The host's routes that are not bpfnet's (none inside a network's
+    /// subnet), for the overlap checks of `network create`.
+    async fn host_routes(&self) -> Result<Vec<ipam::HostRoute>> {
+        let names: BTreeMap<u32, String> = self
+            .host
+            .nl
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
+        Ok(self
+            .host
+            .nl
+            .ipv4_routes()
+            .await?
+            .into_iter()
+            .filter(|(dst, _)| !ipam::is_bpfnets(self.state(), dst))
+            .map(|(dst, oif)| ipam::HostRoute {
+                dst,
+                dev: oif
+                    .and_then(|i| names.get(&i).cloned())
+                    .unwrap_or_else(|| "none".into()),
+            })
+            .collect())
+    }
+
     pub async fn network_create(&mut self, req: NetworkCreate) -> Result<Network> {
         let name = req.name.as_str();
         check_name("network", name)?;
@@ -335,13 +349,8 @@ impl Controller {
             "linux-bridge" => DriverKind::LinuxBridge,
             other => bail!("unknown driver {other:?}: use bridge (eBPF) or linux-bridge"),
         };
-        let mut options = BTreeMap::new();
-        for o in &req.options {
-            let Some((k, v)) = o.split_once('=') else {
-                bail!("invalid option {o:?}: expected KEY=VALUE");
-            };
-            options.insert(k.to_string(), v.to_string());
-        }
+        let options = crate::util::parse_network_options(&req.options)?;
+        let host_routes = self.host_routes().await?;
         let subnet = match &req.subnet {
             Some(s) => {
                 let subnet = ipam::parse_subnet(s)?;
@@ -352,15 +361,20 @@ impl Controller {
                         other.subnet.expect("has subnet")
                     );
                 }
+                if let Some(r) = ipam::host_conflict(&host_routes, &subnet) {
+                    bail!(
+                        "subnet {subnet} overlaps the host's own route {} (dev {}); choose another subnet",
+                        r.dst,
+                        r.dev
+                    );
+                }
                 subnet
             }
-            None => ipam::next_subnet(self.state())?,
+            None => ipam::next_subnet(self.state(), &host_routes)?,
         };
         let gateway = match &req.gateway {
             Some(g) => {
-                let gw: Ipv4Addr = g
-                    .parse()
-                    .map_err(|_| anyhow!("invalid gateway {g:?}: expected an IPv4 address"))?;
+                let gw = ipam::parse_gateway(g)?;
                 ipam::check_gateway(&subnet, gw)?;
                 gw
             }
@@ -445,8 +459,11 @@ impl Controller {
                 }
             }
             Some(_) => {
-                for n in networks {
+                for (i, n) in networks.iter().enumerate() {
                     self.network(n)?;
+                    if networks[..i].contains(n) {
+                        bail!("--network {n} is given twice; give each network once");
+                    }
                 }
                 Mode::Networks(networks.to_vec())
             }
@@ -463,6 +480,12 @@ impl Controller {
             bail!("a network namespace named {name:?} already exists and is not bpfnet's; remove it (`ip netns del {name}`) or pick another name");
         }
         let mode = self.parse_mode(&req.networks)?;
+        if !matches!(mode, Mode::Networks(_)) && (req.ip.is_some() || !req.aliases.is_empty()) {
+            bail!("--ip and --network-alias need a user-defined network; sandbox {name:?} would use network mode {}", req.networks[0]);
+        }
+        for a in &req.aliases {
+            check_name("alias", a)?;
+        }
         let links = req
             .links
             .iter()
@@ -470,6 +493,7 @@ impl Controller {
                 let (target, alias) = l.split_once(':').unwrap_or((l, l));
                 self.sandbox(target)
                     .map_err(|_| anyhow!("cannot link to {target:?}: no such sandbox"))?;
+                check_name("link alias", alias)?;
                 Ok(Link {
                     target: target.into(),
                     alias: alias.into(),
@@ -606,6 +630,9 @@ impl Controller {
             );
         }
         self.network(network)?;
+        for a in &aliases {
+            check_name("alias", a)?;
+        }
         if ip.is_some() && network == "bridge" {
             bail!("--ip is supported on user-defined networks only, not on the default bridge");
         }

@@ -10,7 +10,7 @@ use bpfnet::{
     state::Locked,
     stats,
 };
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -236,7 +236,18 @@ fn main() -> ExitCode {
     // Die quietly when the reader of our output goes away (`| head`).
     // SAFETY: setting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if e.use_stderr()
+                && e.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            let line = bpfnet::util::one_line_usage_error(&e.render().to_string());
+            eprintln!("Error: {line}");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -469,7 +480,9 @@ async fn command(c: &mut Controller, cmd: Cmd) -> Result<ExitCode> {
             let rules = bpfnet::policy::parse_import(&text)
                 .map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
             let n = rules.len();
-            let ids = c.policy_add(rules)?;
+            let ids = c
+                .policy_add(rules)
+                .map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
             println!(
                 "added {n} rules (IDs {}..={})",
                 ids.first().unwrap_or(&0),

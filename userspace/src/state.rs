@@ -3,7 +3,7 @@
 //! concurrent invocations serialise.
 use std::{collections::BTreeMap, fs::File, io::Write as _, net::Ipv4Addr, path::Path};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use ipnet::Ipv4Net;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -223,11 +223,49 @@ pub fn snapshot(paths: &Paths) -> Result<State> {
     read(&paths.state_file())
 }
 
+/// Parses a state file and checks that it holds together (every name
+/// matches its key, every endpoint's network exists, every rule matches
+/// its id): the commands index by these names.
+pub fn parse(bytes: &[u8]) -> Result<State> {
+    let state: State = serde_json::from_slice(bytes)?;
+    state.validate()?;
+    Ok(state)
+}
+
+impl State {
+    fn validate(&self) -> Result<()> {
+        for (key, n) in &self.networks {
+            if *key != n.name {
+                bail!("network {key:?} is listed under the name {:?}", n.name);
+            }
+        }
+        for (key, s) in &self.sandboxes {
+            if *key != s.name {
+                bail!("sandbox {key:?} is listed under the name {:?}", s.name);
+            }
+            for e in &s.endpoints {
+                if !self.networks.contains_key(&e.network) {
+                    bail!(
+                        "sandbox {key:?} has an endpoint on network {:?}, which does not exist",
+                        e.network
+                    );
+                }
+            }
+        }
+        for (id, r) in &self.policies {
+            if *id != r.id {
+                bail!("rule {id} is listed under the id {}", r.id);
+            }
+        }
+        Ok(())
+    }
+}
+
 fn read(path: &Path) -> Result<State> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+        Ok(bytes) => parse(&bytes).with_context(|| {
             format!(
-                "{} is corrupt; move it away and run `bpfnet gc`",
+                "{} is corrupt; restore it from a backup, or move it away and run `bpfnet gc`",
                 path.display()
             )
         }),
