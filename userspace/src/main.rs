@@ -31,7 +31,8 @@ enum Format {
 
 #[derive(Args, Clone)]
 struct CreateOpts {
-    /// Sandbox name (a network namespace at /run/netns/NAME).
+    /// Sandbox name (a network namespace at /run/netns/NAME): 1-63 of
+    /// letters, digits, '_', '.', '-', starting with a letter or digit.
     #[arg(long)]
     name: String,
     /// Network to join: a network name, none, host or container:OTHER (repeatable).
@@ -110,7 +111,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Stream dropped packets with their reasons.
+    /// Stream packets dropped from now on: time, reason, who, what.
     Monitor,
     /// Policy between networks, written with sandbox and network names.
     #[command(subcommand)]
@@ -143,7 +144,8 @@ enum NetworkCmd {
         /// No traffic leaves the network through the gateway.
         #[arg(long)]
         internal: bool,
-        /// Driver option KEY=VALUE (repeatable).
+        /// Driver option KEY=true|false (repeatable): icc,
+        /// com.docker.network.bridge.enable_icc, bpfnet.flood.
         #[arg(short = 'o', long = "opt")]
         options: Vec<String>,
         name: String,

@@ -273,3 +273,30 @@ fn read(path: &Path) -> Result<State> {
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{"networks": {"n": {"id": "x", "name": "n", "created": "", "driver": "bridge",
+        "net_id": 1, "subnet": "10.1.0.0/16", "gateway": "10.1.0.1", "internal": false, "options": {}}},
+        "sandboxes": {"s": {"id": "y", "name": "s", "created": "", "mode": {"networks": "n"},
+        "endpoints": [{"id": "z", "network": "n", "ifname": "eth0", "host_ifname": "bnz",
+        "ip": "10.1.0.2", "mac": [2, 66, 10, 1, 0, 2], "slot": 0}]}}}"#;
+
+    #[test]
+    fn a_consistent_state_parses() {
+        let s = parse(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(s.endpoints().count(), 1);
+    }
+
+    #[test]
+    fn a_state_that_does_not_hold_together_is_refused() {
+        let dangling = SAMPLE.replace(r#""network": "n""#, r#""network": "gone""#);
+        let e = parse(dangling.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("network \"gone\", which does not exist"), "{e}");
+        let renamed = SAMPLE.replace(r#""name": "s""#, r#""name": "t""#);
+        let e = parse(renamed.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("listed under the name \"t\""), "{e}");
+    }
+}

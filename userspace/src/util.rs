@@ -210,6 +210,54 @@ mod tests {
     }
 
     #[test]
+    fn name_errors_say_what_is_wrong() {
+        let e = |n: &str| check_name("sandbox", n).unwrap_err().to_string();
+        assert!(e("").starts_with("sandbox name is empty"));
+        assert!(e(&"a".repeat(64)).contains("too long (64 bytes, at most 63)"));
+        assert!(e("a/b").contains("'/' is not allowed"));
+        assert!(e("-x").contains("it starts with '-'"));
+        assert!(e("x\ny").contains("'\\n' is not allowed"), "{}", e("x\ny"));
+    }
+
+    #[test]
+    fn network_options_are_known_booleans_given_once() {
+        let o = |v: &[&str]| {
+            parse_network_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(o(&["icc=false"]).unwrap()["icc"], "false");
+        assert!(o(&["icc"])
+            .unwrap_err()
+            .to_string()
+            .contains("expected KEY=VALUE"));
+        assert!(o(&["icc=no"])
+            .unwrap_err()
+            .to_string()
+            .contains("use true or false"));
+        assert!(o(&["=x"])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown option \"\""));
+        assert!(o(&["icc=true", "icc=false"])
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <NAME>\n\nUsage: bpfnet network create <NAME>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line_usage_error(rendered),
+            "the following required arguments were not provided: <NAME>; usage: bpfnet network create <NAME> (see `bpfnet network create --help`)"
+        );
+        let rendered = "error: unexpected argument '--ip' found\n\n  tip: to pass '--ip' as a value, use '-- --ip'\n\nUsage: bpfnet network create [OPTIONS] <NAME>\n";
+        assert_eq!(
+            one_line_usage_error(rendered),
+            "unexpected argument '--ip' found; to pass '--ip' as a value, use '-- --ip'; usage: bpfnet network create [OPTIONS] <NAME> (see `bpfnet network create --help`)"
+        );
+    }
+
+    #[test]
     fn ids_are_64_hex_digits_and_differ() {
         let (a, b) = (new_id(), new_id());
         assert_eq!(a.len(), 64);
