@@ -511,9 +511,22 @@ impl Datapath {
             .collect()
     }
 
-    /// Streams drop events to `f` until it returns false.
-    pub async fn watch_drops(&self, mut f: impl FnMut(DropEvent) -> bool) -> Result<()> {
-        let ring = RingBuf::try_from(self.map(maps::DROP_EVENTS)?)?;
+    /// Streams drop events to `f` until it returns false: only those that
+    /// happen from now on. The ring keeps what no one read (it is pinned,
+    /// and its read position lives in the map), so what it holds when we
+    /// open it happened before: it is skipped, and its count returned to
+    /// `skipped` first.
+    pub async fn watch_drops(
+        &self,
+        skipped: impl FnOnce(usize),
+        mut f: impl FnMut(DropEvent) -> bool,
+    ) -> Result<()> {
+        let mut ring = RingBuf::try_from(self.map(maps::DROP_EVENTS)?)?;
+        let mut stale = 0;
+        while ring.next().is_some() {
+            stale += 1;
+        }
+        skipped(stale);
         // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for
         // as long as it is registered.
         let mut fd = unsafe { tokio::io::unix::AsyncFd::register(ring) }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
 use bpfnet::{exec, ops::Controller, paths::Paths, state::Locked};
-use clap::{Parser, Subcommand};
+use clap::{error::ErrorKind, Parser, Subcommand};
 
 use commands::{
     datapath::DatapathCmd, network::NetworkCmd, policy::PolicyCmd, sandbox::CreateOpts, Format,
@@ -79,7 +79,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Stream dropped packets with their reasons.
+    /// Stream packets dropped from now on: time, reason, who, what.
     Monitor,
     /// Policy between networks, written with sandbox and network names.
     #[command(subcommand)]
@@ -102,7 +102,18 @@ fn main() -> ExitCode {
     // Die quietly when the reader of our output goes away (`| head`).
     // SAFETY: setting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if e.use_stderr()
+                && e.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            let line = bpfnet::util::one_line_usage_error(&e.render().to_string());
+            eprintln!("Error: {line}");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -2,6 +2,7 @@
 mod bench;
 mod bootstrap;
 mod cmd;
+mod fuzz;
 
 use std::{
     env, fs,
@@ -50,6 +51,14 @@ enum Cmd {
     Demo,
     /// Formatting, lints (host and eBPF), build, unit and integration tests.
     Test,
+    /// Runs every fuzz target (cargo-fuzz, nightly) for a while each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (default: all of fuzz/Cargo.toml).
+        targets: Vec<String>,
+    },
     /// Benchmarks against the Linux bridge.
     Bench {
         /// Short runs only.
@@ -77,6 +86,7 @@ fn main() -> ExitCode {
         Cmd::Unload => unload(),
         Cmd::Demo => demo(),
         Cmd::Test => test().map(|()| ExitCode::SUCCESS),
+        Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets).map(|()| ExitCode::SUCCESS),
         Cmd::Bench { quick } => bench::bench(quick).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
@@ -180,6 +190,9 @@ fn unload() -> Result<ExitCode> {
     run_product(Command::new(bin).args(["datapath", "unload"]))
 }
 
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 10;
+
 /// One `cargo xtask test` step.
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     println!("==> {name}");
@@ -256,6 +269,10 @@ fn test() -> Result<()> {
                 "cargo test (unit)",
             )
         })?;
+        // A short run of every fuzz target: the parsers still hold on what
+        // the committed seeds and the corpus of earlier runs hold, and a
+        // little beyond.
+        step("fuzz (short)", || fuzz::fuzz(FUZZ_SECONDS_IN_TEST, &[]))?;
         step("integration tests", || {
             if !cmd::is_root() {
                 bail!("integration tests need root; run as root");

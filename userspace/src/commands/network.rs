@@ -25,7 +25,8 @@ pub enum NetworkCmd {
         /// only the names of the sandboxes' networks, nothing is forwarded.
         #[arg(long)]
         internal: bool,
-        /// Driver option KEY=VALUE (repeatable).
+        /// Driver option KEY=true|false (repeatable): icc,
+        /// com.docker.network.bridge.enable_icc, bpfnet.flood.
         #[arg(short = 'o', long = "opt")]
         options: Vec<String>,
         name: String,

@@ -87,7 +87,10 @@ pub async fn run(c: &mut Controller, cmd: PolicyCmd) -> Result<ExitCode> {
             let rules = bpfnet::policy::parse_import(&text)
                 .map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
             let n = rules.len();
-            let ids = c.policy_add(rules).await?;
+            let ids = c
+                .policy_add(rules)
+                .await
+                .map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
             println!(
                 "added {n} rules (IDs {}..={})",
                 ids.first().unwrap_or(&0),

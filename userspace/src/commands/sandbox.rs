@@ -12,7 +12,8 @@ use super::{each, print_json, Format};
 
 #[derive(Args, Clone)]
 pub struct CreateOpts {
-    /// Sandbox name (a network namespace at /run/netns/NAME).
+    /// Sandbox name (a network namespace at /run/netns/NAME): 1-63 of
+    /// letters, digits, '_', '.', '-', starting with a letter or digit.
     #[arg(long)]
     name: String,
     /// Network to join: a network name, none, host or container:OTHER (repeatable).

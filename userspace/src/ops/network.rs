@@ -1,18 +1,17 @@
 //! Networks: `network create` and `network rm`.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 
 use super::{
     journal::{Recovery, Redo},
-    sandbox::check_name,
     step::Step,
     Controller, Plan,
 };
 use crate::{
     ipam,
     state::{DriverKind, Network},
-    util::{new_id, now_rfc3339},
+    util::{check_name, new_id, now_rfc3339},
 };
 
 /// Prefix of the kernel bridges of the linux-bridge driver.
@@ -29,6 +28,33 @@ pub struct NetworkCreate {
 }
 
 impl Controller {
+    /// The host's routes that are not bpfnet's (none inside a network's
+    /// subnet), for the overlap checks of `network create`.
+    async fn host_routes(&self) -> Result<Vec<ipam::HostRoute>> {
+        let names: BTreeMap<u32, String> = self
+            .host
+            .nl
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
+        Ok(self
+            .host
+            .nl
+            .ipv4_routes()
+            .await?
+            .into_iter()
+            .filter(|(dst, _)| !ipam::is_bpfnets(self.state(), dst))
+            .map(|(dst, oif)| ipam::HostRoute {
+                dst,
+                dev: oif
+                    .and_then(|i| names.get(&i).cloned())
+                    .unwrap_or_else(|| "none".into()),
+            })
+            .collect())
+    }
+
     pub async fn network_create(&mut self, req: NetworkCreate) -> Result<Network> {
         let name = req.name.as_str();
         check_name("network", name)?;
@@ -40,13 +66,8 @@ impl Controller {
             "linux-bridge" => DriverKind::LinuxBridge,
             other => bail!("unknown driver {other:?}: use bridge (eBPF) or linux-bridge"),
         };
-        let mut options = BTreeMap::new();
-        for o in &req.options {
-            let Some((k, v)) = o.split_once('=') else {
-                bail!("invalid option {o:?}: expected KEY=VALUE");
-            };
-            options.insert(k.to_string(), v.to_string());
-        }
+        let options = crate::util::parse_network_options(&req.options)?;
+        let host_routes = self.host_routes().await?;
         let subnet = match &req.subnet {
             Some(s) => {
                 let subnet = ipam::parse_subnet(s)?;
@@ -57,15 +78,20 @@ impl Controller {
                         other.subnet.expect("has subnet")
                     );
                 }
+                if let Some(r) = ipam::host_conflict(&host_routes, &subnet) {
+                    bail!(
+                        "subnet {subnet} overlaps the host's own route {} (dev {}); choose another subnet",
+                        r.dst,
+                        r.dev
+                    );
+                }
                 subnet
             }
-            None => ipam::next_subnet(self.state())?,
+            None => ipam::next_subnet(self.state(), &host_routes)?,
         };
         let gateway = match &req.gateway {
             Some(g) => {
-                let gw: Ipv4Addr = g
-                    .parse()
-                    .map_err(|_| anyhow!("invalid gateway {g:?}: expected an IPv4 address"))?;
+                let gw = ipam::parse_gateway(g)?;
                 ipam::check_gateway(&subnet, gw)?;
                 gw
             }

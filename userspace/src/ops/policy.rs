@@ -29,13 +29,7 @@ impl Controller {
         &mut self,
         rules: Vec<(String, String, Traffic, Action)>,
     ) -> Result<Vec<u32>> {
-        for (from, to, ..) in &rules {
-            policy::check_selector(self.state(), from)?;
-            policy::check_selector(self.state(), to)?;
-            if from == to {
-                bail!("--from and --to are the same ({from}); a rule is between two different selectors");
-            }
-        }
+        policy::check_rules(self.state(), &rules)?;
         let ids: Vec<u32> = (1..MAX_RULES)
             .filter(|id| !self.state().policies.contains_key(id))
             .take(rules.len())

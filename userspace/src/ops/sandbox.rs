@@ -14,7 +14,7 @@ use crate::{
     ipam, netns,
     paths::netns_path,
     state::{Endpoint, Link, NetworkMode, Sandbox, State},
-    util::{mac_for, new_id, now_rfc3339, valid_name},
+    util::{check_name, mac_for, new_id, now_rfc3339},
 };
 
 /// Prefix of every host-side veth bpfnet creates (`bn` + 10 hex digits of
@@ -36,13 +36,6 @@ enum Mode {
     None,
     Host,
     Container(String),
-}
-
-pub(super) fn check_name(what: &str, name: &str) -> Result<()> {
-    if !valid_name(name) {
-        bail!("invalid {what} name {name:?}: use letters, digits, '_', '.', '-' (starting with a letter or digit)");
-    }
-    Ok(())
 }
 
 impl Controller {
@@ -70,8 +63,11 @@ impl Controller {
                 }
             }
             Some(_) => {
-                for n in networks {
+                for (i, n) in networks.iter().enumerate() {
                     self.network(n)?;
+                    if networks[..i].contains(n) {
+                        bail!("--network {n} is given twice; give each network once");
+                    }
                 }
                 Mode::Networks(networks.to_vec())
             }
@@ -88,6 +84,12 @@ impl Controller {
             bail!("a network namespace named {name:?} already exists and is not bpfnet's; remove it (`ip netns del {name}`) or pick another name");
         }
         let mode = self.parse_mode(&req.networks)?;
+        if !matches!(mode, Mode::Networks(_)) && (req.ip.is_some() || !req.aliases.is_empty()) {
+            bail!("--ip and --network-alias need a user-defined network; sandbox {name:?} would use network mode {}", req.networks[0]);
+        }
+        for a in &req.aliases {
+            check_name("alias", a)?;
+        }
         let links = req
             .links
             .iter()
@@ -95,6 +97,7 @@ impl Controller {
                 let (target, alias) = l.split_once(':').unwrap_or((l, l));
                 self.sandbox(target)
                     .map_err(|_| anyhow!("cannot link to {target:?}: no such sandbox"))?;
+                check_name("link alias", alias)?;
                 Ok(Link {
                     target: target.into(),
                     alias: alias.into(),
@@ -182,6 +185,9 @@ impl Controller {
             );
         }
         self.network(network)?;
+        for a in &aliases {
+            check_name("alias", a)?;
+        }
         if ip.is_some() && network == "bridge" {
             bail!("--ip is supported on user-defined networks only, not on the default bridge");
         }
