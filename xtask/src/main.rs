@@ -193,6 +193,12 @@ fn unload() -> Result<ExitCode> {
 /// Seconds per fuzz target in `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 10;
 
+/// Every cargo command of `cargo xtask test` builds bpfnet with the same
+/// features: the build script (which builds the eBPF object, a minute or
+/// more) then runs once instead of once per feature set. The fault points
+/// are inert unless BPFNET_FAULT is set; the crash tests set it.
+const TEST_FEATURES: [&str; 2] = ["--features", "bpfnet/fault-injection"];
+
 /// One `cargo xtask test` step.
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     println!("==> {name}");
@@ -218,6 +224,8 @@ fn test() -> Result<()> {
                     "--exclude",
                     "datapath-ebpf",
                     "--all-targets",
+                    TEST_FEATURES[0],
+                    TEST_FEATURES[1],
                     "--",
                     "-D",
                     "warnings",
@@ -249,10 +257,9 @@ fn test() -> Result<()> {
             run(&mut c, "cargo +nightly clippy -p datapath-ebpf")
         })?;
         step("build", || {
-            // The integration tests run this binary; its fault points (inert
-            // unless BPFNET_FAULT is set) let the crash tests stop it anywhere.
+            // The integration tests run this binary.
             run(
-                &mut cargo(["build", "-p", "bpfnet", "--features", "fault-injection"]),
+                &mut cargo(["build", "-p", "bpfnet", TEST_FEATURES[0], TEST_FEATURES[1]]),
                 "cargo build -p bpfnet --features fault-injection",
             )
         })?;
@@ -265,6 +272,8 @@ fn test() -> Result<()> {
                     "datapath-ebpf",
                     "--exclude",
                     "bpfnet-tests",
+                    TEST_FEATURES[0],
+                    TEST_FEATURES[1],
                 ]),
                 "cargo test (unit)",
             )
@@ -278,8 +287,16 @@ fn test() -> Result<()> {
                 bail!("integration tests need root; run as root");
             }
             run(
-                cargo(["test", "-p", "bpfnet-tests", "--", "--test-threads=2"])
-                    .env("BPFNET_BIN", root.join("target/debug/bpfnet")),
+                cargo([
+                    "test",
+                    "-p",
+                    "bpfnet-tests",
+                    TEST_FEATURES[0],
+                    TEST_FEATURES[1],
+                    "--",
+                    "--test-threads=2",
+                ])
+                .env("BPFNET_BIN", root.join("target/debug/bpfnet")),
                 "cargo test -p bpfnet-tests",
             )
         })?;
