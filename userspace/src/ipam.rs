@@ -88,9 +88,10 @@ pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
             net.trunc()
         );
     }
-    let reserved: [(&str, &str); 4] = [
+    let reserved: [(&str, &str); 5] = [
         ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
         ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+        ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
         ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
         ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
     ];

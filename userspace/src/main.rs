@@ -6,7 +6,7 @@ mod commands;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
-use bpfnet::{exec, ops::Controller, paths::Paths, state::Locked};
+use bpfnet::{exec, ops::Controller, paths::Paths};
 use clap::{error::ErrorKind, Parser, Subcommand};
 
 use commands::{
@@ -21,7 +21,10 @@ use commands::{
     after_help = "DNS of the user networks: BPFNET_DNS_UPSTREAM=IP[:PORT][,IP[:PORT]...] sets where names \
 the asking sandbox cannot see are forwarded (empty: the host's /etc/resolv.conf), BPFNET_DNS_PORT the port served; \
 a command that has them saves them in BPFNET_ROOT/dns/config.json, where they stay until set again. \
-`bpfnet network inspect NET` shows them."
+`bpfnet network inspect NET` shows them.\n\n\
+Commands that change something give up when one process holds the bpfnet lock for \
+BPFNET_LOCK_TIMEOUT seconds (default 60) while they wait; ps, inspect, network ls/inspect, stats, policy ls \
+and exec never wait."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -132,8 +135,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::from_env();
     if let Cmd::Exec { name, cmd } = &cli.cmd {
         // Exec replaces this process: no runtime, no lock held.
-        let sb = Locked::acquire(&paths)?
-            .state
+        let sb = bpfnet::state::snapshot(&paths)?
             .sandboxes
             .get(name)
             .cloned()
@@ -156,6 +158,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
     rt.block_on(dispatch(cli.cmd, paths))
 }
 
+/// Commands that change nothing run without the lock.
+fn read_only(cmd: &Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Ps { .. }
+            | Cmd::Inspect { .. }
+            | Cmd::Stats { .. }
+            | Cmd::Network(NetworkCmd::Ls { .. } | NetworkCmd::Inspect { .. })
+            | Cmd::Policy(PolicyCmd::Ls { .. })
+    )
+}
+
 async fn dispatch(cmd: Cmd, paths: Paths) -> Result<ExitCode> {
     match cmd {
         Cmd::Datapath(cmd) => return commands::datapath::run(&paths, cmd).await,
@@ -163,7 +177,11 @@ async fn dispatch(cmd: Cmd, paths: Paths) -> Result<ExitCode> {
         Cmd::Monitor => bpfnet::stats::monitor(&paths).await?,
         Cmd::Exec { .. } | Cmd::DnsServer { .. } => unreachable!("handled before"),
         cmd => {
-            let mut c = Controller::open(&paths).await?;
+            let mut c = if read_only(&cmd) {
+                Controller::open_read_only(&paths).await?
+            } else {
+                Controller::open(&paths).await?
+            };
             return match cmd {
                 Cmd::Network(cmd) => commands::network::run(&mut c, cmd).await,
                 Cmd::Create(opts) => commands::sandbox::create(&mut c, opts).await,

@@ -5,14 +5,17 @@ use std::{
     os::fd::{AsFd, AsRawFd},
 };
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
 use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
-        route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType},
+        route::{
+            RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+            RouteType,
+        },
         rule::RuleAction,
     },
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
@@ -218,7 +221,9 @@ impl Netlink {
         })
     }
 
-    pub async fn delete_address(&self, index: u32, ip: Ipv4Addr) -> Result<()> {
+    /// Deletes `ip/prefix_len` from the link: only that exact address, not
+    /// another one with the same IP (127.0.0.1/8 is not a gateway's /32).
+    pub async fn delete_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
         let addrs: Vec<_> = self
             .handle
             .address()
@@ -229,17 +234,18 @@ impl Netlink {
             .await
             .context("listing addresses")?;
         for msg in addrs {
-            let matches = msg
-                .attributes
-                .iter()
-                .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(a)) if *a == ip));
+            let matches = msg.header.prefix_len == prefix_len
+                && msg
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(a)) if *a == ip));
             if matches {
                 self.handle
                     .address()
                     .del(msg)
                     .execute()
                     .await
-                    .with_context(|| format!("deleting address {ip}"))?;
+                    .with_context(|| format!("deleting address {ip}/{prefix_len}"))?;
             }
         }
         Ok(())
@@ -319,28 +325,58 @@ impl Netlink {
         idempotent(r, libc::EEXIST, || format!("adding rule from {ip}"))
     }
 
-    /// `ip route add unreachable NET`: no address of a bpfnet subnet that is
-    /// not an endpoint leaks to the host's default route.
+    /// `ip route add unreachable NET proto 191`: no address of a bpfnet
+    /// subnet that is not an endpoint leaks to the host's default route.
+    /// Never replaces a route that is not bpfnet's; an unreachable route for
+    /// exactly this subnet without bpfnet's proto was made by an older
+    /// bpfnet (which used `static`) and is taken over.
     pub async fn add_unreachable_route(&self, net: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(net, prefix_len)
-            .kind(RouteType::Unreachable)
-            .build();
-        self.replace_route(msg, || {
-            format!("adding unreachable route {net}/{prefix_len}")
-        })
-        .await
+        let what = || format!("adding unreachable route {net}/{prefix_len}");
+        let r = self
+            .handle
+            .route()
+            .add(unreachable(net, prefix_len))
+            .execute()
+            .await;
+        match r {
+            Err(e) if is_errno(&e, libc::EEXIST) => {}
+            r => return r.with_context(what),
+        }
+        let existing = self.routes().await?.into_iter().find(|m| {
+            table_of(m) == u32::from(RouteHeader::RT_TABLE_MAIN)
+                && m.header.destination_prefix_length == prefix_len
+                && destination(m) == Some(net)
+                && m.header.kind == RouteType::Unreachable
+        });
+        match existing {
+            Some(m) if m.header.protocol == RouteProtocol::Other(ROUTE_PROTO) => Ok(()),
+            Some(_) => self.replace_route(unreachable(net, prefix_len), what).await,
+            None => bail!("the host already has a route to {net}/{prefix_len} that bpfnet did not add; remove it or give the network another subnet"),
+        }
     }
 
+    /// Deletes the unreachable route of `add_unreachable_route`: the kernel
+    /// matches type and proto, so a route bpfnet did not add stays.
     pub async fn delete_unreachable_route(&self, net: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(net, prefix_len)
-            .kind(RouteType::Unreachable)
-            .build();
-        let r = self.handle.route().del(msg).execute().await;
+        let r = self
+            .handle
+            .route()
+            .del(unreachable(net, prefix_len))
+            .execute()
+            .await;
         idempotent(r, libc::ESRCH, || {
             format!("deleting route {net}/{prefix_len}")
         })
+    }
+
+    async fn routes(&self) -> Result<Vec<RouteMessage>> {
+        self.handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")
     }
 
     /// A permanent neighbour entry: the host never has to ask by ARP.
@@ -359,6 +395,35 @@ impl Netlink {
             .await
             .with_context(|| format!("adding neighbour {ip}"))
     }
+}
+
+/// `proto` of the routes bpfnet adds to the host (unassigned in
+/// rtnetlink.h): what it deletes must carry it.
+pub const ROUTE_PROTO: u8 = 191;
+
+fn unreachable(net: Ipv4Addr, prefix_len: u8) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(net, prefix_len)
+        .kind(RouteType::Unreachable)
+        .protocol(RouteProtocol::Other(ROUTE_PROTO))
+        .build()
+}
+
+fn table_of(m: &RouteMessage) -> u32 {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(m.header.table))
+}
+
+fn destination(m: &RouteMessage) -> Option<Ipv4Addr> {
+    m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
 }
 
 fn link_of(msg: LinkMessage) -> Link {

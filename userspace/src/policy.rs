@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Result};
-use bpfnet_common::{action, PolicyKey, PolicyValue, RULE_LINK};
+use bpfnet_common::{action, PolicyKey, PolicyValue, MAX_POLICY_ENTRIES, RULE_LINK};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Endpoint, NetworkMode, State};
+use crate::state::{DriverKind, Endpoint, NetworkMode, State};
 
 /// A port range expands to one entry per port; wider ranges are refused.
 pub const MAX_PORT_RANGE: u32 = 1024;
@@ -208,6 +208,8 @@ pub fn check_rules(state: &State, rules: &[(String, String, Traffic, Action)]) -
         let check = || -> Result<()> {
             check_selector(state, from)?;
             check_selector(state, to)?;
+            check_enforceable(state, from)?;
+            check_enforceable(state, to)?;
             if from == to {
                 bail!("--from and --to are the same ({from}); a rule is between two different selectors");
             }
@@ -217,6 +219,56 @@ pub fn check_rules(state: &State, rules: &[(String, String, Traffic, Action)]) -
             Err(e) if rules.len() > 1 => bail!("rule #{}: {e}", i + 1),
             r => r?,
         }
+    }
+    Ok(())
+}
+
+/// Refuses a selector that names a linux-bridge network, or a sandbox on
+/// one: nothing on a kernel bridge reads the rules, so they would be listed
+/// but not enforced. (`*` stands for the bridge networks' endpoints.)
+pub fn check_enforceable(state: &State, sel: &str) -> Result<()> {
+    let lb = |net: &str| {
+        state
+            .networks
+            .get(net)
+            .is_some_and(|n| n.driver == DriverKind::LinuxBridge)
+    };
+    if let Some(net) = sel.strip_prefix("net:") {
+        if lb(net) {
+            bail!("network {net:?} uses the linux-bridge driver, which cannot enforce policy; use bridge (eBPF) networks for rules");
+        }
+        return Ok(());
+    }
+    if let Some(ep) = endpoints(state, sel).into_iter().find(|e| lb(&e.network)) {
+        bail!("sandbox {sel:?} is on network {:?}, which uses the linux-bridge driver and cannot enforce policy; use bridge (eBPF) networks for rules", ep.network);
+    }
+    Ok(())
+}
+
+/// Refuses to join `sandbox` to a linux-bridge network while a rule names
+/// it: the rule would stop holding for its traffic there.
+pub fn check_join(state: &State, sandbox: &str, network: &str) -> Result<()> {
+    let lb = state
+        .networks
+        .get(network)
+        .is_some_and(|n| n.driver == DriverKind::LinuxBridge);
+    let owner = match state.sandboxes.get(sandbox).map(|s| &s.mode) {
+        Some(NetworkMode::Container(other)) => other.as_str(),
+        _ => sandbox,
+    };
+    let named = |sel: &str| {
+        sel == owner
+            || state
+                .sandboxes
+                .get(sel)
+                .is_some_and(|s| s.mode == NetworkMode::Container(owner.into()))
+    };
+    if let Some(rule) = state
+        .policies
+        .values()
+        .find(|r| lb && (named(&r.from) || named(&r.to)))
+    {
+        bail!("sandbox {sandbox:?} is named by policy rule {}, which network {network:?} (linux-bridge driver) cannot enforce; remove the rule or use a bridge (eBPF) network", rule.id);
     }
     Ok(())
 }
@@ -246,9 +298,75 @@ pub fn endpoints<'a>(state: &'a State, sel: &str) -> Vec<&'a Endpoint> {
         .unwrap_or_default()
 }
 
+/// Entries of one generation of the datapath's policy.
+pub const LIMIT: usize = MAX_POLICY_ENTRIES as usize;
+/// Entries allow rules (and links) may not take: a deny must still fit when
+/// allows have filled the rest, which is when one is most needed.
+pub const DENY_RESERVE: usize = LIMIT / 16;
+
+/// [`compile`], refused with a line naming the limit and the biggest rule
+/// when the result would not fit; checked before anything is written.
+pub fn compile_checked(state: &State) -> Result<BTreeMap<PolicyKey, PolicyValue>> {
+    let entries = compile(state);
+    let allows = entries
+        .values()
+        .filter(|v| v.action == action::ALLOW)
+        .count();
+    let biggest = |allow_only: bool| {
+        let mut per_rule: BTreeMap<u32, usize> = BTreeMap::new();
+        for v in entries.values() {
+            if !allow_only || v.action == action::ALLOW {
+                *per_rule.entry(v.rule).or_default() += 1;
+            }
+        }
+        match per_rule.into_iter().max_by_key(|(_, n)| *n) {
+            Some((RULE_LINK, n)) => format!("narrow the --link allowances ({n} entries)"),
+            Some((id, n)) => match state.policies.get(&id) {
+                Some(r) => format!("narrow the rule {} ({n} entries)", r.flags()),
+                None => format!("narrow rule {id} ({n} entries)"),
+            },
+            None => "narrow the rules".into(),
+        }
+    };
+    if entries.len() > LIMIT {
+        bail!(
+            "the policy would need {} entries, the limit is {LIMIT}; {} or remove rules",
+            entries.len(),
+            biggest(false)
+        );
+    }
+    if allows > LIMIT - DENY_RESERVE {
+        bail!(
+            "allow rules would need {allows} policy entries, the limit is {} (another {DENY_RESERVE} are kept for deny rules); {} or remove rules",
+            LIMIT - DENY_RESERVE,
+            biggest(true)
+        );
+    }
+    Ok(entries)
+}
+
+impl Rule {
+    /// The rule as `policy add` takes it.
+    pub fn flags(&self) -> String {
+        let mut s = format!("--from {} --to {}", self.from, self.to);
+        match self.traffic {
+            Traffic::Any => {}
+            Traffic::Icmp => s.push_str(" --icmp"),
+            Traffic::Ports { .. } => s.push_str(&format!(" --port {}", self.traffic.display())),
+        }
+        if self.action == Action::Deny {
+            s.push_str(" --action deny");
+        }
+        s
+    }
+}
+
 /// Every datapath entry the state implies. Deny wins over allow: a deny
 /// entry replaces an allow entry of the same key, and an allow entry for a
-/// port gives way to a deny for the same pair with any port or protocol.
+/// port is dropped when the same pair has a deny with any port or protocol
+/// (the datapath falls back to that broader key, so the verdict and the
+/// counted rule are the same, and a deny never makes the policy bigger
+/// than its own keys).
 pub fn compile(state: &State) -> BTreeMap<PolicyKey, PolicyValue> {
     let network_icc: BTreeMap<&str, bool> = state
         .networks
@@ -317,10 +435,7 @@ pub fn compile(state: &State) -> BTreeMap<PolicyKey, PolicyValue> {
         .filter(|(k, v)| v.action == action::DENY && k.dport == 0)
         .map(|(k, v)| (*k, *v))
         .collect();
-    for (key, value) in out.iter_mut() {
-        if value.action == action::DENY {
-            continue;
-        }
+    out.retain(|key, value| {
         let broader = [
             PolicyKey { dport: 0, ..*key },
             PolicyKey {
@@ -329,17 +444,15 @@ pub fn compile(state: &State) -> BTreeMap<PolicyKey, PolicyValue> {
                 ..*key
             },
         ];
-        if let Some(deny) = broader.iter().find_map(|k| denies.get(k)) {
-            *value = *deny;
-        }
-    }
+        value.action == action::DENY || !broader.iter().any(|k| denies.contains_key(k))
+    });
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{DriverKind, Network, Sandbox};
+    use crate::state::{Network, Sandbox};
 
     fn state() -> State {
         let mut st = State::default();
@@ -453,8 +566,108 @@ mod tests {
         st.policies
             .insert(2, rule(2, "*", "net:b", Traffic::Any, Action::Deny));
         let c = compile(&st);
-        assert_eq!(c[&key(1, 2, 6, 8080)].action, action::DENY);
-        assert_eq!(c[&key(1, 2, 6, 8080)].rule, 2);
+        let v = lookup(&c, key(1, 2, 6, 8080)).expect("an entry");
+        assert_eq!((v.action, v.rule), (action::DENY, 2));
+        // The shadowed allow takes no room.
+        assert!(!c.contains_key(&key(1, 2, 6, 8080)));
+    }
+
+    /// The datapath's lookup: exact port, then any port, then any protocol.
+    fn lookup(c: &BTreeMap<PolicyKey, PolicyValue>, k: PolicyKey) -> Option<PolicyValue> {
+        [
+            k,
+            PolicyKey { dport: 0, ..k },
+            PolicyKey {
+                dport: 0,
+                proto: 0,
+                ..k
+            },
+        ]
+        .iter()
+        .find_map(|k| c.get(k).copied())
+    }
+
+    #[test]
+    fn a_port_deny_under_a_protocol_deny_keeps_its_own_hits() {
+        let mut st = state();
+        let p = Traffic::parse_port("8080/tcp").unwrap();
+        st.policies.insert(1, rule(1, "web", "db", p, Action::Deny));
+        st.policies.insert(
+            2,
+            rule(
+                2,
+                "web",
+                "db",
+                Traffic::parse_port("8000-9000/tcp").unwrap(),
+                Action::Allow,
+            ),
+        );
+        st.policies
+            .insert(3, rule(3, "web", "db", Traffic::Any, Action::Deny));
+        let c = compile(&st);
+        assert_eq!(lookup(&c, key(1, 2, 6, 8080)).unwrap().rule, 1);
+        assert_eq!(lookup(&c, key(1, 2, 6, 80)).unwrap().rule, 3);
+        assert_eq!(lookup(&c, key(1, 2, 17, 53)).unwrap().rule, 3);
+    }
+
+    #[test]
+    fn a_policy_over_the_limit_is_refused_naming_the_biggest_rule() {
+        let mut st = state();
+        // Twenty more sandboxes on each of a and b.
+        for i in 0..40u32 {
+            let (net, name) = if i < 20 {
+                ("a", format!("a{i}"))
+            } else {
+                ("b", format!("b{i}"))
+            };
+            st.sandboxes.insert(
+                name.clone(),
+                Sandbox {
+                    id: name.clone(),
+                    name: name.clone(),
+                    created: String::new(),
+                    mode: NetworkMode::Networks(net.into()),
+                    endpoints: vec![Endpoint {
+                        id: format!("{name}-ep"),
+                        network: net.into(),
+                        ifname: "eth0".into(),
+                        host_ifname: String::new(),
+                        host_ifindex: 0,
+                        ip: [10, 1, 0, i as u8].into(),
+                        mac: [0; 6],
+                        slot: 100 + i,
+                        aliases: vec![],
+                    }],
+                    aliases: vec![],
+                    links: vec![],
+                },
+            );
+        }
+        // 21 x 21 pairs x 2 protocols x 1024 ports = 903,168 entries.
+        let wide = Traffic::parse_port("1-1024").unwrap();
+        st.policies
+            .insert(7, rule(7, "net:a", "net:b", wide, Action::Allow));
+        let e = compile_checked(&st).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the policy would need 903168 entries, the limit is 262144; narrow the rule --from net:a --to net:b --port 1-1024 (903168 entries) or remove rules"
+        );
+        // 21 x 21 x 2 x 280 = 246,960: fits the whole map, not the allow part.
+        let narrower = Traffic::parse_port("1-280").unwrap();
+        st.policies
+            .insert(7, rule(7, "net:a", "net:b", narrower, Action::Allow));
+        let e = compile_checked(&st).unwrap_err().to_string();
+        assert_eq!(e, "allow rules would need 246960 policy entries, the limit is 245760 (another 16384 are kept for deny rules); narrow the rule --from net:a --to net:b --port 1-280 (246960 entries) or remove rules");
+        // 21 x 21 x 2 x 250 = 220,500 allows leave room for a deny of
+        // 21 x 21 x 2 x 40 = 35,280 new entries (over the allow part).
+        let fits = Traffic::parse_port("1-250").unwrap();
+        st.policies
+            .insert(7, rule(7, "net:a", "net:b", fits, Action::Allow));
+        assert_eq!(compile_checked(&st).unwrap().len(), 220_500);
+        let deny = Traffic::parse_port("2000-2039").unwrap();
+        st.policies
+            .insert(8, rule(8, "net:a", "net:b", deny, Action::Deny));
+        assert_eq!(compile_checked(&st).unwrap().len(), 255_780);
     }
 
     #[test]

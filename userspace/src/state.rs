@@ -1,9 +1,18 @@
 //! bpfnet's state: one JSON file under the state directory, written
 //! atomically (temp file + rename) and guarded by an advisory lock so that
-//! concurrent invocations serialise.
-use std::{collections::BTreeMap, fs::File, net::Ipv4Addr, path::Path};
+//! concurrent invocations serialise. Only root can open either (0700
+//! directory, 0600 files), and nobody waits for the lock without being told
+//! who holds it or for longer than the lock timeout.
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    net::Ipv4Addr,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use ipnet::Ipv4Net;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -62,6 +71,22 @@ impl Network {
 
     pub fn is_builtin(&self) -> bool {
         matches!(self.name.as_str(), "bridge" | "host" | "none")
+    }
+
+    /// Refuses what the driver cannot enforce: the linux-bridge driver is a
+    /// plain kernel bridge, where `--internal` and `icc=false` would be
+    /// shown by `inspect` but hold nothing back.
+    pub fn check_supported(&self) -> Result<()> {
+        if self.driver != DriverKind::LinuxBridge {
+            return Ok(());
+        }
+        if self.internal {
+            bail!("the linux-bridge driver cannot enforce --internal (network {:?}); use the bridge driver (eBPF) for an internal network", self.name);
+        }
+        if !self.icc() {
+            bail!("the linux-bridge driver cannot enforce icc=false (network {:?}); use the bridge driver (eBPF) to turn inter-sandbox traffic off", self.name);
+        }
+        Ok(())
     }
 
     /// Whether broadcast is copied to the other ports (`-o bpfnet.flood=false` turns it off).
@@ -186,40 +211,220 @@ impl State {
     }
 }
 
-/// The state, held under the lock until dropped.
+/// How long one process may hold the lock while a command waits for it
+/// before the command gives up (seconds; `BPFNET_LOCK_TIMEOUT` overrides it).
+pub const LOCK_TIMEOUT_SECS: u64 = 60;
+/// A short hold is ordinary (another command is running); only a longer one
+/// is worth a line.
+const LOCK_QUIET: Duration = Duration::from_secs(3);
+
+/// The state, held under the lock until dropped (or read without the lock,
+/// for commands that only read).
 pub struct Locked {
     pub state: State,
-    _lock: Flock<File>,
+    lock: Option<Flock<File>>,
     paths: Paths,
 }
 
 impl Locked {
-    /// Takes the lock (waiting for other bpfnet invocations) and reads the state.
+    /// Takes the lock (waiting a bounded time for other bpfnet invocations)
+    /// and reads the state.
     pub fn acquire(paths: &Paths) -> Result<Self> {
-        std::fs::create_dir_all(&paths.state_dir)
-            .with_context(|| format!("creating {}", paths.state_dir.display()))?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(paths.lock_file())
-            .with_context(|| format!("opening {}", paths.lock_file().display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", paths.lock_file().display()))?;
+        secure(paths, true)?;
+        let lock = lock(paths)?;
         let state = read(&paths.state_file())?;
         Ok(Locked {
             state,
-            _lock: lock,
+            lock: Some(lock),
             paths: paths.clone(),
         })
     }
 
+    /// Takes the lock if nobody holds it; never waits.
+    pub fn try_acquire(paths: &Paths) -> Result<Option<Self>> {
+        secure(paths, true)?;
+        let Some(lock) = try_lock(paths)? else {
+            return Ok(None);
+        };
+        let state = read(&paths.state_file())?;
+        Ok(Some(Locked {
+            state,
+            lock: Some(lock),
+            paths: paths.clone(),
+        }))
+    }
+
+    /// Reads the state without the lock: writes are atomic renames, so a
+    /// command that only reads never waits for, or is frozen by, a holder.
+    pub fn read_only(paths: &Paths) -> Result<Self> {
+        secure(paths, false)?;
+        Ok(Locked {
+            state: read(&paths.state_file())?,
+            lock: None,
+            paths: paths.clone(),
+        })
+    }
+
+    /// Lets other commands run (`bpfnet run` while its command runs).
+    pub fn unlock(&mut self) {
+        self.lock = None;
+    }
+
+    /// Takes the lock again after [`Locked::unlock`] and re-reads the state
+    /// (other commands may have changed it meanwhile).
+    pub fn relock(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            self.lock = Some(lock(&self.paths)?);
+            self.state = read(&self.paths.state_file())?;
+        }
+        Ok(())
+    }
+
     /// Writes the state atomically.
     pub fn save(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            bail!("internal error: writing the state without holding the lock");
+        }
         self.state.version = STATE_VERSION;
         let mut bytes = serde_json::to_vec_pretty(&self.state)?;
         bytes.push(b'\n');
         crate::fsutil::atomic_write(&self.paths.state_file(), &bytes, 0o600)
+    }
+}
+
+/// Only root may open anything in the state directory: whoever can open the
+/// lock can hold it (flock works on a read-only descriptor) and freeze every
+/// command, and the state names every sandbox, address and rule. Creates the
+/// directory 0700 (when `create`) and narrows the modes an older install left.
+fn secure(paths: &Paths, create: bool) -> Result<()> {
+    let dir = &paths.state_dir;
+    if create {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let wanted = [
+        (dir.clone(), 0o700),
+        (dir.join("dns"), 0o700),
+        (paths.lock_file(), 0o600),
+        (paths.state_file(), 0o600),
+    ];
+    for (path, mode) in wanted {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() || meta.permissions().mode() & 0o7777 == mode {
+            continue;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting {} to root", path.display()))?;
+    }
+    Ok(())
+}
+
+fn lock_timeout() -> Result<Duration> {
+    match std::env::var("BPFNET_LOCK_TIMEOUT") {
+        Err(_) => Ok(Duration::from_secs(LOCK_TIMEOUT_SECS)),
+        Ok(v) => v.parse::<u64>().map(Duration::from_secs).map_err(|_| {
+            anyhow!("invalid BPFNET_LOCK_TIMEOUT {v:?}: expected a number of seconds")
+        }),
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// The lock if it is free at once.
+fn try_lock(paths: &Paths) -> Result<Option<Flock<File>>> {
+    let path = paths.lock_file();
+    match Flock::lock(open_lock_file(&path)?, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => bail!("locking {}: {e}", path.display()),
+    }
+}
+
+/// Takes the lock. Commands queue behind each other, so what is bounded is
+/// how long one process holds it while we wait: after a quiet while the
+/// wait is announced naming the holder, and after the lock timeout it fails
+/// naming it. A new holder (the queue moved on) starts both anew.
+fn lock(paths: &Paths) -> Result<Flock<File>> {
+    let path = paths.lock_file();
+    let timeout = lock_timeout()?;
+    let mut file = open_lock_file(&path)?;
+    let mut current = String::new();
+    let mut since = Instant::now();
+    let mut said = false;
+    loop {
+        file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => f,
+            Err((_, e)) => bail!("locking {}: {e}", path.display()),
+        };
+        let who = holder(&file);
+        if who != current {
+            current = who;
+            since = Instant::now();
+            said = false;
+        }
+        let held = since.elapsed();
+        if held >= timeout {
+            bail!(
+                "the bpfnet lock {} is still held by {current} after {} s; wait for that command to finish, or stop it if it is stuck",
+                path.display(),
+                timeout.as_secs()
+            );
+        }
+        if !said && held >= LOCK_QUIET.min(timeout / 2) {
+            eprintln!(
+                "waiting up to {} s for the bpfnet lock {}, held by {current}",
+                timeout.as_secs(),
+                path.display()
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Who holds the flock on `file`, from /proc/locks: "pid N (COMM)".
+fn holder(file: &File) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let unknown = || "another process".to_string();
+    let Ok(meta) = file.metadata() else {
+        return unknown();
+    };
+    let dev = meta.dev();
+    // /proc/locks names a file "MAJ:MIN:INODE", the device numbers in hex.
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    // "1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF"; waiters have "->"
+    // after the number.
+    let pid = locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 6 && f[1] == "FLOCK" && f[5] == id).then(|| f[4].parse::<u32>().ok())?
+    });
+    match pid {
+        Some(pid) if pid > 0 => {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("pid {pid} ({})", comm.trim())
+        }
+        _ => unknown(),
     }
 }
 

@@ -183,6 +183,61 @@ pub fn one_line_usage_error(rendered: &str) -> String {
     out
 }
 
+/// Marks a `/etc/netns/NAME` directory as bpfnet's: only such a directory is
+/// ever written into or removed.
+const ETC_NETNS_MARKER: &str = ".bpfnet";
+/// The only files bpfnet writes into `/etc/netns/NAME`.
+const ETC_NETNS_FILES: [&str; 2] = ["hosts", "resolv.conf"];
+
+/// Refuses a sandbox name whose `/etc/netns/NAME` exists without bpfnet's
+/// mark: another tool made it, and bpfnet would overwrite its files and
+/// delete them with the sandbox.
+pub fn check_etc_netns_free(name: &str) -> anyhow::Result<()> {
+    let dir = crate::paths::etc_netns_path(name);
+    if dir.symlink_metadata().is_ok() && !dir.join(ETC_NETNS_MARKER).is_file() {
+        anyhow::bail!(
+            "{} exists and was not made by bpfnet; remove it or pick another sandbox name",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `/etc/netns/NAME` of a sandbox in the state, made (with the mark) if
+/// missing. Directories of sandboxes made before the mark existed get it.
+pub fn etc_netns_dir(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    let dir = crate::paths::etc_netns_path(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let marker = dir.join(ETC_NETNS_MARKER);
+    if !marker.is_file() {
+        std::fs::write(&marker, "made by bpfnet; removed with the sandbox\n")
+            .with_context(|| format!("writing {}", marker.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Removes what bpfnet wrote into `/etc/netns/NAME` of a sandbox in the
+/// state, then the directory if nothing else is left in it.
+pub fn remove_etc_netns(name: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let dir = crate::paths::etc_netns_path(name);
+    for f in ETC_NETNS_FILES.iter().chain([&ETC_NETNS_MARKER]) {
+        match std::fs::remove_file(dir.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", dir.join(f).display()));
+            }
+            _ => {}
+        }
+    }
+    match std::fs::remove_dir(&dir) {
+        // Someone else's files are left where they were.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r.with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

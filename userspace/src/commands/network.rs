@@ -14,9 +14,12 @@ use super::{each, print_json, Format};
 pub enum NetworkCmd {
     /// Create a network.
     Create {
-        /// bridge (the eBPF datapath) or linux-bridge (a kernel bridge).
+        /// bridge (the eBPF datapath) or linux-bridge (a kernel bridge, for
+        /// comparisons: no --internal, icc=false or policy).
         #[arg(short = 'd', long = "driver")]
         driver: Option<String>,
+        /// IPv4 CIDR; must not overlap another network, an address or route
+        /// of the host, or 0/8, 127/8, 169.254/16, 224/4, 240/4.
         #[arg(long)]
         subnet: Option<String>,
         #[arg(long)]
@@ -51,6 +54,7 @@ pub enum NetworkCmd {
     },
     /// Connect a sandbox to a network.
     Connect {
+        /// Extra name on this network (repeatable; the rules of names).
         #[arg(long = "alias")]
         aliases: Vec<String>,
         #[arg(long)]

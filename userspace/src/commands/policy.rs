@@ -21,7 +21,8 @@ pub enum PolicyAction {
 pub enum PolicyCmd {
     /// Add a rule; prints its ID.
     Add {
-        /// Who opens connections: a sandbox name, net:NETWORK or *.
+        /// Who opens connections: a sandbox name, net:NETWORK or * (bridge
+        /// networks only: linux-bridge ones cannot enforce rules).
         #[arg(long)]
         from: String,
         /// To whom: a sandbox name, net:NETWORK or *.

@@ -19,13 +19,14 @@ pub struct CreateOpts {
     /// Network to join: a network name, none, host or container:OTHER (repeatable).
     #[arg(long = "network", alias = "net")]
     networks: Vec<String>,
-    /// Extra name on user networks (repeatable).
+    /// Extra name on user networks (repeatable; the rules of names).
     #[arg(long = "network-alias")]
     aliases: Vec<String>,
     /// Address on the first network (user networks only).
     #[arg(long)]
     ip: Option<Ipv4Addr>,
-    /// Link to another sandbox: OTHER[:ALIAS] (repeatable).
+    /// Link to another sandbox: OTHER[:ALIAS] (repeatable; ALIAS follows
+    /// the rules of names).
     #[arg(long = "link")]
     links: Vec<String>,
 }
@@ -57,7 +58,11 @@ pub async fn run(
 ) -> Result<ExitCode> {
     let name = opts.name.clone();
     let sb = c.sandbox_create(opts.into()).await?;
+    // Other commands go on while this one runs.
+    c.locked.unlock();
     let status = exec::command(&sb, &cmd)?.status();
+    c.locked.relock()?;
+    c.recover().await?;
     if rm {
         c.sandbox_rm(&name, true).await?;
     }

@@ -91,7 +91,7 @@ impl Driver for Ebpf {
             host.nl
                 .delete_unreachable_route(subnet.network(), subnet.prefix_len())
                 .await?;
-            host.nl.delete_address(host.lo_index().await?, gw).await
+            host.nl.delete_address(host.lo_index().await?, gw, 32).await
         })
     }
 

@@ -3,12 +3,12 @@
 //! links (one direction: only the linking sandbox resolves the linked one).
 //! resolv.conf: on a user network, the responder on the gateway of the first
 //! one; otherwise (the default bridge resolves no names) the host's resolvers.
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, Result};
 
 use crate::{
     dns,
-    paths::etc_netns_path,
     state::{NetworkMode, Sandbox, State},
+    util,
 };
 
 /// Writes the files of `name` as `state` describes it.
@@ -25,8 +25,7 @@ pub fn write(state: &State, name: &str) -> Result<()> {
         NetworkMode::Container(o) => state.sandboxes.get(o).unwrap_or(sb),
         _ => sb,
     };
-    let dir = etc_netns_path(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = util::etc_netns_dir(name)?;
     std::fs::write(dir.join("hosts"), hosts(state, sb, net_owner))?;
     let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let responder = net_owner.endpoints.iter().find_map(|e| {
@@ -76,14 +75,10 @@ fn hosts(state: &State, sb: &Sandbox, net_owner: &Sandbox) -> String {
     hosts
 }
 
-/// Removes the files of `name`.
+/// Removes the files of `name` (only those bpfnet writes; the directory
+/// too when nothing else is left in it).
 pub fn remove(name: &str) -> Result<()> {
-    let dir = etc_netns_path(name);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
-    }
+    util::remove_etc_netns(name)
 }
 
 /// After `name` changed (created, connected, disconnected, removed):

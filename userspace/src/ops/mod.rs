@@ -85,19 +85,53 @@ impl Controller {
             // in line with the state.
             return Ok(Self::load(paths, None).await?.1);
         }
-        let mut c = Self::lock(paths)?;
-        c.recover().await?;
-        if !c.state().networks.contains_key("bridge") {
+        Self::lock(paths)?.ready().await
+    }
+
+    /// What every command does once it holds the lock: recover what a crash
+    /// interrupted, make sure the built-in networks exist, keep the name
+    /// responder running.
+    async fn ready(mut self) -> Result<Self> {
+        self.recover().await?;
+        if !self.state().networks.contains_key("bridge") {
             // A state without the built-in networks (removed by hand): a
             // load re-creates them.
-            c.reload(None).await?;
+            self.reload(None).await?;
         }
-        dns::ensure_running(&c.paths, c.state());
-        Ok(c)
+        dns::ensure_running(&self.paths, self.state());
+        Ok(self)
+    }
+
+    /// For commands that only read (ps, inspect, ls, stats): they never
+    /// wait for the lock. When it is free they take it and do what every
+    /// command does (recovery, built-ins, the responder kept running);
+    /// when another command holds it they read the last committed state.
+    pub async fn open_read_only(paths: &Paths) -> Result<Self> {
+        if !Datapath::is_loaded(paths) {
+            return Self::open(paths).await;
+        }
+        if let Some(locked) = Locked::try_acquire(paths)? {
+            return Self::with_lock(paths, locked)?.ready().await;
+        }
+        let locked = Locked::read_only(paths)?;
+        match Datapath::open(paths) {
+            Some(dp) if locked.state.networks.contains_key("bridge") => Ok(Controller {
+                paths: paths.clone(),
+                locked,
+                host: Host {
+                    nl: Netlink::open()?,
+                    dp,
+                },
+            }),
+            _ => Self::open(paths).await,
+        }
     }
 
     fn lock(paths: &Paths) -> Result<Self> {
-        let locked = Locked::acquire(paths)?;
+        Self::with_lock(paths, Locked::acquire(paths)?)
+    }
+
+    fn with_lock(paths: &Paths, locked: Locked) -> Result<Self> {
         Ok(Controller {
             paths: paths.clone(),
             locked,
@@ -198,6 +232,9 @@ impl Controller {
 
     /// Runs a plan: journal, steps, commit; on error, undo in reverse.
     pub async fn execute(&mut self, mut plan: Plan) -> Result<()> {
+        // A policy that would not fit the datapath is refused before
+        // anything is written, with a line naming the limit.
+        compile::compile_checked(&plan.target)?;
         let id = new_id();
         let intent = Intent {
             id: id.clone(),

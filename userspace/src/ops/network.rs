@@ -111,6 +111,7 @@ impl Controller {
             internal: req.internal,
             options,
         };
+        net.check_supported()?;
         let mut target = self.state().clone();
         target.networks.insert(net.name.clone(), net.clone());
         self.execute(Plan {

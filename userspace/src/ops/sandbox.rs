@@ -13,8 +13,9 @@ use super::{
 use crate::{
     ipam, netns,
     paths::netns_path,
+    policy,
     state::{Endpoint, Link, NetworkMode, Sandbox, State},
-    util::{check_name, mac_for, new_id, now_rfc3339},
+    util::{self, check_name, mac_for, new_id, now_rfc3339},
 };
 
 /// Prefix of every host-side veth bpfnet creates (`bn` + 10 hex digits of
@@ -83,6 +84,7 @@ impl Controller {
         if netns::exists(name) {
             bail!("a network namespace named {name:?} already exists and is not bpfnet's; remove it (`ip netns del {name}`) or pick another name");
         }
+        util::check_etc_netns_free(name)?;
         let mode = self.parse_mode(&req.networks)?;
         if !matches!(mode, Mode::Networks(_)) && (req.ip.is_some() || !req.aliases.is_empty()) {
             bail!("--ip and --network-alias need a user-defined network; sandbox {name:?} would use network mode {}", req.networks[0]);
@@ -285,6 +287,7 @@ fn plan_endpoint(
     if net.subnet.is_none() {
         bail!("sandbox {sandbox:?} cannot be connected to the {network} network; create it with --network {network} instead");
     }
+    policy::check_join(target, sandbox, network)?;
     let sb = &target.sandboxes[sandbox];
     if sb.endpoints.iter().any(|e| e.network == network) {
         bail!("sandbox {sandbox:?} is already connected to network {network:?}");

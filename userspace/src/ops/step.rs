@@ -12,7 +12,6 @@ use crate::{
     netlink::Netlink,
     netns,
     ops::{etc, journal::Note},
-    paths::etc_netns_path,
     state::{Endpoint, Network, State},
 };
 
@@ -225,12 +224,7 @@ impl Controller {
                 if live.sandboxes.contains_key(sandbox) {
                     etc::write(live, sandbox)
                 } else {
-                    let dir = etc_netns_path(sandbox);
-                    if dir.exists() {
-                        std::fs::remove_dir_all(&dir)
-                            .with_context(|| format!("removing {}", dir.display()))?;
-                    }
-                    Ok(())
+                    etc::remove(sandbox)
                 }
             }
             Step::Network { network } => {
