@@ -16,6 +16,7 @@ pub mod netns;
 pub mod ops;
 pub mod paths;
 pub mod policy;
+pub mod rule;
 pub mod state;
 pub mod stats;
 pub mod util;

@@ -171,7 +171,7 @@ pub struct State {
     pub sandboxes: BTreeMap<String, Sandbox>,
     /// Policy rules between networks, by id, kept by name.
     #[serde(default)]
-    pub policies: BTreeMap<u32, crate::policy::Rule>,
+    pub policies: BTreeMap<u32, crate::rule::Rule>,
 }
 
 impl State {
