@@ -14,4 +14,5 @@ pub mod paths;
 pub mod policy;
 pub mod state;
 pub mod stats;
+pub mod tc;
 pub mod util;
