@@ -13,8 +13,8 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{
-        lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
-        PerCpuValues, RingBuf,
+        lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        RingBuf,
     },
     programs::SchedClassifier,
     util::KernelVersion,
@@ -397,8 +397,7 @@ impl Datapath {
             .ok_or_else(|| anyhow!("cannot attach the datapath to {ifname}: no such interface"))?;
         let names = filter_names();
         self.with_attacher(|a| {
-            a.tc
-                .attach(ifindex, &new_filters(&a.progs, &names))
+            a.tc.attach(ifindex, &new_filters(&a.progs, &names))
                 .with_context(|| format!("attaching the datapath to {ifname}"))
         })
     }

@@ -111,7 +111,9 @@ fn gone(e: &io::Error) -> bool {
 impl Tc {
     pub fn open() -> Result<Tc> {
         let mut socket = Socket::new(NETLINK_ROUTE).context("opening a netlink socket for tc")?;
-        socket.bind_auto().context("binding the tc netlink socket")?;
+        socket
+            .bind_auto()
+            .context("binding the tc netlink socket")?;
         socket
             .connect(&SocketAddr::new(0, 0))
             .context("connecting the tc netlink socket")?;
@@ -152,7 +154,10 @@ impl Tc {
                 }
             }
         }
-        Ok(answers.into_iter().map(|a| a.expect("all answered")).collect())
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("all answered"))
+            .collect())
     }
 
     /// One datagram's messages.
@@ -217,11 +222,7 @@ impl Tc {
             msgs.push((filter_message(ifindex, f), NLM_F_CREATE | NLM_F_REPLACE));
         }
         let answers = self.batch(msgs)?;
-        if let Some((i, Err(e))) = answers
-            .into_iter()
-            .enumerate()
-            .find(|(_, a)| a.is_err())
-        {
+        if let Some((i, Err(e))) = answers.into_iter().enumerate().find(|(_, a)| a.is_err()) {
             for f in filters {
                 let _ = self.delete_filter(ifindex, f.direction, f.prio);
             }
@@ -279,12 +280,7 @@ impl Tc {
         let msgs = match self.dump(RouteNetlinkMessage::GetTrafficFilter(req)) {
             Ok(m) => m,
             // No clsact qdisc (or the device just went): no filters.
-            Err(e)
-                if e.downcast_ref::<io::Error>()
-                    .is_some_and(gone) =>
-            {
-                return Ok(vec![])
-            }
+            Err(e) if e.downcast_ref::<io::Error>().is_some_and(gone) => return Ok(vec![]),
             Err(e) => return Err(e),
         };
         let mut out = vec![];
