@@ -85,6 +85,9 @@ impl Config {
 struct Recorder {
     start: Instant,
     runs: Vec<Value>,
+    /// Set-up time (ms) of every sandbox a scale run added, per contender,
+    /// in order: the sandbox count at the i-th call is i + 3.
+    series: std::collections::BTreeMap<String, Vec<f64>>,
 }
 
 impl Recorder {
@@ -258,6 +261,9 @@ fn measure(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Resul
     let name = c.kind.name();
     let p = c.pair();
     c.check_path()?;
+    if !c.kind.has_traffic() {
+        return setup_small(rec, cfg, round, c);
+    }
     for (streams, fig) in [(1u32, "tcp1_gbps"), (4, "tcp4_gbps")] {
         let r = twice(rec, &format!("{name} {fig}"), || {
             traffic::tcp_stream(&p, streams, cfg.secs)
@@ -328,7 +334,8 @@ fn prog_cost(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Res
     Ok(())
 }
 
-/// Set-up time of `setup_n` sandboxes on the bench network, then removal.
+/// Set-up time of `setup_n` sandboxes on the bench network, then the
+/// teardown time of each: median and 95th percentile of the round's calls.
 fn setup_small(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Result<()> {
     let mut names = Vec::new();
     let mut ms = Vec::new();
@@ -343,14 +350,26 @@ fn setup_small(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> R
     })();
     let rm = c.remove_sandboxes(&names);
     result?;
-    let rm = rm?;
+    let rm: Vec<f64> = rm?.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     let st = report::stats(&ms).context("no set-up times")?;
+    let td = report::stats(&rm).context("no teardown times")?;
+    let detail = json!({ "setup_calls_ms": ms, "teardown_calls_ms": rm });
+    let name = c.kind.name();
+    rec.add(round, name, "setup_ms", st.median, detail.clone());
     rec.add(
         round,
-        c.kind.name(),
-        "setup_ms",
-        st.median,
-        json!({ "calls_ms": ms, "teardown_total_ms": rm.as_secs_f64() * 1e3 }),
+        name,
+        "setup_p95_ms",
+        report::percentile(&ms, 0.95),
+        detail.clone(),
+    );
+    rec.add(round, name, "teardown_ms", td.median, detail.clone());
+    rec.add(
+        round,
+        name,
+        "teardown_p95_ms",
+        report::percentile(&rm, 0.95),
+        detail,
     );
     Ok(())
 }
@@ -422,7 +441,7 @@ fn scale_endpoints(
     budget: &mut Budget,
 ) -> Result<Value> {
     let name = c.kind.name();
-    let bridge_based = matches!(c.kind, Kind::LinuxBridge | Kind::Netavark);
+    let bridge_based = matches!(c.kind, Kind::LinuxBridge | Kind::Netavark | Kind::CniBridge);
     let mut times: Vec<f64> = Vec::new();
     let mut notes = json!({});
     let mut made = 0usize;
@@ -475,6 +494,10 @@ fn scale_endpoints(
                 .add_sandbox(&extra_name(made), &extra_ip(made))
                 .with_context(|| format!("{name}: endpoint {} of {n}", made + 3))?;
             times.push(d.as_secs_f64() * 1e3);
+            rec.series
+                .entry(name.to_string())
+                .or_default()
+                .push(d.as_secs_f64() * 1e3);
             made += 1;
             if made.is_multiple_of(250) {
                 rec.progress(&format!("{name}: {} endpoints", made + 2));
@@ -493,7 +516,26 @@ fn scale_endpoints(
                 );
             }
         }
+        if n == *cfg.endpoints.last().unwrap_or(&0) && times.len() >= 200 {
+            // Flat with scale: the last 100 set-ups against the first 100.
+            for (fig, part) in [
+                ("setup_ms_first100", &times[..100]),
+                ("setup_ms_last100", &times[times.len() - 100..]),
+            ] {
+                let st = report::stats(part).context("no set-up times")?;
+                rec.add(
+                    0,
+                    name,
+                    fig,
+                    st.median,
+                    json!({ "endpoints": n, "max_ms": st.max }),
+                );
+            }
+        }
         c.check_path()?;
+        if !c.kind.has_traffic() {
+            continue;
+        }
         let p = c.pair();
         for rep in 1..=2 {
             let r = twice(rec, &format!("{name} udp@{n}"), || {
@@ -606,8 +648,10 @@ fn check_plausible(summary: &report::Summary, runs: &[Value]) -> Result<()> {
     for fig in report::CORE {
         let want: Vec<&str> = match *fig {
             "prog_ns_per_pkt" => vec!["bpfnet"],
-            "setup_ms" => vec!["bpfnet", "linux-bridge", "netavark"],
-            _ => report::CONTENDERS.to_vec(),
+            "setup_ms" | "setup_p95_ms" | "teardown_ms" | "teardown_p95_ms" => {
+                vec!["bpfnet", "linux-bridge", "netavark", "cni-bridge"]
+            }
+            _ => vec!["bpfnet", "linux-bridge", "netavark", "direct-veth"],
         };
         for c in want {
             match summary.get(*fig).and_then(|m| m.get(c)) {
@@ -667,6 +711,7 @@ pub fn bench(quick: bool) -> Result<()> {
     let mut rec = Recorder {
         start: Instant::now(),
         runs: Vec::new(),
+        series: Default::default(),
     };
     rec.progress(&format!(
         "{} run: {} rounds × {} contenders, {} s per TCP run, {} s per UDP window",
@@ -774,6 +819,7 @@ pub fn bench(quick: bool) -> Result<()> {
         "notes": notes,
         "errors": scale_errors,
         "runs": rec.runs,
+        "setup_series_ms": rec.series,
         "summary": report::summary_json(&summary),
     });
     let json_path = out_dir.join("results.json");
@@ -788,6 +834,15 @@ pub fn bench(quick: bool) -> Result<()> {
             results["machine"]["kernel"].as_str().unwrap_or("")
         ),
     )?;
+    let scale_png = out_dir.join("setup_scale.png");
+    if rec.series.values().any(|v| !v.is_empty()) {
+        report::plot_series(
+            &rec.series,
+            &scale_png,
+            "bpfnet bench — set-up time per sandbox against the number of sandboxes \
+             (rolling median of 25)",
+        )?;
+    }
     report::write(
         &out_dir.join("RESULTS.md"),
         results_md(&results, &summary, command),
@@ -855,7 +910,14 @@ fn results_md(results: &Value, summary: &report::Summary, command: &str) -> Stri
         "\n## Results\n\nMin / median / max over the samples (`n`); ratios are of medians.\n\n",
     );
     s.push_str(&report::markdown_table(summary));
-    s.push_str("\n![results](results.png)\n\n## Figures\n\n");
+    s.push_str("\n![results](results.png)\n\n");
+    if results["setup_series_ms"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+    {
+        s.push_str("Set-up time against the number of sandboxes on the network:\n\n![set-up against sandbox count](setup_scale.png)\n\n");
+    }
+    s.push_str("## Figures\n\n");
     s.push_str(&report::figure_legend());
     s.push_str(
         "\n## Method\n\n\
