@@ -10,6 +10,7 @@
 //! (--quick writes them under target/bench-quick/ and checks plausibility).
 mod contender;
 mod host;
+pub mod minimal;
 mod report;
 mod traffic;
 
@@ -280,7 +281,7 @@ fn measure(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Resul
     let r = twice(rec, &format!("{name} rr"), || traffic::tcp_rr(&p, cfg.secs))?;
     rec.add(round, name, "rr_p50_us", r.p50_us, r.detail.clone());
     rec.add(round, name, "rr_p99_us", r.p99_us, r.detail);
-    if c.kind == Kind::Bpfnet {
+    if matches!(c.kind, Kind::Bpfnet | Kind::Minimal) {
         prog_cost(rec, cfg, round, c)?;
     }
     if c.kind == Kind::DirectVeth {
@@ -647,11 +648,17 @@ fn check_plausible(summary: &report::Summary, runs: &[Value]) -> Result<()> {
     let mut problems = Vec::new();
     for fig in report::CORE {
         let want: Vec<&str> = match *fig {
-            "prog_ns_per_pkt" => vec!["bpfnet"],
+            "prog_ns_per_pkt" => vec!["bpfnet", "minimal-prog"],
             "setup_ms" | "setup_p95_ms" | "teardown_ms" | "teardown_p95_ms" => {
                 vec!["bpfnet", "linux-bridge", "netavark", "cni-bridge"]
             }
-            _ => vec!["bpfnet", "linux-bridge", "netavark", "direct-veth"],
+            _ => vec![
+                "bpfnet",
+                "minimal-prog",
+                "linux-bridge",
+                "netavark",
+                "direct-veth",
+            ],
         };
         for c in want {
             match summary.get(*fig).and_then(|m| m.get(c)) {
@@ -742,8 +749,8 @@ pub fn bench(quick: bool) -> Result<()> {
     let mut scale_errors: Vec<String> = Vec::new();
     if !cfg.endpoints.is_empty() || !cfg.networks.is_empty() || !cfg.policies.is_empty() {
         // One contender at a time, each host dropped when done with.
-        let direct = contenders.pop();
-        drop(direct);
+        // The references (direct veth, redirect-only program) do not scale.
+        contenders.retain(|c| !matches!(c.kind, Kind::DirectVeth | Kind::Minimal));
         let mut order: Vec<Contender> = std::mem::take(&mut contenders);
         order.reverse();
         while let Some(c) = order.pop() {

@@ -56,6 +56,10 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// (bench internal) Attach the redirect-only program in front of the
+    /// datapath: `OBJ FROM=TO…` (host veth names).
+    #[command(hide = true)]
+    BenchAttachMinimal { obj: PathBuf, pairs: Vec<String> },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +82,9 @@ fn main() -> ExitCode {
         Cmd::Demo => demo(),
         Cmd::Test => test().map(|()| ExitCode::SUCCESS),
         Cmd::Bench { quick } => bench::bench(quick).map(|()| ExitCode::SUCCESS),
+        Cmd::BenchAttachMinimal { obj, pairs } => {
+            bench::minimal::attach(&obj, &pairs).map(|()| ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

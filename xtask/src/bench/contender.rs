@@ -1,4 +1,4 @@
-//! The four contenders, each built in a throw-away host of its own with the
+//! The contenders, each built in a throw-away host of its own with the
 //! same names and addresses: sandboxes `bench-a` (10.90.0.2) and `bench-b`
 //! (10.90.0.3) on 10.90.0.0/16, gateway 10.90.0.1.
 use std::{
@@ -30,6 +30,9 @@ const CNI_PATH: &str = "/usr/lib/cni";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Bpfnet,
+    /// bpfnet's topology with the redirect-only program in front (see
+    /// `minimal`): the ceiling of the design.
+    Minimal,
     LinuxBridge,
     Netavark,
     /// The CNI bridge plugin 1.1 with host-local IPAM (+ the loopback
@@ -40,8 +43,9 @@ pub enum Kind {
 
 impl Kind {
     /// direct-veth stays last: the scale runs leave it out by popping it.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Bpfnet,
+        Kind::Minimal,
         Kind::LinuxBridge,
         Kind::Netavark,
         Kind::CniBridge,
@@ -51,6 +55,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Bpfnet => "bpfnet",
+            Kind::Minimal => "minimal-prog",
             Kind::LinuxBridge => "linux-bridge",
             Kind::Netavark => "netavark",
             Kind::CniBridge => "cni-bridge",
@@ -63,9 +68,10 @@ impl Kind {
         self != Kind::CniBridge
     }
 
-    /// Contenders that have sandboxes to set up (direct-veth is two ip calls).
+    /// Contenders that have sandboxes to set up (direct-veth is two ip
+    /// calls; minimal-prog sets up as bpfnet does).
     pub fn has_setup(self) -> bool {
-        self != Kind::DirectVeth
+        !matches!(self, Kind::DirectVeth | Kind::Minimal)
     }
 }
 
@@ -109,11 +115,11 @@ impl Contender {
         let host = Host::start(kind.name(), base)?;
         let (a, b) = (ip_str(IP_A), ip_str(IP_B));
         match kind {
-            Kind::Bpfnet | Kind::LinuxBridge => {
-                let driver = if kind == Kind::Bpfnet {
-                    "bridge"
-                } else {
+            Kind::Bpfnet | Kind::Minimal | Kind::LinuxBridge => {
+                let driver = if kind == Kind::LinuxBridge {
                     "linux-bridge"
+                } else {
+                    "bridge"
                 };
                 let bin = bin.to_str().context("bpfnet path is not UTF-8")?;
                 host.run(&[
@@ -130,6 +136,18 @@ impl Contender {
                 ])?;
                 for (name, ip) in [(A, &a), (B, &b)] {
                     host.run(&[bin, "create", "--name", name, "--network", NET, "--ip", ip])?;
+                }
+                if kind == Kind::Minimal {
+                    let (va, vb) = (host_veth(&host, A)?, host_veth(&host, B)?);
+                    let xtask = std::env::current_exe().context("the xtask binary")?;
+                    let obj = super::minimal::object()?;
+                    host.run(&[
+                        xtask.to_str().context("xtask path is not UTF-8")?,
+                        "bench-attach-minimal",
+                        obj.to_str().context("object path is not UTF-8")?,
+                        &format!("{va}={vb}"),
+                        &format!("{vb}={va}"),
+                    ])?;
                 }
             }
             Kind::Netavark => {
@@ -300,7 +318,9 @@ impl Contender {
                 cni(&self.host, "ADD", name)?;
                 Ok(t.elapsed())
             }
-            Kind::DirectVeth => bail!("direct-veth has no sandbox set-up"),
+            Kind::DirectVeth | Kind::Minimal => {
+                bail!("{} has no sandbox set-up of its own", self.kind.name())
+            }
         }
     }
 
@@ -322,7 +342,7 @@ impl Contender {
                     cni(&self.host, "DEL", n)?;
                     self.host.run(&["ip", "netns", "del", n])?;
                 }
-                Kind::DirectVeth => {}
+                Kind::DirectVeth | Kind::Minimal => {}
             }
             times.push(t.elapsed());
         }
@@ -374,6 +394,21 @@ impl Contender {
         )?;
         Ok(t.elapsed())
     }
+}
+
+/// The host-side veth of a sandbox's eth0.
+fn host_veth(host: &Host, sandbox: &str) -> Result<String> {
+    let peer = host.exec(sandbox, &["cat", "/sys/class/net/eth0/iflink"])?;
+    let out = host.sh(&format!(
+        "grep -lx {} /sys/class/net/*/ifindex",
+        peer.stdout.trim()
+    ))?;
+    out.stdout
+        .lines()
+        .next()
+        .and_then(|p| p.split('/').nth(4))
+        .map(str::to_string)
+        .with_context(|| format!("no host veth for {sandbox}"))
 }
 
 /// One CNI bridge plugin call (`ADD`/`DEL`) for sandbox `name`, then, on

@@ -209,6 +209,7 @@ pub const CORE: &[&str] = &[
 
 pub const CONTENDERS: &[&str] = &[
     "bpfnet",
+    "minimal-prog",
     "linux-bridge",
     "netavark",
     "cni-bridge",
@@ -349,8 +350,8 @@ fn ratio(per: &BTreeMap<String, Stats>, c: &str, against: &str) -> String {
 }
 
 /// Rows: figure, contender, min, median, max, n, ×linux-bridge,
-/// ×direct-veth, ×netavark.
-fn rows(s: &Summary) -> Vec<[String; 9]> {
+/// ×direct-veth, ×netavark, ×minimal-prog.
+fn rows(s: &Summary) -> Vec<[String; 10]> {
     let mut out = Vec::new();
     for f in ordered(s) {
         let per = &s[f];
@@ -366,13 +367,14 @@ fn rows(s: &Summary) -> Vec<[String; 9]> {
                 ratio(per, c, "linux-bridge"),
                 ratio(per, c, "direct-veth"),
                 ratio(per, c, "netavark"),
+                ratio(per, c, "minimal-prog"),
             ]);
         }
     }
     out
 }
 
-const HEAD: [&str; 9] = [
+const HEAD: [&str; 10] = [
     "figure",
     "contender",
     "min",
@@ -382,6 +384,7 @@ const HEAD: [&str; 9] = [
     "×linux-bridge",
     "×direct-veth",
     "×netavark",
+    "×minimal-prog",
 ];
 
 /// The aligned plain-text table (ratios are of medians).
@@ -445,8 +448,9 @@ pub fn figure_legend() -> String {
     out
 }
 
-const COLOURS: [RGBColor; 5] = [
+const COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
+    RGBColor(148, 103, 189),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
@@ -502,7 +506,7 @@ pub fn plot(s: &Summary, path: &Path, title: &str) -> Result<()> {
         .map_err(|e| err(&e))?;
         // Legend.
         for (i, c) in CONTENDERS.iter().enumerate() {
-            let x = 760 + 160 * i as i32;
+            let x = 640 + 155 * i as i32;
             top.draw(&Rectangle::new(
                 [(x, 22), (x + 18, 40)],
                 colour_of(c).filled(),
@@ -554,6 +558,7 @@ pub fn plot(s: &Summary, path: &Path, title: &str) -> Result<()> {
                             "linux-bridge" => "bridge".into(),
                             "direct-veth" => "veth".into(),
                             "cni-bridge" => "cni".into(),
+                            "minimal-prog" => "minimal".into(),
                             n => n.to_string(),
                         }
                     } else {
