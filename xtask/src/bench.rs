@@ -933,8 +933,11 @@ fn results_md(results: &Value, summary: &report::Summary, command: &str) -> Stri
 10.90.0.3 on 10.90.0.0/16. `bpfnet` = `bpfnet network create -d bridge`, `linux-bridge` = \
 `-d linux-bridge` (kernel bridge; br_netfilter as the host has it), `netavark` = \
 `/usr/lib/podman/netavark setup` with a static IP (iptables firewall driver, DNS off), \
-`direct-veth` = one veth pair between the two namespaces. Rounds are interleaved: \
-bpfnet, linux-bridge, netavark, direct-veth, then again.\n\
+`direct-veth` = one veth pair between the two namespaces, `minimal-prog` = bpfnet's topology \
+with a redirect-only TC program (`datapath-ebpf/src/minimal.rs`, a filter in front of the \
+datapath's on both bench veths): the ceiling of the design, `cni-bridge` = the CNI bridge plugin \
+1.1 with host-local IPAM plus the loopback plugin (set-up and teardown only). Rounds are \
+interleaved: bpfnet, minimal-prog, linux-bridge, netavark, cni-bridge, direct-veth, then again.\n\
 - TCP: `iperf3 -c 10.90.0.3 -t N [-P4] -J` in bench-a against a one-off server in bench-b. \
 CPU per GB: utime+stime of the two iperf3 processes plus the ksoftirqd threads (with this \
 kernel's tick-based accounting, softirq work done in a process's context is in its stime) over a \
@@ -953,8 +956,10 @@ frames at once: the generator's own ceiling. Each run's detail has `sent_pps` an
 - eBPF cost: a separate UDP flood with BPF run-time statistics on (`BPF_ENABLE_STATS`), \
 Δrun_time_ns / Δrun_cnt over the pinned programs (`bpftool prog show pinned`).\n\
 - Set-up: wall time of `bpfnet create --name sN --network benchnet --ip …` (netns + veth + \
-connect) per sandbox; for netavark the `setup` call alone (its netns is made beforehand, \
-untimed), so netavark's figure is, if anything, flattered.\n\
+connect) per sandbox; for netavark the `setup` call alone and for CNI the bridge ADD + loopback \
+ADD (their netns is made beforehand, untimed), so their figures are, if anything, flattered. \
+Teardown: `bpfnet rm -f sN`, netavark `teardown` + `ip netns del`, CNI bridge DEL + `ip netns \
+del`, one sandbox at a time. Median and 95th percentile of each round's calls.\n\
 - Policy scale (bpfnet): rules `--from bench-a --to net:xnetK --port P/tcp` on ports the measured \
 traffic does not use, added by one `bpfnet policy import` per level (1,000, then 10,000). They target \
 networks without endpoints, so they compile to no datapath entries: this measures the control plane \
