@@ -6,24 +6,9 @@
 //! packet, so the datapath compares them without byte swapping.
 #![no_std]
 
-/// Bump whenever a key, value, map name or map size below changes: pins live
-/// under a directory named after it, so an old layout is never reused by mistake.
-pub const MAP_LAYOUT_VERSION: u32 = 4;
-
-/// Capacity of the per-endpoint maps (endpoints, FDB, neighbours, counters).
-pub const MAX_ENDPOINTS: u32 = 8192;
-/// Capacity of the network maps.
-pub const MAX_NETWORKS: u32 = 4096;
-/// Upper bound of the broadcast flood loop (ports per network that get a copy).
-pub const MAX_FLOOD_PORTS: u32 = 64;
-/// Policy rule ids are below this (they index `RULE_HITS`).
-pub const MAX_RULES: u32 = 16384;
-/// Capacity of each policy generation map (rules expanded to endpoint pairs).
-pub const MAX_POLICY_ENTRIES: u32 = 262_144;
-/// Capacity of the connection-tracking LRU.
-pub const CT_ENTRIES: u32 = 65_536;
-/// Rule id of the allowances `--link` makes on `icc=false` networks.
-pub const RULE_LINK: u32 = 0;
+pub mod constants;
+// The constants were defined here before they had a module; keep their paths.
+pub use constants::*;
 
 /// Map names, as the eBPF side declares them and userspace pins them.
 pub mod maps {
@@ -196,7 +181,40 @@ pub struct FragPorts {
 pub struct CtValue {
     /// The rule that allowed it (`RULE_LINK` for links).
     pub rule: u32,
-    pub _pad: u32,
+    /// [`ct_state`] bits.
+    pub state: u32,
+    /// When the connection last carried a packet (`bpf_ktime_get_ns`,
+    /// monotonic): an entry idle longer than its [`ct_timeout`] is gone.
+    pub last_seen: u64,
+}
+
+/// What conntrack has seen of a connection.
+pub mod ct_state {
+    /// A packet in the reply direction.
+    pub const REPLIED: u32 = 1 << 0;
+    /// A TCP FIN, either way.
+    pub const FIN: u32 = 1 << 1;
+    /// A TCP RST, either way.
+    pub const RST: u32 = 1 << 2;
+}
+
+/// How long a connection may be idle, in seconds, by protocol and state
+/// (Linux conntrack's defaults, rounded).
+pub mod ct_timeout {
+    /// TCP: SYN sent, nothing back yet.
+    pub const TCP_OPENING: u64 = 60;
+    /// TCP: answered (5 days, as Linux).
+    pub const TCP_ESTABLISHED: u64 = 432_000;
+    /// TCP after a FIN.
+    pub const TCP_CLOSING: u64 = 120;
+    /// TCP after a RST.
+    pub const TCP_RESET: u64 = 10;
+    /// UDP: one way only.
+    pub const UDP_UNREPLIED: u64 = 30;
+    /// UDP: answered.
+    pub const UDP_REPLIED: u64 = 180;
+    /// ICMP echo.
+    pub const ICMP: u64 = 30;
 }
 
 /// One network, keyed by its id.
@@ -239,6 +257,23 @@ pub struct EndpointCounters {
     pub dropped: u64,
 }
 
+impl EndpointCounters {
+    /// The total of per-CPU counters.
+    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a EndpointCounters>) -> EndpointCounters {
+        let mut sum = EndpointCounters::default();
+        for c in per_cpu {
+            sum.rx_packets += c.rx_packets;
+            sum.rx_bytes += c.rx_bytes;
+            sum.tx_packets += c.tx_packets;
+            sum.tx_bytes += c.tx_bytes;
+            sum.forwarded += c.forwarded;
+            sum.to_host += c.to_host;
+            sum.dropped += c.dropped;
+        }
+        sum
+    }
+}
+
 /// Why a packet was dropped. The discriminant indexes `DROP_COUNTERS`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,10 +295,12 @@ pub enum DropReason {
     PolicyDenied = 14,
     IccDisabled = 15,
     TtlExceeded = 16,
+    UnicastInGroupFrame = 17,
+    OrphanFragment = 18,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -282,6 +319,8 @@ impl DropReason {
         DropReason::PolicyDenied,
         DropReason::IccDisabled,
         DropReason::TtlExceeded,
+        DropReason::UnicastInGroupFrame,
+        DropReason::OrphanFragment,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -308,6 +347,8 @@ impl DropReason {
             DropReason::PolicyDenied => "policy-denied",
             DropReason::IccDisabled => "icc-disabled",
             DropReason::TtlExceeded => "ttl-exceeded",
+            DropReason::UnicastInGroupFrame => "unicast-ip-in-group-frame",
+            DropReason::OrphanFragment => "fragment-without-first",
         }
     }
 }
@@ -387,7 +428,7 @@ mod tests {
         ];
         assert_eq!(
             (MAP_LAYOUT_VERSION, sizes),
-            (4, [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 8, 12, 4])
+            (5, [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 16, 12, 4])
         );
     }
 

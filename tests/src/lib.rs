@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod frames;
+pub mod prog_run;
+
 /// The one line every test prints when not run as root.
 pub const NEED_ROOT: &str = "integration tests need root (run `cargo xtask test` as root)";
 
@@ -559,6 +562,12 @@ impl TestHost {
     /// `sh -c SCRIPT` inside the host, must succeed; returns stdout.
     pub fn sh_ok(&self, script: &str) -> String {
         self.ok(&["sh", "-c", script])
+    }
+
+    /// Pid of the process that holds the host's namespaces
+    /// (`/proc/<pid>/ns/net`, `/proc/<pid>/root` reach into them).
+    pub fn holder_pid(&self) -> u32 {
+        self.holder_pid
     }
 
     /// Path of the bpfnet binary under test.

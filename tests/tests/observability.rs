@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use bpfnet_tests::TestHost;
+use bpfnet_tests::{Bg, TestHost};
 
 fn endpoint<'a>(stats: &'a Value, sandbox: &str, net: &str) -> &'a Value {
     stats["endpoints"]
@@ -82,6 +82,29 @@ fn stats_count_packets_per_endpoint() {
     );
 }
 
+/// Sends, from `x`, `n` frames with a forged source address `src` (dropped
+/// as spoofed-source-ip).
+fn forge(h: &TestHost, x: &str, y: &str, net: &str, src: &str, n: u32) {
+    let (y_ip, x_mac, y_mac) = (h.ip_on(y, net), h.mac_of(x, "eth0"), h.mac_of(y, "eth0"));
+    let spec = format!("{x_mac},{y_mac},{src},{y_ip},bntmonit");
+    let o = h.py_in(Some(x), &["sendp", "eth0", &n.to_string(), &spec]);
+    assert!(o.success(), "{o}");
+}
+
+/// Waits until `monitor` is live: sends one probe drop (source `probe`) at a
+/// time until a line shows it. Whatever it printed before that line, it
+/// printed before the probe.
+fn wait_monitor_live(h: &TestHost, mon: &Bg, x: &str, y: &str, net: &str, probe: &str) {
+    for _ in 0..20 {
+        forge(h, x, y, net, probe, 1);
+        thread::sleep(Duration::from_millis(200));
+        if mon.lines().iter().any(|l| l.contains(probe)) {
+            return;
+        }
+    }
+    panic!("monitor never showed a probe drop:\n{:#?}", mon.lines());
+}
+
 /// `monitor` prints one line per dropped packet, naming the reason.
 #[test]
 fn monitor_streams_one_line_per_dropped_packet_with_its_reason() {
@@ -89,27 +112,98 @@ fn monitor_streams_one_line_per_dropped_packet_with_its_reason() {
     h.bpfnet_ok(&["network", "create", "net1"]);
     h.create("x", &["net1"]);
     h.create("y", &["net1"]);
-    let (y_ip, x_mac, y_mac) = (
-        h.ip_on("y", "net1"),
-        h.mac_of("x", "eth0"),
-        h.mac_of("y", "eth0"),
-    );
     let mut mon = h.bpfnet_spawn(&["monitor"]);
-    thread::sleep(Duration::from_millis(500));
-    let forged = format!("{x_mac},{y_mac},172.18.0.99,{y_ip},bntmonit");
-    let o = h.py_in(Some("x"), &["sendp", "eth0", "3", &forged]);
-    assert!(o.success(), "{o}");
-    mon.wait_contains("spoofed-source-ip", 3, Duration::from_secs(5));
+    wait_monitor_live(&h, &mon, "x", "y", "net1", "172.18.0.98");
+    forge(&h, "x", "y", "net1", "172.18.0.99", 3);
+    mon.wait_contains("172.18.0.99", 3, Duration::from_secs(5));
     thread::sleep(Duration::from_millis(300));
     let lines: Vec<String> = mon
         .lines()
         .into_iter()
-        .filter(|l| l.contains("spoofed-source-ip"))
+        .filter(|l| l.contains("172.18.0.99"))
         .collect();
     assert_eq!(lines.len(), 3, "one line per dropped packet: {lines:#?}");
     assert!(
-        lines.iter().all(|l| l.contains("172.18.0.99")),
-        "the forged source should appear in the line: {lines:#?}"
+        lines.iter().all(|l| l.contains("spoofed-source-ip")),
+        "the reason should appear in the line: {lines:#?}"
+    );
+}
+
+/// Unix time in nanoseconds of an RFC 3339 UTC timestamp
+/// (`2026-12-02T02:40:01.123456789Z`), None if it is not one.
+fn parse_rfc3339(t: &str) -> Option<i128> {
+    let b = t.as_bytes();
+    if b.len() != 30 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[29] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss, ns) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..29)?);
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(i128::from(
+        (days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000_000 + ns,
+    ))
+}
+
+fn unix_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as i128
+}
+
+/// Drops that happened before `monitor` started are not shown as if they
+/// were new (the pinned ring buffer still holds them); drops after are, each
+/// line starting with the time it was seen.
+#[test]
+fn monitor_shows_only_drops_after_it_starts_each_with_a_timestamp() {
+    let h = TestHost::new("monitor-fresh");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.create("x", &["net1"]);
+    h.create("y", &["net1"]);
+    let spoofed = h.drops("spoofed-source-ip");
+    forge(&h, "x", "y", "net1", "172.18.0.97", 3);
+    assert_eq!(
+        h.drops("spoofed-source-ip"),
+        spoofed + 3,
+        "the stale drops should have happened (and been counted)"
+    );
+    let started = unix_nanos();
+    let mut mon = h.bpfnet_spawn(&["monitor"]);
+    wait_monitor_live(&h, &mon, "x", "y", "net1", "172.18.0.98");
+    forge(&h, "x", "y", "net1", "172.18.0.96", 2);
+    mon.wait_contains("172.18.0.96", 2, Duration::from_secs(5));
+    let seen = unix_nanos();
+    let out = mon.stop();
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        !out.stdout.contains("172.18.0.97"),
+        "drops from before monitor started were shown:\n{out}"
+    );
+    assert!(
+        out.stderr.contains("skipped"),
+        "monitor should say it skipped the stale events:\n{out}"
+    );
+    let mut last = started;
+    for l in &lines {
+        let ts = l.split(' ').next().unwrap_or_default();
+        let t = parse_rfc3339(ts)
+            .unwrap_or_else(|| panic!("line does not start with an RFC 3339 timestamp: {l:?}"));
+        assert!(
+            (last..=seen).contains(&t),
+            "timestamp {ts} is not between the start of monitor (or the previous line) and now:\n{out}"
+        );
+        last = t;
+    }
+    assert!(
+        lines.iter().filter(|l| l.contains("172.18.0.96")).count() == 2,
+        "{out}"
     );
 }
 

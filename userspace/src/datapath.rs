@@ -31,8 +31,9 @@ use crate::{
     tc::{self, Direction, Filter, NewFilter, Tc},
 };
 
-/// The datapath object built by build.rs.
-static DATAPATH_OBJECT: &[u8] =
+/// The datapath object built by build.rs (public for the BPF_PROG_TEST_RUN
+/// tests, which load it without attaching it anywhere).
+pub static DATAPATH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpfnet-datapath"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -479,6 +480,61 @@ impl Datapath {
         })
     }
 
+    /// Removes an endpoint's entries, but the FDB and neighbour entries only
+    /// while they are still its own: once an address is free it may have
+    /// been given to another endpoint, whose entries have the same keys. The
+    /// FDB entry names its port; no FDB entry means nobody has published the
+    /// address since. Returns whether they were its own.
+    pub fn remove_endpoint_entries(&self, ifindex: Option<u32>, ep: &Endpoint) -> Result<bool> {
+        self.with_maps(|m| {
+            let owned = match m.fdb.get(&fdb_key(ep), 0) {
+                Ok(entry) => Some(entry.ifindex) == ifindex,
+                Err(MapError::KeyNotFound) => true,
+                Err(e) => return Err(e.into()),
+            };
+            if owned {
+                ignore_missing(m.fdb.remove(&fdb_key(ep)))?;
+                ignore_missing(m.neighbours.remove(&neighbour_key(ep)))?;
+            }
+            if let Some(ifindex) = ifindex {
+                ignore_missing(m.endpoints.remove(&ifindex))?;
+            }
+            Ok(owned)
+        })
+    }
+
+    /// Removes FDB entries whose port is not in `live_ifindex` and
+    /// neighbours whose (network, address) is not in `live_addr`; returns how
+    /// many went.
+    pub fn remove_unowned(
+        &self,
+        live_ifindex: &std::collections::BTreeSet<u32>,
+        live_addr: &std::collections::BTreeSet<(u32, u32)>,
+    ) -> Result<usize> {
+        self.with_maps(|m| {
+            let dead: Vec<FdbKey> = m
+                .fdb
+                .iter()
+                .filter_map(|e| e.ok())
+                .filter(|(_, v)| !live_ifindex.contains(&v.ifindex))
+                .map(|(k, _)| k)
+                .collect();
+            for k in &dead {
+                ignore_missing(m.fdb.remove(k))?;
+            }
+            let stale: Vec<NeighbourKey> = m
+                .neighbours
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !live_addr.contains(&(k.net_id, k.ip)))
+                .collect();
+            for k in &stale {
+                ignore_missing(m.neighbours.remove(k))?;
+            }
+            Ok(dead.len() + stale.len())
+        })
+    }
+
     pub fn endpoints(&self) -> Result<Vec<(u32, Endpoint)>> {
         self.with_maps(|m| Ok(m.endpoints.iter().collect::<Result<_, _>>()?))
     }
@@ -621,9 +677,22 @@ impl Datapath {
         })
     }
 
-    /// Streams drop events to `f` until it returns false.
-    pub async fn watch_drops(&self, mut f: impl FnMut(DropEvent) -> bool) -> Result<()> {
-        let ring = RingBuf::try_from(open_map(&self.paths, maps::DROP_EVENTS)?)?;
+    /// Streams drop events to `f` until it returns false: only those that
+    /// happen from now on. The ring keeps what no one read (it is pinned,
+    /// and its read position lives in the map), so what it holds when we
+    /// open it happened before: it is skipped, and its count returned to
+    /// `skipped` first.
+    pub async fn watch_drops(
+        &self,
+        skipped: impl FnOnce(usize),
+        mut f: impl FnMut(DropEvent) -> bool,
+    ) -> Result<()> {
+        let mut ring = RingBuf::try_from(open_map(&self.paths, maps::DROP_EVENTS)?)?;
+        let mut stale = 0;
+        while ring.next().is_some() {
+            stale += 1;
+        }
+        skipped(stale);
         // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for
         // as long as it is registered.
         let mut fd = unsafe { tokio::io::unix::AsyncFd::register(ring) }

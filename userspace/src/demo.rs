@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Result};
 
 use crate::{
-    controller::{Controller, NetworkCreate, SandboxCreate},
     exec,
+    ops::{Controller, NetworkCreate, SandboxCreate},
     paths::Paths,
     state::State,
     util::fmt_mac,
@@ -68,13 +68,13 @@ fn show(state: &State) {
 pub async fn run(paths: &Paths) -> Result<()> {
     let mut c = Controller::open(paths).await?;
     for name in SANDBOXES {
-        if c.snapshot().sandboxes.contains_key(name) {
+        if c.state().sandboxes.contains_key(name) {
             bail!(
                 "the demo needs the name {name:?}; remove that sandbox first (`bpfnet rm {name}`)"
             );
         }
     }
-    if c.snapshot().networks.contains_key("bridge2") {
+    if c.state().networks.contains_key("bridge2") {
         bail!("the demo needs the name \"bridge2\"; remove that network first (`bpfnet network rm bridge2`)");
     }
     let result = steps(&mut c).await;
@@ -110,11 +110,11 @@ async fn steps(c: &mut Controller) -> Result<()> {
             ..Default::default()
         })
         .await?;
-        show(c.snapshot());
+        show(c.state());
     }
     step("bpfnet network connect bridge2 busybox2");
     c.connect("bridge2", "busybox2", vec![], None).await?;
-    show(c.snapshot());
+    show(c.state());
     step("bpfnet create --name busybox3 --network bridge2");
     c.sandbox_create(SandboxCreate {
         name: "busybox3".into(),
@@ -122,7 +122,7 @@ async fn steps(c: &mut Controller) -> Result<()> {
         ..Default::default()
     })
     .await?;
-    show(c.snapshot());
+    show(c.state());
     println!("\n    busybox1 and busybox3 share no network: isolated, as in Docker.");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! free address from .2, so released addresses are reused.
 use std::net::Ipv4Addr;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use ipnet::Ipv4Net;
 
 use crate::state::{Network, State};
@@ -30,9 +30,36 @@ pub fn overlapping<'a>(state: &'a State, subnet: &Ipv4Net) -> Option<&'a Network
         .find(|n| n.subnet.is_some_and(|s| overlaps(&s, subnet)))
 }
 
-/// The next free default subnet for a user network.
-pub fn next_subnet(state: &State) -> Result<Ipv4Net> {
-    match default_pools().find(|p| overlapping(state, p).is_none()) {
+/// A route of the host that bpfnet did not make: a network that must not
+/// overlap it would steal the host's own traffic (its unreachable route
+/// replaces the host's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRoute {
+    pub dst: Ipv4Net,
+    /// The device it goes through ("" for routes without one).
+    pub dev: String,
+}
+
+/// Whether a route lies inside a bpfnet network (its unreachable route, an
+/// endpoint's /32, a linux-bridge's connected route).
+pub fn is_bpfnets(state: &State, dst: &Ipv4Net) -> bool {
+    state
+        .networks
+        .values()
+        .any(|n| n.subnet.is_some_and(|s| s.contains(dst)))
+}
+
+/// The host route `subnet` overlaps, if any.
+pub fn host_conflict<'a>(routes: &'a [HostRoute], subnet: &Ipv4Net) -> Option<&'a HostRoute> {
+    routes.iter().find(|r| overlaps(&r.dst, subnet))
+}
+
+/// The next free default subnet for a user network: not used by another
+/// network, not routed by the host already.
+pub fn next_subnet(state: &State, host: &[HostRoute]) -> Result<Ipv4Net> {
+    match default_pools()
+        .find(|p| overlapping(state, p).is_none() && host_conflict(host, p).is_none())
+    {
         Some(p) => Ok(p),
         None => {
             bail!("all default address pools are in use; give the network a subnet with --subnet")
@@ -40,9 +67,16 @@ pub fn next_subnet(state: &State) -> Result<Ipv4Net> {
     }
 }
 
-/// Parses `--subnet`: a network address with a prefix length.
+/// Parses `--subnet`: an IPv4 network address with a prefix length, of a
+/// range a network can own (not loopback, multicast or reserved).
 pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
     let Ok(net) = s.parse::<Ipv4Net>() else {
+        if s.parse::<ipnet::Ipv6Net>().is_ok() {
+            bail!("invalid subnet {s:?}: IPv6 is not supported; give an IPv4 CIDR such as 10.10.0.0/16");
+        }
+        if s.parse::<Ipv4Addr>().is_ok() {
+            bail!("invalid subnet {s:?}: the prefix length is missing, e.g. {s}/24");
+        }
         bail!("invalid subnet {s:?}: expected an IPv4 CIDR such as 10.10.0.0/16");
     };
     if net.prefix_len() > 30 {
@@ -54,7 +88,25 @@ pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
             net.trunc()
         );
     }
+    let reserved: [(&str, &str); 4] = [
+        ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
+        ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+        ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+        ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
+    ];
+    for (range, what) in reserved {
+        let range: Ipv4Net = range.parse().expect("valid");
+        if overlaps(&range, &net) {
+            bail!("invalid subnet {s:?}: it overlaps the {what} range; choose a private range such as 10.10.0.0/16");
+        }
+    }
     Ok(net)
+}
+
+/// Parses `--gateway`.
+pub fn parse_gateway(s: &str) -> Result<Ipv4Addr> {
+    s.parse()
+        .map_err(|_| anyhow!("invalid gateway {s:?}: expected an IPv4 address such as 10.10.0.1"))
 }
 
 /// Checks a gateway given with `--gateway`.
@@ -157,10 +209,24 @@ mod tests {
         state
             .networks
             .insert("bridge".into(), net("bridge", "172.17.0.0/16"));
-        assert_eq!(next_subnet(&state).unwrap().to_string(), "172.18.0.0/16");
+        assert_eq!(
+            next_subnet(&state, &[]).unwrap().to_string(),
+            "172.18.0.0/16"
+        );
         state.networks.insert("a".into(), net("a", "172.18.0.0/16"));
         state.networks.insert("b".into(), net("b", "172.19.5.0/24"));
-        assert_eq!(next_subnet(&state).unwrap().to_string(), "172.20.0.0/16");
+        assert_eq!(
+            next_subnet(&state, &[]).unwrap().to_string(),
+            "172.20.0.0/16"
+        );
+        let host = [HostRoute {
+            dst: "172.20.5.0/24".parse().unwrap(),
+            dev: "eth1".into(),
+        }];
+        assert_eq!(
+            next_subnet(&state, &host).unwrap().to_string(),
+            "172.21.0.0/16"
+        );
     }
 
     #[test]
@@ -227,6 +293,16 @@ mod tests {
             .to_string()
             .contains("did you mean 10.0.0.0/24"));
         assert!(parse_subnet("nonsense").is_err());
+        for (bad, says) in [
+            ("127.0.0.0/16", "loopback"),
+            ("224.1.0.0/16", "multicast"),
+            ("0.0.0.0/0", "this network"),
+            ("10.0.0.0", "prefix length is missing"),
+            ("fd00::/64", "IPv6"),
+        ] {
+            let e = parse_subnet(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
         let s = parse_subnet("10.0.0.0/24").unwrap();
         assert!(check_gateway(&s, "10.0.1.1".parse().unwrap()).is_err());
         assert!(check_gateway(&s, "10.0.0.254".parse().unwrap()).is_ok());

@@ -7,11 +7,12 @@ use std::{
 
 use anyhow::{anyhow, Context as _, Result};
 use futures::TryStreamExt as _;
+use ipnet::Ipv4Net;
 use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
-        route::{RouteMessage, RouteScope, RouteType},
+        route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType},
         rule::RuleAction,
     },
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
@@ -80,6 +81,47 @@ impl Netlink {
             .await
             .context("listing links")?;
         Ok(msgs.into_iter().map(link_of).collect())
+    }
+
+    /// The IPv4 routes of the main table other than the default route:
+    /// (destination, output interface).
+    pub async fn ipv4_routes(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")?;
+        let mut out = vec![];
+        for m in msgs {
+            let table = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(m.header.table));
+            let len = m.header.destination_prefix_length;
+            if table != u32::from(RouteHeader::RT_TABLE_MAIN) || len == 0 {
+                continue;
+            }
+            let mut dst = None;
+            let mut oif = None;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            if let Some(net) = dst.and_then(|d| Ipv4Net::new(d, len).ok()) {
+                out.push((net, oif));
+            }
+        }
+        Ok(out)
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {

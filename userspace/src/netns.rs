@@ -80,25 +80,68 @@ fn bind(source: &Path, name: &str) -> Result<()> {
 }
 
 /// Creates a new, empty network namespace named `name` (only `lo`, down).
-pub fn create(name: &str) -> Result<()> {
+/// `noted` learns its inode before the name exists, so that a crash in
+/// between leaves nothing unaccounted for.
+pub fn create(name: &str, noted: &mut (dyn FnMut(u64) -> Result<()> + Send)) -> Result<()> {
     std::thread::scope(|s| {
         s.spawn(|| {
             unshare(CloneFlags::CLONE_NEWNET).context("creating network namespace")?;
-            bind(Path::new("/proc/thread-self/ns/net"), name)
+            let own = Path::new("/proc/thread-self/ns/net");
+            noted(inode_of(own).context("reading the new namespace's inode")?)?;
+            bind(own, name)
         })
         .join()
         .map_err(|_| anyhow!("netns thread panicked"))?
     })
 }
 
-/// Names the host's own namespace `name` (a `host` sandbox).
-pub fn create_host_alias(name: &str) -> Result<()> {
-    bind(Path::new("/proc/self/ns/net"), name)
+/// The namespace of the host itself (a `host` sandbox names it).
+pub const HOST_NETNS: &str = "/proc/self/ns/net";
+
+/// Names the namespace at `source` (the host's, or another sandbox's) `name`
+/// too; `noted` learns its inode first.
+pub fn create_alias(
+    name: &str,
+    source: &Path,
+    noted: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<()> {
+    noted(inode_of(source).with_context(|| format!("reading {}", source.display()))?)?;
+    bind(source, name)
 }
 
-/// Names `other`'s namespace `name` too (a `container:OTHER` sandbox).
-pub fn create_alias(name: &str, other: &str) -> Result<()> {
-    bind(&netns_path(other), name)
+fn inode_of(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map(|m| m.ino())
+}
+
+/// The inode of the namespace named `name`, if one is bound there.
+pub fn inode(name: &str) -> Option<u64> {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let path = netns_path(name);
+    let fs = nix::sys::statfs::statfs(&path).ok()?;
+    (fs.filesystem_type().0 == NSFS_MAGIC)
+        .then(|| inode_of(&path).ok())
+        .flatten()
+}
+
+/// Removes the name `name` if it is bound to the namespace `inode` (or is
+/// the empty placeholder file a crash between creating the name and binding
+/// it leaves). Anything else there is not ours and stays.
+pub fn delete_if(name: &str, inode: u64) -> Result<bool> {
+    match self::inode(name) {
+        Some(i) if i == inode => delete(name).map(|()| true),
+        Some(_) => Ok(false),
+        None => {
+            let path = netns_path(name);
+            let placeholder = std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.file_type().is_file() && m.len() == 0);
+            if placeholder {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+            Ok(placeholder)
+        }
+    }
 }
 
 pub fn open(name: &str) -> Result<OwnedFd> {

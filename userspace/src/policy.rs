@@ -6,7 +6,7 @@
 //! the same entries.
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use bpfnet_common::{action, PolicyKey, PolicyValue, RULE_LINK};
 use serde::{Deserialize, Serialize};
 
@@ -55,22 +55,28 @@ pub struct Rule {
 impl Traffic {
     /// `N`, `N-M`, with `/tcp` or `/udp` (both if omitted).
     pub fn parse_port(s: &str) -> Result<Self> {
-        let bad = || {
-            anyhow::anyhow!(
-                "invalid port {s:?}: expected N, N-M, N/tcp or N-M/udp with ports 1-65535"
-            )
-        };
+        const FORM: &str = "expected N, N-M, N/tcp or N-M/udp with ports 1-65535";
         let (range, proto) = match s.split_once('/') {
             Some((r, "tcp")) => (r, Some(Proto::Tcp)),
             Some((r, "udp")) => (r, Some(Proto::Udp)),
-            Some(_) => return Err(bad()),
+            Some((_, p)) => bail!("invalid port {s:?}: unknown protocol {p:?}; use tcp or udp"),
             None => (s, None),
         };
         let (a, b) = range.split_once('-').unwrap_or((range, range));
-        let first: u16 = a.parse().map_err(|_| bad())?;
-        let last: u16 = b.parse().map_err(|_| bad())?;
-        if first == 0 || last < first {
-            return Err(bad());
+        let port = |p: &str| -> Result<u16> {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                bail!("invalid port {s:?}: {FORM}");
+            }
+            match p.parse::<u32>() {
+                Ok(n @ 1..=65535) => Ok(n as u16),
+                _ => bail!("invalid port {s:?}: {p} is out of range; ports are 1-65535"),
+            }
+        };
+        let (first, last) = (port(a)?, port(b)?);
+        if last < first {
+            bail!(
+                "invalid port {s:?}: the range ends before it starts; write it as {last}-{first}"
+            );
         }
         if u32::from(last - first) >= MAX_PORT_RANGE {
             bail!("invalid port {s:?}: ranges are limited to {MAX_PORT_RANGE} ports");
@@ -152,14 +158,21 @@ struct ImportRule {
 
 /// Rules of `bpfnet policy import`, as `policy add` would take them.
 pub fn parse_import(text: &str) -> Result<Vec<(String, String, Traffic, Action)>> {
-    let rules: Vec<ImportRule> = serde_json::from_str(text)?;
+    let rules: Vec<ImportRule> = serde_json::from_str(text).map_err(|e| {
+        anyhow!("not a JSON array of {{\"from\", \"to\", \"port\"?, \"icmp\"?, \"action\"?}} rules: {e}")
+    })?;
+    if rules.is_empty() {
+        bail!("no rules in it; nothing to import");
+    }
     rules
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
             let traffic = match (&r.port, r.icmp) {
-                (Some(_), true) => bail!("rule {i}: port and icmp exclude each other"),
-                (Some(p), false) => Traffic::parse_port(p)?,
+                (Some(_), true) => bail!("rule #{}: port and icmp exclude each other", i + 1),
+                (Some(p), false) => {
+                    Traffic::parse_port(p).map_err(|e| anyhow!("rule #{}: {e}", i + 1))?
+                }
                 (None, true) => Traffic::Icmp,
                 (None, false) => Traffic::Any,
             };
@@ -173,6 +186,9 @@ pub fn check_selector(state: &State, sel: &str) -> Result<()> {
     if sel == "*" {
         return Ok(());
     }
+    if sel.is_empty() || sel == "net:" {
+        bail!("empty selector {sel:?}: a selector is a sandbox name, net:NETWORK or *");
+    }
     if let Some(net) = sel.strip_prefix("net:") {
         if !state.networks.contains_key(net) {
             bail!("network {net:?} not found (in selector {sel:?}); list networks with `bpfnet network ls`");
@@ -181,6 +197,26 @@ pub fn check_selector(state: &State, sel: &str) -> Result<()> {
     }
     if !state.sandboxes.contains_key(sel) {
         bail!("sandbox {sel:?} not found; a selector is a sandbox name, net:NETWORK or *");
+    }
+    Ok(())
+}
+
+/// Checks the selectors of rules about to be added; with several rules (an
+/// import), the error says which one (#1 is the first).
+pub fn check_rules(state: &State, rules: &[(String, String, Traffic, Action)]) -> Result<()> {
+    for (i, (from, to, ..)) in rules.iter().enumerate() {
+        let check = || -> Result<()> {
+            check_selector(state, from)?;
+            check_selector(state, to)?;
+            if from == to {
+                bail!("--from and --to are the same ({from}); a rule is between two different selectors");
+            }
+            Ok(())
+        };
+        match check() {
+            Err(e) if rules.len() > 1 => bail!("rule #{}: {e}", i + 1),
+            r => r?,
+        }
     }
     Ok(())
 }

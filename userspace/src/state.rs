@@ -1,9 +1,9 @@
 //! bpfnet's state: one JSON file under the state directory, written
 //! atomically (temp file + rename) and guarded by an advisory lock so that
 //! concurrent invocations serialise.
-use std::{collections::BTreeMap, fs::File, io::Write as _, net::Ipv4Addr, path::Path};
+use std::{collections::BTreeMap, fs::File, net::Ipv4Addr, path::Path};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use ipnet::Ipv4Net;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -130,8 +130,18 @@ pub struct Sandbox {
     pub links: Vec<Link>,
 }
 
+/// Layout of the state file; a file from a newer bpfnet is refused.
+pub const STATE_VERSION: u32 = 1;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
+    /// `STATE_VERSION` of the bpfnet that wrote it (0: written before it
+    /// was recorded; the same layout).
+    #[serde(default)]
+    pub version: u32,
+    /// The last operation that committed (see `ops::journal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_op: Option<String>,
     pub networks: BTreeMap<String, Network>,
     pub sandboxes: BTreeMap<String, Sandbox>,
     /// Policy rules between networks, by id, kept by name.
@@ -205,16 +215,11 @@ impl Locked {
     }
 
     /// Writes the state atomically.
-    pub fn save(&self) -> Result<()> {
-        let path = self.paths.state_file();
-        let tmp = path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    pub fn save(&mut self) -> Result<()> {
+        self.state.version = STATE_VERSION;
         let mut bytes = serde_json::to_vec_pretty(&self.state)?;
         bytes.push(b'\n');
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        crate::fsutil::atomic_write(&self.paths.state_file(), &bytes, 0o600)
     }
 }
 
@@ -223,15 +228,96 @@ pub fn snapshot(paths: &Paths) -> Result<State> {
     read(&paths.state_file())
 }
 
+/// Parses a state file and checks that it holds together (every name
+/// matches its key, every endpoint's network exists, every rule matches
+/// its id): the commands index by these names.
+pub fn parse(bytes: &[u8]) -> Result<State> {
+    let state: State = serde_json::from_slice(bytes)?;
+    state.validate()?;
+    Ok(state)
+}
+
+impl State {
+    fn validate(&self) -> Result<()> {
+        for (key, n) in &self.networks {
+            if *key != n.name {
+                bail!("network {key:?} is listed under the name {:?}", n.name);
+            }
+        }
+        for (key, s) in &self.sandboxes {
+            if *key != s.name {
+                bail!("sandbox {key:?} is listed under the name {:?}", s.name);
+            }
+            for e in &s.endpoints {
+                if !self.networks.contains_key(&e.network) {
+                    bail!(
+                        "sandbox {key:?} has an endpoint on network {:?}, which does not exist",
+                        e.network
+                    );
+                }
+            }
+        }
+        for (id, r) in &self.policies {
+            if *id != r.id {
+                bail!("rule {id} is listed under the id {}", r.id);
+            }
+        }
+        Ok(())
+    }
+}
+
 fn read(path: &Path) -> Result<State> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is corrupt; move it away and run `bpfnet gc`",
-                path.display()
-            )
-        }),
+        Ok(bytes) => {
+            // The version first: a newer layout may not parse as this one.
+            #[derive(Deserialize)]
+            struct Version {
+                #[serde(default)]
+                version: u32,
+            }
+            if let Ok(Version { version }) = serde_json::from_slice(&bytes) {
+                if version > STATE_VERSION {
+                    bail!(
+                        "{} was written by a newer bpfnet (state version {version}, this one reads up to {STATE_VERSION}); use that bpfnet",
+                        path.display(),
+                    );
+                }
+            }
+            parse(&bytes).with_context(|| {
+                format!(
+                    "{} is corrupt; restore it from a backup, or move it away and run `bpfnet gc`",
+                    path.display()
+                )
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{"networks": {"n": {"id": "x", "name": "n", "created": "", "driver": "bridge",
+        "net_id": 1, "subnet": "10.1.0.0/16", "gateway": "10.1.0.1", "internal": false, "options": {}}},
+        "sandboxes": {"s": {"id": "y", "name": "s", "created": "", "mode": {"networks": "n"},
+        "endpoints": [{"id": "z", "network": "n", "ifname": "eth0", "host_ifname": "bnz",
+        "ip": "10.1.0.2", "mac": [2, 66, 10, 1, 0, 2], "slot": 0}]}}}"#;
+
+    #[test]
+    fn a_consistent_state_parses() {
+        let s = parse(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(s.endpoints().count(), 1);
+    }
+
+    #[test]
+    fn a_state_that_does_not_hold_together_is_refused() {
+        let dangling = SAMPLE.replace(r#""network": "n""#, r#""network": "gone""#);
+        let e = parse(dangling.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("network \"gone\", which does not exist"), "{e}");
+        let renamed = SAMPLE.replace(r#""name": "s""#, r#""name": "t""#);
+        let e = parse(renamed.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("listed under the name \"t\""), "{e}");
     }
 }

@@ -6,12 +6,12 @@ use bpfnet_common::{hook, DropReason, EndpointCounters};
 use serde_json::{json, Value};
 
 use crate::{
-    controller::Controller,
     datapath::Datapath,
     inspect::table,
+    ops::Controller,
     paths::Paths,
     state::{snapshot, DriverKind},
-    util::{fmt_mac, ip_from_key},
+    util::{fmt_mac, ip_from_key, now_rfc3339},
 };
 
 pub struct EndpointStats {
@@ -28,7 +28,7 @@ pub struct Report {
 
 /// Counters of every eBPF endpoint (or of one sandbox's) and drops by reason.
 pub async fn collect(c: &Controller, sandbox: Option<&str>) -> Result<Report> {
-    let state = c.snapshot();
+    let state = c.state();
     if let Some(name) = sandbox {
         if !state.sandboxes.contains_key(name) {
             anyhow::bail!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`");
@@ -135,13 +135,19 @@ fn endpoint_name(paths: &Paths, ifindex: u32) -> String {
         .unwrap_or(ifname)
 }
 
-/// Prints one line per dropped packet until interrupted, like `cilium monitor`.
-/// Holds no lock: other commands go on while it runs.
+/// Prints one line per dropped packet until interrupted, like `cilium monitor`,
+/// each starting with the time it was read (RFC 3339, UTC): only drops that
+/// happen after it starts. Holds no lock: other commands go on while it runs.
 pub async fn monitor(paths: &Paths) -> Result<()> {
     let dp = Datapath::open_or_load(paths)?;
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
-    eprintln!("Listening for dropped packets. Press Ctrl-C to quit.");
-    dp.watch_drops(|ev| {
+    let skipped = |n: usize| {
+        if n > 0 {
+            eprintln!("(skipped {n} drop event(s) recorded before monitor started)");
+        }
+        eprintln!("Listening for dropped packets. Press Ctrl-C to quit.");
+    };
+    dp.watch_drops(skipped, |ev| {
         let who = names
             .entry(ev.ifindex)
             .or_insert_with(|| endpoint_name(paths, ev.ifindex));
@@ -171,7 +177,8 @@ pub async fn monitor(paths: &Paths) -> Result<()> {
             String::new()
         };
         println!(
-            "xx drop ({reason}{rule}) {dir} {who}: {what}, {} -> {}",
+            "{} drop ({reason}{rule}) {dir} {who}: {what}, {} -> {}",
+            now_rfc3339(),
             fmt_mac(&ev.src_mac),
             fmt_mac(&ev.dst_mac)
         );

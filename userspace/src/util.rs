@@ -1,5 +1,7 @@
 //! Small helpers: ids, timestamps, MACs.
-use std::{io::Read, net::Ipv4Addr};
+use std::{collections::BTreeMap, io::Read, net::Ipv4Addr};
+
+use anyhow::{bail, Result};
 
 /// A 64-hex-digit random id, as Docker's.
 pub fn new_id() -> String {
@@ -58,13 +60,127 @@ pub fn ip_from_key(key: u32) -> Ipv4Addr {
     Ipv4Addr::from(key.to_ne_bytes())
 }
 
+/// Longest name of a network, sandbox or alias: it becomes a file name
+/// (`/run/netns/NAME`, `/etc/netns/NAME`) and a DNS label (at most 63 bytes)
+/// in places, so the DNS limit rules.
+pub const MAX_NAME_LEN: usize = 63;
+
 /// Names of networks and sandboxes: Docker's rule, and short enough to be a
-/// file name.
+/// file name and a DNS label.
 pub fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && name.len() <= 64
+    check_name("", name).is_ok()
+}
+
+/// Checks a user-given name (`what` is "network", "sandbox" or "alias") and
+/// says exactly what is wrong with it. Names end up as file names under
+/// /run/netns and /etc/netns and as DNS names, hence no `/`, no leading `.`
+/// or `-`, ASCII only.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    const RULE: &str = "use letters, digits, '_', '.' and '-', starting with a letter or digit";
+    let Some(first) = name.chars().next() else {
+        bail!("{what} name is empty; {RULE}");
+    };
+    if name.len() > MAX_NAME_LEN {
+        bail!(
+            "{what} name {name:?} is too long ({} bytes, at most {MAX_NAME_LEN})",
+            name.len()
+        );
+    }
+    if !first.is_ascii_alphanumeric() {
+        bail!("invalid {what} name {name:?}: it starts with {first:?}; {RULE}");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c)))
+    {
+        bail!("invalid {what} name {name:?}: {c:?} is not allowed; {RULE}");
+    }
+    Ok(())
+}
+
+/// Options of `bpfnet network create -o KEY=VALUE` that bpfnet honours, each
+/// a boolean. Anything else is refused rather than silently ignored.
+pub const NETWORK_OPTIONS: &[&str] = &[
+    "icc",
+    "com.docker.network.bridge.enable_icc",
+    "bpfnet.flood",
+];
+
+/// Parses `-o KEY=VALUE` options of `network create`.
+pub fn parse_network_options(opts: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for o in opts {
+        let Some((k, v)) = o.split_once('=') else {
+            bail!("invalid option {o:?}: expected KEY=VALUE, e.g. -o icc=false");
+        };
+        if !NETWORK_OPTIONS.contains(&k) {
+            bail!(
+                "unknown option {k:?} (in -o {o:?}); bpfnet knows {}",
+                NETWORK_OPTIONS.join(", ")
+            );
+        }
+        if v != "true" && v != "false" {
+            bail!("invalid value {v:?} for option {k}: use true or false");
+        }
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            bail!("option {k} is given twice; give it once");
+        }
+    }
+    Ok(out)
+}
+
+/// One line out of clap's multi-line usage error (`error: …`, a tip, the
+/// usage line, a pointer to --help): what is wrong and what to do, as every
+/// other error of bpfnet.
+pub fn one_line_usage_error(rendered: &str) -> String {
+    let mut what = String::new();
+    let mut tips = vec![];
+    let mut usage = None;
+    let mut in_error = false;
+    for raw in rendered.lines() {
+        let line = raw.trim();
+        if let Some(rest) = line.strip_prefix("error: ") {
+            what = rest.to_string();
+            in_error = true;
+            continue;
+        }
+        // The indented lines right after `error:` belong to it (the missing
+        // arguments, for one).
+        if in_error && raw.starts_with("  ") && !line.starts_with("tip: ") && !line.starts_with('[')
+        {
+            what = format!("{} {line}", what.trim_end());
+            continue;
+        }
+        in_error = false;
+        if let Some(rest) = line.strip_prefix("tip: ") {
+            tips.push(rest.to_string());
+        } else if line.starts_with("[possible values:") {
+            tips.push(line.trim_matches(['[', ']']).to_string());
+        } else if let Some(rest) = line.strip_prefix("Usage: ") {
+            usage = Some(rest.to_string());
+        }
+    }
+    if what.is_empty() {
+        what = rendered
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+    }
+    let mut out = what;
+    for t in tips {
+        out.push_str(&format!("; {t}"));
+    }
+    if let Some(u) = usage {
+        // "bpfnet network create [OPTIONS] <NAME>" → "bpfnet network create"
+        let cmd: Vec<&str> = u
+            .split_whitespace()
+            .take_while(|w| !w.starts_with('[') && !w.starts_with('<') && !w.starts_with('-'))
+            .collect();
+        out.push_str(&format!("; usage: {u} (see `{} --help`)", cmd.join(" ")));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -86,7 +202,59 @@ mod tests {
         assert!(!valid_name("bad name!"));
         assert!(!valid_name("-leading"));
         assert!(!valid_name(""));
-        assert!(!valid_name(&"a".repeat(65)));
+        assert!(!valid_name(&"a".repeat(64)));
+        assert!(valid_name(&"a".repeat(63)));
+        assert!(!valid_name("café"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name(".."));
+    }
+
+    #[test]
+    fn name_errors_say_what_is_wrong() {
+        let e = |n: &str| check_name("sandbox", n).unwrap_err().to_string();
+        assert!(e("").starts_with("sandbox name is empty"));
+        assert!(e(&"a".repeat(64)).contains("too long (64 bytes, at most 63)"));
+        assert!(e("a/b").contains("'/' is not allowed"));
+        assert!(e("-x").contains("it starts with '-'"));
+        assert!(e("x\ny").contains("'\\n' is not allowed"), "{}", e("x\ny"));
+    }
+
+    #[test]
+    fn network_options_are_known_booleans_given_once() {
+        let o = |v: &[&str]| {
+            parse_network_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(o(&["icc=false"]).unwrap()["icc"], "false");
+        assert!(o(&["icc"])
+            .unwrap_err()
+            .to_string()
+            .contains("expected KEY=VALUE"));
+        assert!(o(&["icc=no"])
+            .unwrap_err()
+            .to_string()
+            .contains("use true or false"));
+        assert!(o(&["=x"])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown option \"\""));
+        assert!(o(&["icc=true", "icc=false"])
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <NAME>\n\nUsage: bpfnet network create <NAME>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line_usage_error(rendered),
+            "the following required arguments were not provided: <NAME>; usage: bpfnet network create <NAME> (see `bpfnet network create --help`)"
+        );
+        let rendered = "error: unexpected argument '--ip' found\n\n  tip: to pass '--ip' as a value, use '-- --ip'\n\nUsage: bpfnet network create [OPTIONS] <NAME>\n";
+        assert_eq!(
+            one_line_usage_error(rendered),
+            "unexpected argument '--ip' found; to pass '--ip' as a value, use '-- --ip'; usage: bpfnet network create [OPTIONS] <NAME> (see `bpfnet network create --help`)"
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub fn bootstrap() -> Result<()> {
     let start = Instant::now();
     let mut worked = nightly()?;
     worked |= bpf_linker()?;
+    worked |= cargo_tool("cargo-machete", MACHETE_VERSION)?;
     worked |= packages()?;
     if !worked {
         println!(
@@ -50,6 +51,29 @@ pub fn bootstrap() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Finds dependencies declared but unused (`cargo xtask test` runs it).
+const MACHETE_VERSION: &str = "0.9.2";
+
+/// A cargo subcommand from crates.io, installed at `version` when missing.
+fn cargo_tool(name: &str, version: &str) -> Result<bool> {
+    let bin = cmd::cargo_home()?.join("bin").join(name);
+    let have = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(version));
+    if have {
+        return Ok(false);
+    }
+    println!("bootstrap: installing {name} {version}");
+    run(
+        Command::new("cargo")
+            .args(["install", name, "--version", version, "--locked", "--force"])
+            .current_dir(cmd::home()?),
+        &format!("cargo install {name} {version}"),
+    )?;
+    Ok(true)
 }
 
 fn rustup() -> Command {

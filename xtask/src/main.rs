@@ -2,6 +2,7 @@
 mod bench;
 mod bootstrap;
 mod cmd;
+mod fuzz;
 
 use std::{
     env, fs,
@@ -50,6 +51,14 @@ enum Cmd {
     Demo,
     /// Formatting, lints (host and eBPF), build, unit and integration tests.
     Test,
+    /// Runs every fuzz target (cargo-fuzz, nightly) for a while each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (default: all of fuzz/Cargo.toml).
+        targets: Vec<String>,
+    },
     /// Benchmarks against the Linux bridge.
     Bench {
         /// Short runs only.
@@ -81,6 +90,7 @@ fn main() -> ExitCode {
         Cmd::Unload => unload(),
         Cmd::Demo => demo(),
         Cmd::Test => test().map(|()| ExitCode::SUCCESS),
+        Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets).map(|()| ExitCode::SUCCESS),
         Cmd::Bench { quick } => bench::bench(quick).map(|()| ExitCode::SUCCESS),
         Cmd::BenchAttachMinimal { obj, pairs } => {
             bench::minimal::attach(&obj, &pairs).map(|()| ExitCode::SUCCESS)
@@ -187,6 +197,15 @@ fn unload() -> Result<ExitCode> {
     run_product(Command::new(bin).args(["datapath", "unload"]))
 }
 
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 10;
+
+/// Every cargo command of `cargo xtask test` builds bpfnet with the same
+/// features: the build script (which builds the eBPF object, a minute or
+/// more) then runs once instead of once per feature set. The fault points
+/// are inert unless BPFNET_FAULT is set; the crash tests set it.
+const TEST_FEATURES: [&str; 2] = ["--features", "bpfnet/fault-injection"];
+
 /// One `cargo xtask test` step.
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     println!("==> {name}");
@@ -212,11 +231,19 @@ fn test() -> Result<()> {
                     "--exclude",
                     "datapath-ebpf",
                     "--all-targets",
+                    TEST_FEATURES[0],
+                    TEST_FEATURES[1],
                     "--",
                     "-D",
                     "warnings",
                 ]),
                 "cargo clippy",
+            )
+        })?;
+        step("unused dependencies", || {
+            run(
+                Command::new("cargo").args(["machete"]).current_dir(&root),
+                "cargo machete",
             )
         })?;
         step("clippy (eBPF)", || {
@@ -237,9 +264,10 @@ fn test() -> Result<()> {
             run(&mut c, "cargo +nightly clippy -p datapath-ebpf")
         })?;
         step("build", || {
+            // The integration tests run this binary.
             run(
-                &mut cargo(["build", "-p", "bpfnet"]),
-                "cargo build -p bpfnet",
+                &mut cargo(["build", "-p", "bpfnet", TEST_FEATURES[0], TEST_FEATURES[1]]),
+                "cargo build -p bpfnet --features fault-injection",
             )
         })?;
         step("unit tests", || {
@@ -251,17 +279,31 @@ fn test() -> Result<()> {
                     "datapath-ebpf",
                     "--exclude",
                     "bpfnet-tests",
+                    TEST_FEATURES[0],
+                    TEST_FEATURES[1],
                 ]),
                 "cargo test (unit)",
             )
         })?;
+        // A short run of every fuzz target: the parsers still hold on what
+        // the committed seeds and the corpus of earlier runs hold, and a
+        // little beyond.
+        step("fuzz (short)", || fuzz::fuzz(FUZZ_SECONDS_IN_TEST, &[]))?;
         step("integration tests", || {
             if !cmd::is_root() {
                 bail!("integration tests need root; run as root");
             }
             run(
-                cargo(["test", "-p", "bpfnet-tests", "--", "--test-threads=2"])
-                    .env("BPFNET_BIN", root.join("target/debug/bpfnet")),
+                cargo([
+                    "test",
+                    "-p",
+                    "bpfnet-tests",
+                    TEST_FEATURES[0],
+                    TEST_FEATURES[1],
+                    "--",
+                    "--test-threads=2",
+                ])
+                .env("BPFNET_BIN", root.join("target/debug/bpfnet")),
                 "cargo test -p bpfnet-tests",
             )
         })?;

@@ -1,6 +1,6 @@
 //! One DNS message in, one decision out: the pure core of the responder,
 //! shared by UDP and TCP and fuzzed by the tests.
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, sync::Arc};
 
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, ResponseCode},
@@ -27,8 +27,12 @@ pub enum Transport {
 pub enum Action {
     /// Send these bytes back.
     Reply(Vec<u8>),
-    /// Not ours: relay the query upstream; send `servfail` if that fails.
-    Forward { servfail: Vec<u8> },
+    /// Not ours: relay the query upstream, within the limits of `sandbox`
+    /// (the requester's); send `servfail` if that fails.
+    Forward {
+        servfail: Vec<u8>,
+        sandbox: Arc<str>,
+    },
     /// No answer at all.
     Drop,
 }
@@ -61,10 +65,18 @@ pub fn handle(table: &Table, src: Ipv4Addr, query: &[u8], transport: Transport) 
     let owner = q.name().clone();
     match res {
         Resolution::NotRequester => Action::Drop,
-        Resolution::Unknown => Action::Forward {
-            servfail: encode(&response(&req, ResponseCode::ServFail, vec![])),
+        Resolution::Unknown { forward: true } => match table.sandbox_of(src) {
+            Some(sandbox) => Action::Forward {
+                servfail: encode(&response(&req, ResponseCode::ServFail, vec![])),
+                sandbox,
+            },
+            None => Action::Drop,
         },
-        Resolution::Hidden => reply(&req, ResponseCode::NXDomain, vec![], transport),
+        // Not authoritative: we claim nothing about the name, only that this
+        // requester gets no answer from outside.
+        Resolution::Unknown { forward: false } => {
+            reply(&req, ResponseCode::NXDomain, vec![], transport)
+        }
         Resolution::Addrs(addrs) => {
             let answers = if matches!(qtype, RecordType::A | RecordType::ANY) {
                 addrs
@@ -89,7 +101,9 @@ pub fn handle(table: &Table, src: Ipv4Addr, query: &[u8], transport: Transport) 
 fn response(req: &Message, code: ResponseCode, answers: Vec<Record>) -> Message {
     let mut m = Message::response(req.metadata.id, req.metadata.op_code);
     m.metadata.response_code = code;
-    m.metadata.authoritative = code != ResponseCode::ServFail;
+    // NOERROR is only ever an answer from our own names; errors and
+    // NXDOMAIN (internal requesters) claim nothing about the name.
+    m.metadata.authoritative = code == ResponseCode::NoError;
     m.metadata.recursion_desired = req.metadata.recursion_desired;
     m.metadata.recursion_available = true;
     m.metadata.checking_disabled = req.metadata.checking_disabled;
@@ -207,26 +221,51 @@ mod tests {
     }
 
     #[test]
-    fn hidden_names_are_nxdomain_and_unknown_ones_forwarded() {
+    fn names_of_other_networks_are_forwarded_like_unknown_ones() {
         let t = Table::build(&sample(), &[]);
+        // `web` exists on net1 only; api (net2) gets the same treatment for
+        // it as for a name nobody has: a forward, keyed by api's sandbox.
+        for (name, id) in [("web.", 7), ("example.org.", 9)] {
+            let Action::Forward { servfail, sandbox } = handle(
+                &t,
+                ip("172.19.0.2"),
+                &query(name, RecordType::A, id),
+                Transport::Udp,
+            ) else {
+                panic!("expected a forward for {name}");
+            };
+            assert_eq!(&*sandbox, "api000000000ffffffffffff");
+            let m = Message::from_vec(&servfail).unwrap();
+            assert_eq!(m.metadata.id, id);
+            assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+            assert!(!m.metadata.authoritative);
+        }
+    }
+
+    #[test]
+    fn internal_only_requesters_get_nxdomain_over_udp_and_tcp_never_a_forward() {
+        let t = Table::build(&sample(), &[]);
+        for (name, qtype) in [
+            ("secret-payload.exfil.example.", RecordType::A),
+            ("secret-payload.exfil.example.", RecordType::TXT),
+            ("web.", RecordType::A),
+            ("8.8.8.8.in-addr.arpa.", RecordType::PTR),
+        ] {
+            for tr in [Transport::Udp, Transport::Tcp] {
+                let m = answer(handle(&t, ip("172.20.0.2"), &query(name, qtype, 3), tr));
+                assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+                assert!(!m.metadata.authoritative, "{name}");
+                assert!(m.answers.is_empty());
+            }
+        }
+        // Its peers still resolve.
         let m = answer(handle(
             &t,
-            ip("172.19.0.2"),
-            &query("web.", RecordType::A, 7),
-            Transport::Udp,
+            ip("172.20.0.2"),
+            &query("keeper.", RecordType::A, 4),
+            Transport::Tcp,
         ));
-        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-        let Action::Forward { servfail } = handle(
-            &t,
-            ip("172.19.0.2"),
-            &query("example.org.", RecordType::A, 9),
-            Transport::Udp,
-        ) else {
-            panic!("expected a forward");
-        };
-        let m = Message::from_vec(&servfail).unwrap();
-        assert_eq!(m.metadata.id, 9);
-        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(a_records(&m), [ip("172.20.0.3")]);
     }
 
     #[test]

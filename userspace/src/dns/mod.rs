@@ -12,9 +12,15 @@
 //! when a command returns, the responder already answers accordingly. Both
 //! exit when the state directory disappears (a test host torn down).
 //!
-//! Files under `BPFNET_ROOT/dns/`: `supervisor.pid`, `worker.pid`, `loaded`,
-//! `dns.log` (the daemons' stdout and stderr).
+//! The daemons run with an empty environment: what they serve comes from
+//! the state and from `dns/config.json` (upstreams, port), which the
+//! commands write (see `config`), never from whichever command started them.
+//!
+//! Files under `BPFNET_ROOT/dns/`: `config.json`, `supervisor.pid`,
+//! `worker.pid`, `loaded`, `dns.log` (the daemons' stdout and stderr).
+pub mod config;
 pub mod handler;
+pub mod limits;
 pub mod server;
 pub mod table;
 pub mod upstream;
@@ -35,15 +41,8 @@ use nix::{
 
 use crate::{paths::Paths, state::State};
 
+pub use config::network_status;
 pub use upstream::sandbox_resolv_conf;
-
-/// The port we serve; `BPFNET_DNS_PORT` moves it (for side-by-side runs).
-fn port() -> u16 {
-    std::env::var("BPFNET_DNS_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(53)
-}
 
 /// How long a command waits for the responder to serve the state it saved.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,6 +50,7 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The responder's files.
 pub struct Files {
     pub dir: PathBuf,
+    pub config: PathBuf,
     pub supervisor_pid: PathBuf,
     pub worker_pid: PathBuf,
     pub loaded: PathBuf,
@@ -62,6 +62,7 @@ impl Files {
     pub fn new(paths: &Paths) -> Files {
         let dir = paths.state_dir.join("dns");
         Files {
+            config: dir.join("config.json"),
             supervisor_pid: dir.join("supervisor.pid"),
             worker_pid: dir.join("worker.pid"),
             loaded: dir.join("loaded"),
@@ -126,6 +127,13 @@ pub fn needed(state: &State) -> bool {
 /// if it died) and serving it when needed, stopped when not. Never fails the
 /// command: what went wrong is reported on stderr and in `dns/dns.log`.
 pub fn ensure_running(paths: &Paths, state: &State) {
+    if let Err(e) = config::persist_env(&Files::new(paths)) {
+        // Commands come here more than once; one warning is enough.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("warning: name resolution: {e:#}; the DNS responder keeps its configuration (see `bpfnet network inspect`)");
+        }
+    }
     if let Err(e) = sync(paths, state) {
         eprintln!("warning: name resolution: {e:#}");
     }
@@ -140,6 +148,15 @@ fn sync(paths: &Paths, state: &State) -> Result<()> {
         return Ok(());
     }
     let gen = server::generation(paths);
+    if let Some(sup) = f.live(&f.supervisor_pid) {
+        // Another binary (bpfnet was upgraded) may read other files and
+        // acknowledge in another format: replace it by ours.
+        let theirs = std::fs::read_link(format!("/proc/{sup}/exe")).ok();
+        let ours = std::env::current_exe().ok();
+        if theirs.is_some() && ours.is_some() && theirs != ours {
+            stop(paths);
+        }
+    }
     if f.live(&f.supervisor_pid).is_none() {
         // A worker without its supervisor is an orphan: replace both.
         if let Some(w) = f.live(&f.worker_pid) {
@@ -179,8 +196,11 @@ fn spawn_supervisor(paths: &Paths, f: &Files) -> Result<()> {
         .with_context(|| format!("opening {}", f.log.display()))?;
     let exe = std::env::current_exe().context("finding the bpfnet binary")?;
     let mut cmd = Command::new(exe);
+    // An empty environment: the daemons' configuration is config.json,
+    // not the variables this command happened to have.
     cmd.arg0("bpfnet")
         .arg("dns-server")
+        .env_clear()
         .env("BPFNET_ROOT", &paths.state_dir)
         .current_dir(&paths.state_dir)
         .stdin(Stdio::null())
@@ -279,8 +299,27 @@ pub fn run_supervisor(paths: &Paths) -> Result<()> {
 
 /// `bpfnet dns-server --worker`.
 pub fn run_worker(paths: &Paths) -> Result<()> {
+    raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(server::worker(paths.clone(), port()))
+    rt.block_on(server::worker(paths.clone()))
+}
+
+/// Every forward and TCP connection is a descriptor: the limits in `limits`
+/// need more than the usual soft limit of 1024.
+fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                log("cannot raise the open files limit; busy times may see SERVFAIL");
+            }
+        }
+    }
 }

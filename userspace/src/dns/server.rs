@@ -15,13 +15,14 @@ use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream, UdpSocket},
     signal::unix::{signal, SignalKind},
-    sync::Semaphore,
     task::JoinHandle,
     time::timeout,
 };
 
 use super::{
+    config::Config,
     handler::{handle, Action, Transport},
+    limits::{self, Pool},
     log,
     table::Table,
     upstream::{self, ResolvConf},
@@ -35,18 +36,15 @@ const POLL: Duration = Duration::from_millis(100);
 const ORPHAN_AFTER: Duration = Duration::from_secs(1);
 /// Receive buffer of the UDP sockets: bursts from many clients must fit.
 const UDP_RCVBUF: usize = 4 << 20;
-/// Forwarded queries in flight at most; beyond, SERVFAIL at once.
-const MAX_FORWARDS: usize = 1024;
-/// Open TCP connections at most.
-const MAX_TCP: usize = 256;
 /// An idle TCP client is dropped after this long.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
 struct Shared {
     table: RwLock<Arc<Table>>,
     upstreams: RwLock<Arc<Vec<SocketAddr>>>,
-    forwards: Arc<Semaphore>,
-    tcp_conns: Arc<Semaphore>,
+    /// Forwards in flight; beyond a sandbox's share, SERVFAIL at once.
+    forwards: Arc<Pool>,
+    tcp_conns: Arc<Pool>,
 }
 
 impl Shared {
@@ -144,8 +142,8 @@ async fn serve_udp(sock: UdpSocket, shared: Arc<Shared>) {
             Action::Reply(r) if !r.is_empty() => {
                 let _ = sock.send_to(&r, peer).await;
             }
-            Action::Forward { servfail } => {
-                let Ok(permit) = shared.forwards.clone().try_acquire_owned() else {
+            Action::Forward { servfail, sandbox } => {
+                let Some(permit) = shared.forwards.try_take(&sandbox) else {
                     let _ = sock.send_to(&servfail, peer).await;
                     continue;
                 };
@@ -173,11 +171,11 @@ async fn serve_tcp(l: TcpListener, shared: Arc<Shared>) {
         let SocketAddr::V4(peer4) = peer else {
             continue;
         };
-        if !shared.table().is_requester(*peer4.ip()) {
+        let Some(sandbox) = shared.table().sandbox_of(*peer4.ip()) else {
             continue; // dropped: closes it
-        }
-        let Ok(permit) = shared.tcp_conns.clone().try_acquire_owned() else {
-            continue;
+        };
+        let Some(permit) = shared.tcp_conns.try_take(&sandbox) else {
+            continue; // over its share: closed, others keep theirs
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -194,7 +192,7 @@ async fn tcp_conn(mut s: TcpStream, src: Ipv4Addr, shared: Arc<Shared>) -> Optio
         timeout(TCP_IDLE, s.read_exact(&mut msg)).await.ok()?.ok()?;
         let reply = match guarded(&shared.table(), src, &msg, Transport::Tcp) {
             Action::Reply(r) => r,
-            Action::Forward { servfail } => upstream::forward_tcp(&shared.upstreams(), &msg)
+            Action::Forward { servfail, .. } => upstream::forward_tcp(&shared.upstreams(), &msg)
                 .await
                 .unwrap_or(servfail),
             Action::Drop => return None,
@@ -206,18 +204,19 @@ async fn tcp_conn(mut s: TcpStream, src: Ipv4Addr, shared: Arc<Shared>) -> Optio
     }
 }
 
-/// Identity of the state file: changes with every (atomic) save.
+/// Identity of what the responder serves, the state file and its
+/// configuration: changes with every (atomic) save of either.
 pub fn generation(paths: &Paths) -> String {
-    use std::os::unix::fs::MetadataExt as _;
-    match std::fs::metadata(paths.state_file()) {
-        Ok(m) => format!("{}:{}.{}:{}", m.ino(), m.mtime(), m.mtime_nsec(), m.len()),
-        Err(_) => "none".into(),
-    }
+    format!(
+        "{} {}",
+        super::config::identity(&paths.state_file()),
+        super::config::identity(&Files::new(paths).config)
+    )
 }
 
 /// The worker's main loop; returns when the state directory is gone or on
 /// SIGTERM.
-pub async fn worker(paths: Paths, port: u16) -> Result<()> {
+pub async fn worker(paths: Paths) -> Result<()> {
     let files = Files::new(&paths);
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -226,10 +225,11 @@ pub async fn worker(paths: Paths, port: u16) -> Result<()> {
     let shared = Arc::new(Shared {
         table: RwLock::new(Arc::new(Table::default())),
         upstreams: RwLock::new(Arc::new(vec![])),
-        forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
-        tcp_conns: Arc::new(Semaphore::new(MAX_TCP)),
+        forwards: Pool::new(limits::FORWARDS_PER_SANDBOX, limits::MAX_FORWARDS),
+        tcp_conns: Pool::new(limits::TCP_PER_SANDBOX, limits::MAX_TCP),
     });
     let mut listeners: HashMap<Ipv4Addr, Listener> = HashMap::new();
+    let mut config: Option<Config> = None;
     let mut loaded: Option<String> = None;
     let mut gone_since: Option<Instant> = None;
     let mut bind_failed_at: Option<Instant> = None;
@@ -269,9 +269,25 @@ pub async fn worker(paths: Paths, port: u16) -> Result<()> {
         if generation(&paths) != gen {
             continue; // saved again meanwhile: next round
         }
+        let new_config = match Config::load(&files) {
+            Ok(c) => c,
+            Err(e) => {
+                // A command rewrites it; until then the last good one holds.
+                log(&format!("{e:#}; keeping the last configuration"));
+                config.clone().unwrap_or_default()
+            }
+        };
+        if config.as_ref() != Some(&new_config) {
+            log(&format!("configuration: {new_config:?}"));
+            if config.as_ref().is_some_and(|c| c.port != new_config.port) {
+                listeners.clear(); // rebound on the new port below
+            }
+        }
+        let port = new_config.port;
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let table = Table::build(&state, &ResolvConf::parse(&host).search);
-        *shared.upstreams.write().expect("not poisoned") = Arc::new(upstream::upstreams(&host));
+        *shared.upstreams.write().expect("not poisoned") = Arc::new(new_config.upstreams(&host));
+        config = Some(new_config);
         listeners.retain(|gw, _| table.gateways.contains(gw));
         bind_failed_at = None;
         for &gw in &table.gateways {

@@ -7,16 +7,25 @@
 //! - a name (sandbox name, short id, endpoint alias) resolves only for
 //!   requesters that share a user network with it, to its address on that
 //!   network; the network the query came from is searched first;
-//! - a name bpfnet owns but the requester cannot see is NXDOMAIN, never
-//!   forwarded (forwarding would leak it); anything else is forwarded;
+//! - any other name, including one that exists on a network the requester
+//!   is not on, is unknown to that requester: the answer must not depend on
+//!   what other networks hold (it would let one tenant black out or
+//!   enumerate another's names);
+//! - unknown names are forwarded upstream, except for a sandbox whose every
+//!   network is `--internal`: it gets NXDOMAIN, because a forwarded query
+//!   name and its answer are a channel out of a network that must have none
+//!   (CVE-2024-29018). A sandbox with any non-internal endpoint (the default
+//!   bridge included) reaches the outside anyway, and is forwarded, as in
+//!   Docker;
 //! - the default `bridge` network resolves nothing.
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap},
     net::Ipv4Addr,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
-
-use ipnet::Ipv4Net;
 
 use crate::state::{Network, State};
 
@@ -51,22 +60,28 @@ pub enum Resolution {
     Addrs(Vec<Ipv4Addr>),
     /// Ours and visible (PTR): this name.
     Ptr(String),
-    /// Ours but not visible to the requester: NXDOMAIN.
-    Hidden,
-    /// Not ours: forward upstream.
-    Unknown,
+    /// Not a name this requester can see: forwarded upstream when
+    /// `forward`, else NXDOMAIN (internal-only requesters).
+    Unknown { forward: bool },
+}
+
+/// One source address that may ask.
+#[derive(Debug)]
+struct Requester {
+    /// The user networks its sandbox is on (indices into `nets`), the
+    /// endpoint's own network first.
+    order: Vec<usize>,
+    /// Its sandbox's id: the key of the per-sandbox limits.
+    sandbox: Arc<str>,
+    /// Whether names it cannot see may go upstream.
+    forward: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Table {
-    /// Endpoint address → the user networks its sandbox is on (indices into
-    /// `nets`), the endpoint's own network first.
-    requesters: HashMap<Ipv4Addr, Vec<usize>>,
+    /// Endpoint address → who asks.
+    requesters: HashMap<Ipv4Addr, Requester>,
     nets: Vec<NetNames>,
-    /// Every name bpfnet knows, on any network.
-    owned: HashSet<String>,
-    /// Subnets of all bpfnet networks: their reverse names are ours.
-    subnets: Vec<Ipv4Net>,
     /// The host's search domains, stripped from queried names.
     search: Vec<String>,
     /// Where to listen: the gateways of the user networks.
@@ -90,9 +105,6 @@ impl Table {
         };
         let mut index = HashMap::new();
         for net in state.networks.values() {
-            if let Some(s) = net.subnet {
-                t.subnets.push(s);
-            }
             if resolves_names(net) {
                 index.insert(net.name.as_str(), t.nets.len());
                 t.nets.push(NetNames::default());
@@ -100,26 +112,33 @@ impl Table {
             }
         }
         for sb in state.sandboxes.values() {
-            t.owned.insert(normalize(&sb.name));
-            t.owned
-                .insert(normalize(&sb.id[..SHORT_ID.min(sb.id.len())]));
-            t.owned.extend(sb.aliases.iter().map(|a| normalize(a)));
             let on: Vec<usize> = sb
                 .endpoints
                 .iter()
                 .filter_map(|e| index.get(e.network.as_str()).copied())
                 .collect();
+            if on.is_empty() {
+                continue;
+            }
+            let forward = sb
+                .endpoints
+                .iter()
+                .any(|e| state.networks.get(&e.network).is_some_and(|n| !n.internal));
+            let id: Arc<str> = sb.id.as_str().into();
             for ep in &sb.endpoints {
-                t.owned.extend(ep.aliases.iter().map(|a| normalize(a)));
-                if on.is_empty() {
-                    continue;
-                }
                 let own = index.get(ep.network.as_str()).copied();
                 let order = own
                     .into_iter()
                     .chain(on.iter().copied().filter(|&i| Some(i) != own))
                     .collect();
-                t.requesters.insert(ep.ip, order);
+                t.requesters.insert(
+                    ep.ip,
+                    Requester {
+                        order,
+                        sandbox: id.clone(),
+                        forward,
+                    },
+                );
                 let Some(i) = own else { continue };
                 let net = &mut t.nets[i];
                 let names = [sb.name.as_str(), &sb.id[..SHORT_ID.min(sb.id.len())]]
@@ -143,23 +162,31 @@ impl Table {
         self.requesters.contains_key(&src)
     }
 
+    /// The sandbox `src` belongs to (the key of its limits), if it may ask.
+    pub fn sandbox_of(&self, src: Ipv4Addr) -> Option<Arc<str>> {
+        self.requesters.get(&src).map(|r| r.sandbox.clone())
+    }
+
+    /// Whether names `src` cannot see may be forwarded upstream for it.
+    pub fn forwards_for(&self, src: Ipv4Addr) -> bool {
+        self.requesters.get(&src).is_some_and(|r| r.forward)
+    }
+
     /// `qname` for `src` (A and the other types of a name).
     pub fn resolve(&self, src: Ipv4Addr, qname: &str) -> Resolution {
-        let Some(order) = self.requesters.get(&src) else {
+        let Some(r) = self.requesters.get(&src) else {
             return Resolution::NotRequester;
         };
         let q = normalize(qname);
         // `name`, then `name` without each of the host's search domains.
-        let candidates: Vec<&str> = std::iter::once(q.as_str())
-            .chain(self.search.iter().filter_map(|s| {
-                q.strip_suffix(s.as_str())
-                    .and_then(|p| p.strip_suffix('.'))
-                    .filter(|p| !p.is_empty())
-            }))
-            .collect();
-        for c in &candidates {
-            for &i in order {
-                if let Some(e) = self.nets[i].names.get(*c) {
+        let candidates = std::iter::once(q.as_str()).chain(self.search.iter().filter_map(|s| {
+            q.strip_suffix(s.as_str())
+                .and_then(|p| p.strip_suffix('.'))
+                .filter(|p| !p.is_empty())
+        }));
+        for c in candidates {
+            for &i in &r.order {
+                if let Some(e) = self.nets[i].names.get(c) {
                     let mut addrs = e.addrs.clone();
                     let n = e.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
                     addrs.rotate_left(n);
@@ -167,31 +194,24 @@ impl Table {
                 }
             }
         }
-        if candidates.iter().any(|c| self.owned.contains(*c)) {
-            Resolution::Hidden
-        } else {
-            Resolution::Unknown
-        }
+        Resolution::Unknown { forward: r.forward }
     }
 
-    /// A PTR query (`d.c.b.a.in-addr.arpa`) for `src`.
+    /// A PTR query (`d.c.b.a.in-addr.arpa`) for `src`: only the addresses
+    /// it can see are ours to answer; the rest of the reverse space, bpfnet's
+    /// other subnets included, is unknown like any other name.
     pub fn resolve_ptr(&self, src: Ipv4Addr, qname: &str) -> Resolution {
-        let Some(order) = self.requesters.get(&src) else {
+        let Some(r) = self.requesters.get(&src) else {
             return Resolution::NotRequester;
         };
-        let Some(ip) = reverse_ipv4(&normalize(qname)) else {
-            return Resolution::Unknown;
-        };
-        for &i in order {
-            if let Some(name) = self.nets[i].ptr.get(&ip) {
-                return Resolution::Ptr(name.clone());
+        if let Some(ip) = reverse_ipv4(&normalize(qname)) {
+            for &i in &r.order {
+                if let Some(name) = self.nets[i].ptr.get(&ip) {
+                    return Resolution::Ptr(name.clone());
+                }
             }
         }
-        if self.subnets.iter().any(|s| s.contains(&ip)) {
-            Resolution::Hidden
-        } else {
-            Resolution::Unknown
-        }
+        Resolution::Unknown { forward: r.forward }
     }
 
     /// Number of (network, name) pairs, for the log.
@@ -220,6 +240,8 @@ fn reverse_ipv4(name: &str) -> Option<Ipv4Addr> {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
+
+    use ipnet::Ipv4Net;
 
     use super::*;
     use crate::state::{DriverKind, Endpoint, NetworkMode, Sandbox};
@@ -270,9 +292,10 @@ pub(crate) mod tests {
         );
     }
 
-    /// bridge: b1 .2, web .3 (web also on net1)
+    /// bridge: b1 .2, web .3 (web also on net1), hybrid .4 (also on int)
     /// net1: web .2, db .3 (alias "store"), cache .4 (alias "store")
     /// net2: api .2, db .3 (db on both)
+    /// int (internal): vault .2, keeper .3, hybrid .4
     pub(crate) fn sample() -> State {
         let mut s = State::default();
         let mut bridge = net("bridge", "172.17.0.0/16");
@@ -282,6 +305,9 @@ pub(crate) mod tests {
             .insert("net1".into(), net("net1", "172.18.0.0/16"));
         s.networks
             .insert("net2".into(), net("net2", "172.19.0.0/16"));
+        let mut int = net("int", "172.20.0.0/16");
+        int.internal = true;
+        s.networks.insert("int".into(), int);
         add(&mut s, "b1", &[("bridge", "172.17.0.2", &[])]);
         add(
             &mut s,
@@ -298,6 +324,13 @@ pub(crate) mod tests {
         );
         add(&mut s, "cache", &[("net1", "172.18.0.4", &["Store"])]);
         add(&mut s, "api", &[("net2", "172.19.0.2", &[])]);
+        add(&mut s, "vault", &[("int", "172.20.0.2", &[])]);
+        add(&mut s, "keeper", &[("int", "172.20.0.3", &[])]);
+        add(
+            &mut s,
+            "hybrid",
+            &[("int", "172.20.0.4", &[]), ("bridge", "172.17.0.4", &[])],
+        );
         s
     }
 
@@ -308,6 +341,9 @@ pub(crate) mod tests {
     fn addrs(v: &[&str]) -> Resolution {
         Resolution::Addrs(v.iter().map(|s| ip(s)).collect())
     }
+
+    const FORWARD: Resolution = Resolution::Unknown { forward: true };
+    const NXDOMAIN: Resolution = Resolution::Unknown { forward: false };
 
     #[test]
     fn members_of_a_shared_network_resolve_each_other() {
@@ -321,6 +357,11 @@ pub(crate) mod tests {
         assert_eq!(
             t.resolve(ip("172.18.0.2"), "db0000000000"),
             addrs(&["172.18.0.3"])
+        );
+        // Internal networks resolve their own names.
+        assert_eq!(
+            t.resolve(ip("172.20.0.2"), "keeper"),
+            addrs(&["172.20.0.3"])
         );
     }
 
@@ -343,18 +384,28 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn names_of_networks_the_requester_is_not_on_are_hidden_not_forwarded() {
+    fn names_of_networks_the_requester_is_not_on_are_unknown_to_it() {
         let t = Table::build(&sample(), &[]);
-        // api (net2) and web (net1) share nothing.
-        assert_eq!(t.resolve(ip("172.19.0.2"), "web"), Resolution::Hidden);
-        assert_eq!(t.resolve(ip("172.19.0.2"), "cache"), Resolution::Hidden);
-        assert_eq!(t.resolve(ip("172.19.0.2"), "store"), Resolution::Hidden);
-        // b1 is only on bridge: bpfnet's name, resolvable by nobody.
-        assert_eq!(t.resolve(ip("172.18.0.2"), "b1"), Resolution::Hidden);
-        assert_eq!(
-            t.resolve(ip("172.18.0.2"), "example.org"),
-            Resolution::Unknown
-        );
+        // api (net2) and web (net1) share nothing: web's name is as unknown
+        // to api as a name nobody has.
+        for name in ["web", "cache", "store", "vault", "b1", "example.org"] {
+            assert_eq!(t.resolve(ip("172.19.0.2"), name), FORWARD, "{name}");
+        }
+    }
+
+    #[test]
+    fn internal_only_sandboxes_get_nxdomain_instead_of_a_forward() {
+        let t = Table::build(&sample(), &[]);
+        for name in ["exfil.example", "web", "api", "db"] {
+            assert_eq!(t.resolve(ip("172.20.0.2"), name), NXDOMAIN, "{name}");
+        }
+        assert!(!t.forwards_for(ip("172.20.0.2")));
+        // hybrid is also on the default bridge, which reaches the outside:
+        // forwarded, as Docker does for a container with external access.
+        assert_eq!(t.resolve(ip("172.20.0.4"), "exfil.example"), FORWARD);
+        assert_eq!(t.resolve(ip("172.17.0.4"), "exfil.example"), FORWARD);
+        assert_eq!(t.resolve(ip("172.20.0.4"), "vault"), addrs(&["172.20.0.2"]));
+        assert!(t.forwards_for(ip("172.18.0.2")));
     }
 
     #[test]
@@ -369,10 +420,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_endpoint_of_a_sandbox_shares_one_limit_key() {
+        let t = Table::build(&sample(), &[]);
+        let web = t.sandbox_of(ip("172.18.0.2")).unwrap();
+        assert_eq!(t.sandbox_of(ip("172.17.0.3")), Some(web.clone()));
+        assert_ne!(t.sandbox_of(ip("172.18.0.3")), Some(web));
+        assert_eq!(t.sandbox_of(ip("172.17.0.2")), None);
+    }
+
+    #[test]
     fn bridge_members_are_not_resolvable_even_from_a_user_network_member() {
         let t = Table::build(&sample(), &[]);
         // web is on bridge and net1; b1 shares bridge with it, which resolves nothing.
-        assert_eq!(t.resolve(ip("172.18.0.2"), "b1"), Resolution::Hidden);
+        assert_eq!(t.resolve(ip("172.18.0.2"), "b1"), FORWARD);
     }
 
     #[test]
@@ -393,20 +453,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn search_domains_are_stripped() {
+    fn search_domains_are_stripped_only_for_visible_names() {
         let t = Table::build(&sample(), &["corp.example.".into()]);
         assert_eq!(
             t.resolve(ip("172.18.0.2"), "db.corp.example."),
             addrs(&["172.18.0.3"])
         );
-        assert_eq!(
-            t.resolve(ip("172.19.0.2"), "web.corp.example"),
-            Resolution::Hidden
-        );
-        assert_eq!(
-            t.resolve(ip("172.18.0.2"), "corp.example"),
-            Resolution::Unknown
-        );
+        // `web` lives on net1 only: www-style public names are not blacked
+        // out for net2.
+        assert_eq!(t.resolve(ip("172.19.0.2"), "web.corp.example"), FORWARD);
+        assert_eq!(t.resolve(ip("172.18.0.2"), "corp.example"), FORWARD);
     }
 
     #[test]
@@ -416,14 +472,27 @@ pub(crate) mod tests {
             t.resolve_ptr(ip("172.18.0.2"), "3.0.18.172.in-addr.arpa."),
             Resolution::Ptr("db".into())
         );
+        // Another network's address is as unknown as one outside bpfnet.
         assert_eq!(
             t.resolve_ptr(ip("172.19.0.2"), "2.0.18.172.in-addr.arpa"),
-            Resolution::Hidden
+            FORWARD
         );
         assert_eq!(
             t.resolve_ptr(ip("172.19.0.2"), "1.1.168.192.in-addr.arpa"),
-            Resolution::Unknown
+            FORWARD
         );
+        // Internal only: its peers, nothing else, and nothing forwarded.
+        assert_eq!(
+            t.resolve_ptr(ip("172.20.0.2"), "3.0.20.172.in-addr.arpa"),
+            Resolution::Ptr("keeper".into())
+        );
+        for q in [
+            "8.8.8.8.in-addr.arpa",
+            "2.0.18.172.in-addr.arpa",
+            "x.ip6.arpa",
+        ] {
+            assert_eq!(t.resolve_ptr(ip("172.20.0.2"), q), NXDOMAIN, "{q}");
+        }
     }
 
     #[test]
@@ -431,7 +500,7 @@ pub(crate) mod tests {
         let t = Table::build(&sample(), &[]);
         assert_eq!(
             t.gateways.iter().copied().collect::<Vec<_>>(),
-            [ip("172.18.0.1"), ip("172.19.0.1")]
+            [ip("172.18.0.1"), ip("172.19.0.1"), ip("172.20.0.1")]
         );
     }
 }

@@ -16,26 +16,6 @@ const PER_UPSTREAM: Duration = Duration::from_millis(1500);
 /// Upstreams tried per query at most (glibc gives us 5 s in all).
 const MAX_TRIED: usize = 2;
 
-/// `BPFNET_DNS_UPSTREAM` (`IP:PORT[,IP:PORT]`, port optional), else the
-/// `nameserver` lines of the host's resolv.conf.
-pub fn upstreams(host_resolv_conf: &str) -> Vec<SocketAddr> {
-    if let Ok(v) = std::env::var("BPFNET_DNS_UPSTREAM") {
-        return v.split(',').filter_map(parse_upstream).collect();
-    }
-    ResolvConf::parse(host_resolv_conf)
-        .nameservers
-        .into_iter()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .collect()
-}
-
-fn parse_upstream(s: &str) -> Option<SocketAddr> {
-    let s = s.trim();
-    s.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
-}
-
 /// The parts of a resolv.conf we use.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ResolvConf {
@@ -181,18 +161,5 @@ mod tests {
         );
         let s = sandbox_resolv_conf("options ndots:2\n", "172.18.0.1".parse().unwrap());
         assert!(!s.contains("ndots:0"), "{s}");
-    }
-
-    #[test]
-    fn upstream_addresses_parse_with_and_without_port() {
-        assert_eq!(
-            parse_upstream(" 10.253.0.2:5353"),
-            Some("10.253.0.2:5353".parse().unwrap())
-        );
-        assert_eq!(
-            parse_upstream("10.253.0.2"),
-            Some("10.253.0.2:53".parse().unwrap())
-        );
-        assert_eq!(parse_upstream("nonsense"), None);
     }
 }

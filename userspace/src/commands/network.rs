@@ -1,0 +1,130 @@
+//! `bpfnet network create|ls|inspect|rm|connect|disconnect`.
+use std::{net::Ipv4Addr, process::ExitCode};
+
+use anyhow::{bail, Result};
+use bpfnet::{
+    inspect,
+    ops::{Controller, NetworkCreate},
+};
+use clap::Subcommand;
+
+use super::{each, print_json, Format};
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create {
+        /// bridge (the eBPF datapath) or linux-bridge (a kernel bridge).
+        #[arg(short = 'd', long = "driver")]
+        driver: Option<String>,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        /// No traffic leaves the network through the gateway; DNS answers
+        /// only the names of the sandboxes' networks, nothing is forwarded.
+        #[arg(long)]
+        internal: bool,
+        /// Driver option KEY=true|false (repeatable): icc,
+        /// com.docker.network.bridge.enable_icc, bpfnet.flood.
+        #[arg(short = 'o', long = "opt")]
+        options: Vec<String>,
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show networks as JSON (Docker's fields; `DNS`: where members ask,
+    /// where unknown names go, the per-sandbox limits).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connect a sandbox to a network.
+    Connect {
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        network: String,
+        sandbox: String,
+    },
+    /// Disconnect a sandbox from a network.
+    Disconnect { network: String, sandbox: String },
+}
+
+/// The network table of `network ls` (and of `datapath load`).
+pub fn table(c: &Controller) -> String {
+    inspect::table(
+        &["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
+        &inspect::network_rows(c.state()),
+    )
+}
+
+pub async fn run(c: &mut Controller, cmd: NetworkCmd) -> Result<ExitCode> {
+    match cmd {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            internal,
+            options,
+            name,
+        } => {
+            let net = c
+                .network_create(NetworkCreate {
+                    name,
+                    driver,
+                    subnet,
+                    gateway,
+                    internal,
+                    options,
+                })
+                .await?;
+            println!("{}", net.id);
+        }
+        NetworkCmd::Ls { format } => match format {
+            Format::Json => print_json(&inspect::network_ls_json(c.state())),
+            Format::Table => print!("{}", table(c)),
+        },
+        NetworkCmd::Inspect { names } => {
+            let state = c.state();
+            if let Some(missing) = names.iter().find(|n| !state.networks.contains_key(*n)) {
+                bail!("network {missing:?} not found; list networks with `bpfnet network ls`");
+            }
+            let dns = bpfnet::dns::Files::new(&c.paths);
+            print_json(&serde_json::Value::Array(
+                names
+                    .iter()
+                    .map(|n| {
+                        let mut v = inspect::network_json(state, n);
+                        if let Some(d) = bpfnet::dns::network_status(&dns, state, n) {
+                            v["DNS"] = d;
+                        }
+                        v
+                    })
+                    .collect(),
+            ));
+        }
+        NetworkCmd::Rm { names } => {
+            return each(c, &names, async |c, n| c.network_rm(n).await).await;
+        }
+        NetworkCmd::Connect {
+            aliases,
+            ip,
+            network,
+            sandbox,
+        } => c.connect(&network, &sandbox, aliases, ip).await?,
+        NetworkCmd::Disconnect { network, sandbox } => c.disconnect(&network, &sandbox).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

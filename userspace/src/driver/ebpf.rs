@@ -1,0 +1,169 @@
+//! The `bridge` driver: the eBPF datapath. A network is a gateway address
+//! on `lo`, an unreachable route for its subnet and its entries in the
+//! datapath's maps; an endpoint is its host-side veth with both programs
+//! attached, its map entries, a /32 route and a permanent neighbour (the
+//! host-side veths carry no subnet: Cilium's way).
+use anyhow::{anyhow, Context as _, Result};
+use bpfnet_common::{self as common, net_flags, FdbEntry, MAX_FLOOD_PORTS};
+use futures::future::BoxFuture;
+
+use super::{Driver, Host};
+use crate::{
+    fault,
+    netlink::Link,
+    state::{Endpoint, Network, State},
+    util::ip_key,
+};
+
+pub struct Ebpf;
+
+fn datapath_network(net: &Network) -> Result<common::Network> {
+    let (subnet, gateway) = net
+        .subnet
+        .zip(net.gateway)
+        .ok_or_else(|| anyhow!("network {:?} has no subnet", net.name))?;
+    let mut flags = 0;
+    if net.flood() {
+        flags |= net_flags::FLOOD;
+    }
+    if net.internal {
+        flags |= net_flags::INTERNAL;
+    }
+    if !net.icc() {
+        flags |= net_flags::ICC_OFF;
+    }
+    Ok(common::Network {
+        gateway: ip_key(gateway),
+        subnet: ip_key(subnet.network()),
+        prefix_len: u32::from(subnet.prefix_len()),
+        flags,
+        flood_ports: 0,
+    })
+}
+
+/// The datapath's view of an endpoint.
+pub fn datapath_endpoint(
+    net: &Network,
+    ep: &Endpoint,
+    gw_mac: [u8; 6],
+) -> Result<common::Endpoint> {
+    let dp_net = datapath_network(net)?;
+    Ok(common::Endpoint {
+        net_id: net.net_id,
+        ip: ip_key(ep.ip),
+        slot: ep.slot,
+        mac: ep.mac,
+        gw_mac,
+        gateway: dp_net.gateway,
+        net_flags: dp_net.flags,
+    })
+}
+
+impl Driver for Ebpf {
+    fn network_up<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (subnet, gw) = net
+                .subnet
+                .zip(net.gateway)
+                .context("network without subnet")?;
+            // The gateway is a host address; the host-side veths carry no
+            // subnet, each endpoint gets a /32 route instead.
+            host.nl.add_address(host.lo_index().await?, gw, 32).await?;
+            host.nl
+                .add_unreachable_route(subnet.network(), subnet.prefix_len())
+                .await?;
+            let mut dp_net = datapath_network(net)?;
+            if let Some(old) = host.dp.network(net.net_id)? {
+                dp_net.flood_ports = old.flood_ports;
+            }
+            host.dp.set_network(net.net_id, &dp_net)
+        })
+    }
+
+    fn network_down<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (subnet, gw) = net
+                .subnet
+                .zip(net.gateway)
+                .context("network without subnet")?;
+            host.dp
+                .remove_network(net.net_id, &datapath_network(net)?)?;
+            host.nl
+                .delete_unreachable_route(subnet.network(), subnet.prefix_len())
+                .await?;
+            host.nl.delete_address(host.lo_index().await?, gw).await
+        })
+    }
+
+    fn endpoint_attach<'a>(
+        &'a self,
+        host: &'a Host,
+        net: &'a Network,
+        ep: &'a Endpoint,
+        link: &'a Link,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let gw = net.gateway.context("network without gateway")?;
+            let gw_mac = link.mac.context("host-side veth without MAC")?;
+            // Known to the datapath before anything is attached; reachable
+            // by others only once the programs guard it.
+            let dp_ep = datapath_endpoint(net, ep, gw_mac)?;
+            host.dp.add_endpoint(link.index, &dp_ep)?;
+            fault::point("ebpf-attach:endpoint-entry");
+            host.dp.attach(&ep.host_ifname)?;
+            fault::point("ebpf-attach:programs");
+            host.dp.publish_endpoint(link.index, &dp_ep)?;
+            fault::point("ebpf-attach:published");
+            host.nl.set_up(link.index).await?;
+            host.nl.add_host_route(ep.ip, link.index, gw).await?;
+            host.nl
+                .add_permanent_neighbour(link.index, ep.ip, ep.mac)
+                .await
+        })
+    }
+
+    fn endpoint_detach<'a>(
+        &'a self,
+        host: &'a Host,
+        net: &'a Network,
+        ep: &'a Endpoint,
+        ifindex: Option<u32>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let dp_ep = datapath_endpoint(net, ep, [0; 6])?;
+            // Unreachable first (FDB, neighbour: only if they still point
+            // at this endpoint — an address is reused once it is free), then
+            // detached, then forgotten.
+            let owned = host.dp.remove_endpoint_entries(ifindex, &dp_ep)?;
+            host.dp.detach(&ep.host_ifname)?;
+            if owned {
+                // Its connections must not carry over to whoever gets the
+                // address next.
+                let ip = dp_ep.ip;
+                host.dp
+                    .flush_conntrack(|k, _| k.src_ip == ip || k.dst_ip == ip)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn sync_members<'a>(
+        &'a self,
+        host: &'a Host,
+        state: &'a State,
+        net: &'a Network,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let ports: Vec<FdbEntry> = state
+                .endpoints_of(&net.name)
+                .filter(|(_, ep)| ep.host_ifindex != 0)
+                .take(MAX_FLOOD_PORTS as usize)
+                .map(|(_, ep)| FdbEntry {
+                    ifindex: ep.host_ifindex,
+                    slot: ep.slot,
+                })
+                .collect();
+            host.dp.set_flood_ports(net.net_id, &ports)
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! The `linux-bridge` driver: the same topology on a kernel bridge (named
+//! `bnbr` + 8 hex digits of the network id), for comparisons. The gateway
+//! address sits on the bridge; endpoints are its ports.
+use anyhow::{Context as _, Result};
+use futures::future::BoxFuture;
+
+use super::{Driver, Host};
+use crate::{
+    netlink::Link,
+    state::{Endpoint, Network},
+};
+
+pub struct LinuxBridge;
+
+fn bridge_name(net: &Network) -> Result<&str> {
+    net.bridge
+        .as_deref()
+        .context("linux-bridge network without a bridge name")
+}
+
+impl Driver for LinuxBridge {
+    fn network_up<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (subnet, gw) = net
+                .subnet
+                .zip(net.gateway)
+                .context("network without subnet")?;
+            let name = bridge_name(net)?;
+            let br = match host.nl.link_by_name(name).await? {
+                Some(l) => l,
+                None => host.nl.create_bridge(name).await?,
+            };
+            host.nl
+                .add_address(br.index, gw, subnet.prefix_len())
+                .await?;
+            host.nl.set_up(br.index).await
+        })
+    }
+
+    fn network_down<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match host.nl.link_by_name(bridge_name(net)?).await? {
+                Some(br) => host.nl.delete_link(br.index).await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn endpoint_attach<'a>(
+        &'a self,
+        host: &'a Host,
+        net: &'a Network,
+        _: &'a Endpoint,
+        link: &'a Link,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let br = host
+                .nl
+                .link_by_name(bridge_name(net)?)
+                .await?
+                .context("the network's bridge is missing; run `bpfnet gc`")?;
+            host.nl.set_controller(link.index, br.index).await?;
+            host.nl.set_up(link.index).await
+        })
+    }
+}

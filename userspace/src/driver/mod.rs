@@ -1,0 +1,228 @@
+//! How a network and its endpoints are realised in the kernel. A driver
+//! turns the libnetwork vocabulary into kernel objects; the operations
+//! (`ops`) never know which driver they talk to. `bridge` is the eBPF
+//! datapath ([`ebpf`]), `linux-bridge` the same topology on a kernel bridge
+//! ([`linux_bridge`]), kept so that benchmarks compare like with like; the
+//! built-in `host` and `none` networks have nothing to realise.
+//!
+//! What is common to every driver — the veth pair, the sandbox side of it
+//! (address, routes) — lives in [`Host`]; the driver wires the host side in.
+pub mod ebpf;
+pub mod linux_bridge;
+
+use std::os::fd::OwnedFd;
+
+use anyhow::{anyhow, Context as _, Result};
+use futures::future::BoxFuture;
+
+use crate::{
+    datapath::Datapath,
+    fault,
+    netlink::{Link, Netlink},
+    netns,
+    state::{DriverKind, Endpoint, Network, State},
+};
+
+/// What the drivers act with: netlink in the host namespace and the datapath.
+pub struct Host {
+    pub nl: Netlink,
+    pub dp: Datapath,
+}
+
+/// The driver-specific part of networks and endpoints. Every method is
+/// idempotent: it may be run again after a crash, and missing pieces are fine.
+pub trait Driver: Sync {
+    /// Makes the network exist in the kernel.
+    fn network_up<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>>;
+    /// Removes what `network_up` made.
+    fn network_down<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>>;
+    /// Wires an endpoint's host-side veth (`link`) into the network.
+    fn endpoint_attach<'a>(
+        &'a self,
+        host: &'a Host,
+        net: &'a Network,
+        ep: &'a Endpoint,
+        link: &'a Link,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// Takes the endpoint out of the network before its veth goes. `ifindex`
+    /// is the host-side veth's, when known (the veth may be gone already).
+    /// Entries that another endpoint owns now are left alone. By default
+    /// nothing: what the driver made goes with the veth.
+    fn endpoint_detach<'a>(
+        &'a self,
+        _host: &'a Host,
+        _net: &'a Network,
+        _ep: &'a Endpoint,
+        _ifindex: Option<u32>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Brings what the driver derives from membership (broadcast ports) in
+    /// line with `state`. By default there is nothing to derive.
+    fn sync_members<'a>(
+        &'a self,
+        _host: &'a Host,
+        _state: &'a State,
+        _net: &'a Network,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// `host` and `none`: nothing in the kernel.
+struct Builtin;
+
+impl Driver for Builtin {
+    fn network_up<'a>(&'a self, _: &'a Host, _: &'a Network) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn network_down<'a>(&'a self, _: &'a Host, _: &'a Network) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn endpoint_attach<'a>(
+        &'a self,
+        _: &'a Host,
+        net: &'a Network,
+        _: &'a Endpoint,
+        _: &'a Link,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { Err(anyhow!("network {:?} has no endpoints", net.name)) })
+    }
+}
+
+/// The driver of a network.
+pub fn of(net: &Network) -> &'static dyn Driver {
+    match net.driver {
+        DriverKind::Bridge => &ebpf::Ebpf,
+        DriverKind::LinuxBridge => &linux_bridge::LinuxBridge,
+        DriverKind::Host | DriverKind::Null => &Builtin,
+    }
+}
+
+impl Host {
+    pub(crate) async fn lo_index(&self) -> Result<u32> {
+        Ok(self
+            .nl
+            .link_by_name("lo")
+            .await?
+            .ok_or_else(|| anyhow!("no loopback device"))?
+            .index)
+    }
+
+    /// Creates the endpoint's veth pair and configures the sandbox side
+    /// (address, up, routes); the driver then wires the host side in.
+    /// `noted` is called with the host-side ifindex as soon as it exists.
+    /// On error, what was made is removed again.
+    pub async fn endpoint_up(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        ns: &OwnedFd,
+        default_route: bool,
+        noted: &mut dyn FnMut(u32) -> Result<()>,
+    ) -> Result<u32> {
+        let host = self
+            .nl
+            .create_veth(&ep.host_ifname, &ep.ifname, ep.mac, ns)
+            .await?;
+        let result = async {
+            noted(host.index)?;
+            fault::point("endpoint-up:veth-created");
+            self.configure_sandbox_side(net, ep, ns, default_route)
+                .await?;
+            fault::point("endpoint-up:sandbox-side");
+            of(net).endpoint_attach(self, net, ep, &host).await
+        }
+        .await;
+        if let Err(e) = result {
+            let undo = self.endpoint_down(net, ep, Some(host.index)).await;
+            return Err(with_undo_errors(e, undo.err().into_iter().collect()));
+        }
+        Ok(host.index)
+    }
+
+    async fn configure_sandbox_side(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        ns: &OwnedFd,
+        default_route: bool,
+    ) -> Result<()> {
+        let (subnet, gw) = net
+            .subnet
+            .zip(net.gateway)
+            .context("network without subnet")?;
+        // No IPv6 until bpfnet supports it (and no router solicitations to
+        // count as drops).
+        let ifname = ep.ifname.clone();
+        netns::run_in(ns, move || {
+            let _ = netns::sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "1");
+            Ok(())
+        })?;
+        let _ = netns::sysctl(
+            &format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
+            "1",
+        );
+        let inner = Netlink::open_in(ns)?;
+        let peer = inner
+            .link_by_name(&ep.ifname)
+            .await?
+            .ok_or_else(|| anyhow!("{} vanished from the sandbox", ep.ifname))?;
+        inner
+            .add_address(peer.index, ep.ip, subnet.prefix_len())
+            .await?;
+        inner.set_up(peer.index).await?;
+        if default_route {
+            inner.add_default_route(gw).await?;
+        }
+        // eth<N> gets routing table 1000+N for what it sends.
+        let table = 1000
+            + ep.ifname
+                .trim_start_matches("eth")
+                .parse::<u32>()
+                .unwrap_or(0);
+        inner
+            .add_source_routing(
+                peer.index,
+                ep.ip,
+                (subnet.network(), subnet.prefix_len()),
+                gw,
+                table,
+            )
+            .await
+    }
+
+    /// Takes the endpoint out, then deletes its veth (found by its unique
+    /// name). Missing pieces are fine.
+    pub async fn endpoint_down(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        ifindex: Option<u32>,
+    ) -> Result<()> {
+        let link = self.nl.link_by_name(&ep.host_ifname).await?;
+        let ifindex = link
+            .as_ref()
+            .map(|l| l.index)
+            .or(ifindex)
+            .or((ep.host_ifindex != 0).then_some(ep.host_ifindex));
+        of(net).endpoint_detach(self, net, ep, ifindex).await?;
+        fault::point("endpoint-down:detached");
+        match link {
+            Some(l) => self.nl.delete_link(l.index).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// An error, with the errors of the undo that followed it.
+pub fn with_undo_errors(e: anyhow::Error, undo: Vec<anyhow::Error>) -> anyhow::Error {
+    if undo.is_empty() {
+        return e;
+    }
+    let list: Vec<String> = undo.iter().map(|u| format!("{u:#}")).collect();
+    anyhow!(
+        "{e:#} (undoing it failed too: {}; run `bpfnet gc`)",
+        list.join("; ")
+    )
+}

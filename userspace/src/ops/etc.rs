@@ -1,0 +1,101 @@
+//! A sandbox's `/etc/netns/NAME/{hosts,resolv.conf}`, which `ip netns exec`
+//! and `bpfnet exec` bind over `/etc`. hosts: the sandbox's own name and its
+//! links (one direction: only the linking sandbox resolves the linked one).
+//! resolv.conf: on a user network, the responder on the gateway of the first
+//! one; otherwise (the default bridge resolves no names) the host's resolvers.
+use anyhow::{anyhow, Context as _, Result};
+
+use crate::{
+    dns,
+    paths::etc_netns_path,
+    state::{NetworkMode, Sandbox, State},
+};
+
+/// Writes the files of `name` as `state` describes it.
+pub fn write(state: &State, name: &str) -> Result<()> {
+    let sb = state
+        .sandboxes
+        .get(name)
+        .ok_or_else(|| anyhow!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`"))?;
+    if sb.mode == NetworkMode::Host {
+        return Ok(());
+    }
+    // container:OTHER lives in OTHER's namespace: OTHER's interfaces.
+    let net_owner = match &sb.mode {
+        NetworkMode::Container(o) => state.sandboxes.get(o).unwrap_or(sb),
+        _ => sb,
+    };
+    let dir = etc_netns_path(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("hosts"), hosts(state, sb, net_owner))?;
+    let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let responder = net_owner.endpoints.iter().find_map(|e| {
+        let net = state.networks.get(&e.network)?;
+        dns::table::resolves_names(net).then_some(net.gateway?)
+    });
+    let resolv = match responder {
+        Some(gw) => dns::sandbox_resolv_conf(&host_conf, gw),
+        // The host's resolvers, minus loopback ones a sandbox cannot reach.
+        None => host_conf
+            .lines()
+            .filter(|l| {
+                !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1")))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    };
+    std::fs::write(dir.join("resolv.conf"), resolv)?;
+    Ok(())
+}
+
+fn hosts(state: &State, sb: &Sandbox, net_owner: &Sandbox) -> String {
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for ep in &net_owner.endpoints {
+        hosts.push_str(&format!("{}\t{}\n", ep.ip, sb.name));
+    }
+    for link in &sb.links {
+        let Some(t) = state.sandboxes.get(&link.target) else {
+            continue; // removed: back when it is recreated
+        };
+        // Its address on a network the linker is on, as Docker's links.
+        let ep = net_owner
+            .endpoints
+            .iter()
+            .find_map(|mine| t.endpoints.iter().find(|e| e.network == mine.network))
+            .or(t.endpoints.first());
+        if let Some(ep) = ep {
+            let names = if link.alias == t.name {
+                t.name.clone()
+            } else {
+                format!("{} {}", link.alias, t.name)
+            };
+            hosts.push_str(&format!("{}\t{names}\n", ep.ip));
+        }
+    }
+    hosts
+}
+
+/// Removes the files of `name`.
+pub fn remove(name: &str) -> Result<()> {
+    let dir = etc_netns_path(name);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
+/// After `name` changed (created, connected, disconnected, removed):
+/// rewrites the files of the sandboxes that link to it or share its
+/// namespace. Best effort: the operation itself has committed.
+pub fn refresh_dependents(state: &State, name: &str) {
+    let dependents = state.sandboxes.values().filter(|s| {
+        s.links.iter().any(|l| l.target == name) || s.mode == NetworkMode::Container(name.into())
+    });
+    for d in dependents {
+        if let Err(e) = write(state, &d.name) {
+            eprintln!("warning: updating /etc/netns/{}: {e:#}", d.name);
+        }
+    }
+}

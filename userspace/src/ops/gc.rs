@@ -1,0 +1,156 @@
+//! `bpfnet gc` and `bpfnet datapath unload`. gc first recovers an operation
+//! a crash interrupted (from its journal), then forgets sandboxes whose
+//! namespace vanished, and finally removes datapath entries and pins that no
+//! endpoint of the committed state owns: a map entry goes only when the
+//! endpoint it belongs to is dead.
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+
+use super::{network::BRIDGE_PREFIX, sandbox::HOST_VETH_PREFIX, Controller};
+use crate::{
+    datapath::Datapath,
+    dns, driver,
+    driver::Host,
+    netlink::Netlink,
+    netns,
+    paths::Paths,
+    state::{Locked, State},
+    util::ip_key,
+};
+
+/// Whether a link name has the exact shape of the ones bpfnet makes: its
+/// prefix and `hex` lowercase hex digits of an id (gc never touches others).
+fn is_ours(name: &str, prefix: &str, hex: usize) -> bool {
+    name.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == hex
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+impl Controller {
+    /// `bpfnet gc`: reconciles kernel and state; returns what it removed.
+    pub async fn gc(&mut self) -> Result<Vec<String>> {
+        let mut removed = vec![];
+        if let Some(r) = self.recover().await? {
+            removed.push(r);
+        }
+        let gone: Vec<String> = self
+            .state()
+            .sandboxes
+            .values()
+            .filter(|s| !netns::exists(&s.name))
+            .map(|s| s.name.clone())
+            .collect();
+        for name in gone {
+            self.sandbox_rm(&name, true).await?;
+            removed.push(format!("sandbox {name} (its namespace was gone)"));
+        }
+        let state = self.state().clone();
+        let owned: BTreeSet<&str> = state
+            .endpoints()
+            .map(|(_, e)| e.host_ifname.as_str())
+            .collect();
+        let bridges: BTreeSet<&str> = state
+            .networks
+            .values()
+            .filter_map(|n| n.bridge.as_deref())
+            .collect();
+        for link in self.host.nl.links().await? {
+            let stray_veth = is_ours(&link.name, HOST_VETH_PREFIX, 10)
+                && link.kind.as_deref() == Some("veth")
+                && !owned.contains(link.name.as_str());
+            let stray_bridge = is_ours(&link.name, BRIDGE_PREFIX, 8)
+                && link.kind.as_deref() == Some("bridge")
+                && !bridges.contains(link.name.as_str());
+            if stray_veth || stray_bridge {
+                self.host.nl.delete_link(link.index).await?;
+                removed.push(format!("link {}", link.name));
+            }
+        }
+        for ifname in self.host.dp.attached_interfaces() {
+            if !owned.contains(ifname.as_str()) {
+                self.host.dp.detach(&ifname)?;
+                removed.push(format!("attachment pins of {ifname}"));
+            }
+        }
+        removed.extend(sweep_datapath(&self.host, &state)?);
+        if !removed.is_empty() {
+            let networks: Vec<String> = state.networks.keys().cloned().collect();
+            self.resync(&networks).await?;
+        }
+        Ok(removed)
+    }
+
+    /// `bpfnet datapath unload`: everything bpfnet made goes.
+    pub async fn unload(paths: &Paths) -> Result<Vec<String>> {
+        let mut removed = vec![];
+        let mut locked = Locked::acquire(paths)?;
+        dns::remove(paths);
+        if let Some(dp) = Datapath::open(paths) {
+            let mut c = Controller {
+                paths: paths.clone(),
+                locked,
+                host: Host {
+                    nl: Netlink::open()?,
+                    dp,
+                },
+            };
+            if let Some(r) = c.recover().await? {
+                removed.push(r);
+            }
+            let names: Vec<String> = c.state().sandboxes.keys().cloned().collect();
+            for name in names {
+                c.sandbox_rm(&name, true).await?;
+                removed.push(format!("sandbox {name}"));
+            }
+            for net in c.state().networks.values() {
+                driver::of(net).network_down(&c.host, net).await?;
+                removed.push(format!("network {}", net.name));
+            }
+            c.locked.state = State::default();
+            removed.extend(c.gc().await?);
+            locked = c.locked;
+        }
+        if Datapath::unload(paths)? {
+            removed.push(format!("pins under {}", paths.pin_root().display()));
+        }
+        drop(locked);
+        for f in [
+            paths.state_file(),
+            super::journal::path(paths),
+            paths.lock_file(),
+        ] {
+            if std::fs::remove_file(&f).is_ok() {
+                removed.push(format!("{}", f.display()));
+            }
+        }
+        let _ = std::fs::remove_dir(&paths.state_dir);
+        Ok(removed)
+    }
+}
+
+/// Removes the datapath entries no endpoint of `state` owns: endpoints by an
+/// ifindex no live endpoint has, FDB entries pointing at such a port,
+/// neighbours of an address no live endpoint of that network has.
+fn sweep_datapath(host: &Host, state: &State) -> Result<Vec<String>> {
+    let live_ifindex: BTreeSet<u32> = state.endpoints().map(|(_, e)| e.host_ifindex).collect();
+    let live_addr: BTreeSet<(u32, u32)> = state
+        .endpoints()
+        .filter_map(|(_, e)| Some((state.networks.get(&e.network)?.net_id, ip_key(e.ip))))
+        .collect();
+    let mut removed = vec![];
+    for (ifindex, ep) in host.dp.endpoints()? {
+        if !live_ifindex.contains(&ifindex) {
+            host.dp.remove_endpoint_entries(Some(ifindex), &ep)?;
+            removed.push(format!("datapath entries of ifindex {ifindex}"));
+        }
+    }
+    let n = host.dp.remove_unowned(&live_ifindex, &live_addr)?;
+    if n > 0 {
+        removed.push(format!("{n} FDB and neighbour entries of dead endpoints"));
+    }
+    Ok(removed)
+}

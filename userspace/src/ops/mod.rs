@@ -1,0 +1,423 @@
+//! The operations: everything a command changes goes through here. Each
+//! mutating operation checks everything it can against the state first
+//! (so bad input changes nothing), then becomes a [`Plan`] — its steps and
+//! the state it leads to — which [`Controller::execute`] runs: journal,
+//! steps, commit (derived datapath state, policy, the state file, the name
+//! responder), or undo in reverse collecting every error. Recovery of an
+//! operation a crash interrupted runs at the start of every mutating
+//! command and in `bpfnet gc`.
+pub mod capacity;
+pub mod etc;
+pub mod gc;
+pub mod journal;
+pub mod network;
+pub mod policy;
+pub mod sandbox;
+pub mod step;
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Result};
+use ipnet::Ipv4Net;
+
+use crate::{
+    datapath::{Datapath, LoadReport},
+    dns,
+    driver::{self, with_undo_errors, Host},
+    fault, ipam,
+    netlink::Netlink,
+    paths::Paths,
+    policy as compile,
+    state::{DriverKind, Locked, Network, Sandbox, State},
+    util::{new_id, now_rfc3339},
+};
+use journal::{Intent, Journal, Recovery, Redo};
+use step::Step;
+
+pub use network::NetworkCreate;
+pub use sandbox::SandboxCreate;
+
+/// The state (held under its lock) and the kernel to act on.
+pub struct Controller {
+    pub paths: Paths,
+    pub locked: Locked,
+    pub host: Host,
+}
+
+/// An operation, ready to run.
+pub struct Plan {
+    pub what: String,
+    pub recovery: Recovery,
+    pub steps: Vec<Step>,
+    /// The state once every step has run.
+    pub target: State,
+    /// Networks whose membership changes (their derived datapath state is
+    /// brought in line at commit).
+    pub networks: Vec<String>,
+    /// A sandbox whose dependents' /etc files must follow it.
+    pub sandbox: Option<String>,
+}
+
+/// Docker's daemon-level `--icc` lives on the default bridge as this option.
+pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
+fn builtin(name: &str, driver: DriverKind, net_id: u32, subnet: Option<Ipv4Net>) -> Network {
+    Network {
+        id: new_id(),
+        name: name.into(),
+        created: now_rfc3339(),
+        driver,
+        net_id,
+        subnet,
+        gateway: subnet.map(|s| std::net::Ipv4Addr::from(u32::from(s.network()) + 1)),
+        internal: false,
+        options: BTreeMap::new(),
+        bridge: None,
+    }
+}
+
+impl Controller {
+    /// Locks the state, opens (or loads) the datapath, recovers what a crash
+    /// interrupted and makes sure the built-in networks exist.
+    pub async fn open(paths: &Paths) -> Result<Self> {
+        if !Datapath::is_loaded(paths) {
+            // First use, or a new map layout: a full load brings the kernel
+            // in line with the state.
+            return Ok(Self::load(paths, None).await?.1);
+        }
+        let mut c = Self::lock(paths)?;
+        c.recover().await?;
+        if !c.state().networks.contains_key("bridge") {
+            // A state without the built-in networks (removed by hand): a
+            // load re-creates them.
+            c.reload(None).await?;
+        }
+        dns::ensure_running(&c.paths, c.state());
+        Ok(c)
+    }
+
+    fn lock(paths: &Paths) -> Result<Self> {
+        let locked = Locked::acquire(paths)?;
+        Ok(Controller {
+            paths: paths.clone(),
+            locked,
+            host: Host {
+                nl: Netlink::open()?,
+                dp: Datapath::open_or_load(paths)?,
+            },
+        })
+    }
+
+    /// `bpfnet datapath load`: (re)load the programs, then make the kernel
+    /// match the state (networks, endpoints, attachments).
+    pub async fn load(paths: &Paths, icc: Option<bool>) -> Result<(LoadReport, Self)> {
+        let locked = Locked::acquire(paths)?;
+        let mut c = Controller {
+            paths: paths.clone(),
+            locked,
+            host: Host {
+                nl: Netlink::open()?,
+                dp: Datapath::open_or_load(paths)?,
+            },
+        };
+        c.recover().await?;
+        let report = c.reload(icc).await?;
+        Ok((report, c))
+    }
+
+    /// Loads the programs (atomically replacing those of every attachment),
+    /// then re-creates every map entry and attachment the state implies, and
+    /// only then removes the pins of another map layout. Journaled: a crash
+    /// anywhere in it is completed by running it again.
+    async fn reload(&mut self, icc: Option<bool>) -> Result<LoadReport> {
+        let journal = Journal::begin(
+            &self.paths,
+            &Intent {
+                id: new_id(),
+                what: "datapath load".into(),
+                recovery: Recovery::Complete(Redo::Load),
+                steps: vec![],
+            },
+        )?;
+        fault::point("load:journaled");
+        let report = Datapath::load(&self.paths)?;
+        self.host.dp = Datapath::open_or_load(&self.paths)?;
+        fault::point("load:programs");
+        let state = &mut self.locked.state;
+        for (name, driver) in [
+            ("bridge", DriverKind::Bridge),
+            ("host", DriverKind::Host),
+            ("none", DriverKind::Null),
+        ] {
+            if !state.networks.contains_key(name) {
+                let (id, subnet) = match driver {
+                    DriverKind::Bridge => (
+                        capacity::network_id(state)?,
+                        Some(ipam::DEFAULT_BRIDGE_SUBNET.parse().expect("valid")),
+                    ),
+                    _ => (0, None),
+                };
+                let net = builtin(name, driver, id, subnet);
+                state.networks.insert(name.into(), net);
+            }
+        }
+        if let Some(icc) = icc {
+            // sync() below brings the datapath's flags in line.
+            let bridge = state.networks.get_mut("bridge").expect("built in");
+            bridge.options.insert(ICC_OPTION.into(), icc.to_string());
+        }
+        self.sync().await?;
+        fault::point("load:synced");
+        self.commit_derived()?;
+        fault::point("load:committed");
+        Datapath::remove_other_layouts(&self.paths)?;
+        journal.end()?;
+        Ok(report)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.locked.state
+    }
+
+    pub fn datapath(&self) -> &Datapath {
+        &self.host.dp
+    }
+
+    fn network(&self, name: &str) -> Result<&Network> {
+        self.state().networks.get(name).ok_or_else(|| {
+            anyhow!("network {name:?} not found; list networks with `bpfnet network ls`")
+        })
+    }
+
+    fn sandbox(&self, name: &str) -> Result<&Sandbox> {
+        self.state()
+            .sandboxes
+            .get(name)
+            .ok_or_else(|| anyhow!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`"))
+    }
+
+    /// Runs a plan: journal, steps, commit; on error, undo in reverse.
+    pub async fn execute(&mut self, mut plan: Plan) -> Result<()> {
+        let id = new_id();
+        let intent = Intent {
+            id: id.clone(),
+            what: plan.what.clone(),
+            recovery: plan.recovery.clone(),
+            steps: plan.steps.clone(),
+        };
+        let mut journal = Journal::begin(&self.paths, &intent)?;
+        fault::point("journaled");
+        let mut ran = 0;
+        let mut result = Ok(());
+        for i in 0..plan.steps.len() {
+            let mut step = plan.steps[i].clone();
+            ran = i + 1;
+            result = self
+                .apply(i, &mut step, &mut plan.target, &mut journal)
+                .await;
+            plan.steps[i] = step;
+            if result.is_err() {
+                break;
+            }
+            fault::point(plan.steps[i].name());
+        }
+        if result.is_ok() {
+            plan.target.last_op = Some(id);
+            result = self.commit(plan.target.clone(), &plan.networks).await;
+        }
+        match result {
+            Ok(()) => {
+                fault::point("committed");
+                for name in &plan.networks {
+                    let warning = self
+                        .state()
+                        .networks
+                        .get(name)
+                        .and_then(|n| capacity::flood_warning(self.state(), n));
+                    if let Some(w) = warning {
+                        eprintln!("warning: {w}");
+                    }
+                }
+                if let Some(name) = &plan.sandbox {
+                    etc::refresh_dependents(self.state(), name);
+                }
+                journal.end()
+            }
+            Err(e) => {
+                let mut errors = vec![];
+                if plan.recovery == Recovery::RollBack {
+                    let live = self.state().clone();
+                    for step in plan.steps[..ran].iter().rev() {
+                        if let Err(u) = self.undo(step, &live).await {
+                            errors.push(u);
+                        }
+                    }
+                }
+                if let Err(u) = self.resync(&plan.networks).await {
+                    errors.push(u);
+                }
+                if let Err(u) = journal.end() {
+                    errors.push(u);
+                }
+                Err(with_undo_errors(e, errors))
+            }
+        }
+    }
+
+    /// Makes `target` the state: derived datapath state first (broadcast
+    /// ports, policy), then the state file — the commit point — then the
+    /// name responder.
+    async fn commit(&mut self, target: State, networks: &[String]) -> Result<()> {
+        for name in networks {
+            if let Some(net) = target.networks.get(name) {
+                driver::of(net)
+                    .sync_members(&self.host, &target, net)
+                    .await?;
+            }
+        }
+        let old = std::mem::replace(&mut self.locked.state, target);
+        let saved = self.commit_derived();
+        if saved.is_err() {
+            self.locked.state = old;
+        }
+        saved
+    }
+
+    /// Policy and the state file; then the responder (best effort).
+    fn commit_derived(&mut self) -> Result<()> {
+        self.host.dp.set_policy(&compile::compile(self.state()))?;
+        self.locked.save()?;
+        // Names follow the saved state; the responder confirms before we return.
+        dns::ensure_running(&self.paths, self.state());
+        Ok(())
+    }
+
+    /// Brings derived datapath state back in line with the committed state
+    /// after an undo.
+    async fn resync(&self, networks: &[String]) -> Result<()> {
+        let state = self.state();
+        for name in networks {
+            if let Some(net) = state.networks.get(name) {
+                driver::of(net).sync_members(&self.host, state, net).await?;
+            }
+        }
+        self.host.dp.set_policy(&compile::compile(state))
+    }
+
+    /// Deals with the journal of an operation a crash interrupted: done if it
+    /// committed, undone if it added, completed if it removed. Returns what
+    /// it did, for gc's report.
+    pub async fn recover(&mut self) -> Result<Option<String>> {
+        let Some((intent, notes)) = journal::read(&self.paths)? else {
+            return Ok(None);
+        };
+        if self.state().last_op.as_deref() == Some(intent.id.as_str()) {
+            journal::clear(&self.paths)?;
+            return Ok(Some(format!(
+                "journal of `{}` (it had committed)",
+                intent.what
+            )));
+        }
+        let mut steps = intent.steps.clone();
+        for note in &notes {
+            if let Some(step) = steps.get_mut(note.step) {
+                step.apply_note(note);
+            }
+        }
+        match &intent.recovery {
+            Recovery::RollBack => {
+                let live = self.state().clone();
+                let mut errors = vec![];
+                for step in steps.iter().rev() {
+                    if let Err(e) = self.undo(step, &live).await {
+                        errors.push(format!("{e:#}"));
+                    }
+                }
+                let networks: Vec<String> = self.state().networks.keys().cloned().collect();
+                if let Err(e) = self.resync(&networks).await {
+                    errors.push(format!("{e:#}"));
+                }
+                if !errors.is_empty() {
+                    anyhow::bail!(
+                        "rolling back `{}`, interrupted by a crash, failed: {}; fix that and run `bpfnet gc`",
+                        intent.what,
+                        errors.join("; ")
+                    );
+                }
+                journal::clear(&self.paths)?;
+                Ok(Some(format!("`{}`, interrupted: rolled back", intent.what)))
+            }
+            Recovery::Complete(redo) => {
+                journal::clear(&self.paths)?;
+                self.redo(redo).await?;
+                Ok(Some(format!("`{}`, interrupted: completed", intent.what)))
+            }
+        }
+    }
+
+    async fn redo(&mut self, redo: &Redo) -> Result<()> {
+        match redo {
+            Redo::SandboxRm { name } => {
+                if self.state().sandboxes.contains_key(name) {
+                    self.sandbox_rm(name, true).await?;
+                }
+            }
+            Redo::Disconnect { network, sandbox } => {
+                let connected = self
+                    .state()
+                    .sandboxes
+                    .get(sandbox)
+                    .is_some_and(|s| s.endpoints.iter().any(|e| &e.network == network));
+                if connected {
+                    self.disconnect(network, sandbox).await?;
+                }
+            }
+            Redo::NetworkRm { name } => {
+                if self.state().networks.contains_key(name) {
+                    self.network_rm(name).await?;
+                }
+            }
+            Redo::Load => {
+                self.reload(None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-creates every map entry and attachment the state implies (after a
+    /// load, which may bring a new map layout).
+    async fn sync(&mut self) -> Result<()> {
+        let mut state = self.state().clone();
+        for net in state.networks.values() {
+            driver::of(net).network_up(&self.host, net).await?;
+        }
+        let attached = self.host.dp.attached_interfaces();
+        let networks = state.networks.clone();
+        for sb in state.sandboxes.values_mut() {
+            for ep in &mut sb.endpoints {
+                let net = &networks[&ep.network];
+                if net.driver != DriverKind::Bridge {
+                    continue;
+                }
+                let Some(link) = self.host.nl.link_by_name(&ep.host_ifname).await? else {
+                    continue; // gc's business
+                };
+                // State files from before the ifindex was recorded.
+                ep.host_ifindex = link.index;
+                let dp_ep = driver::ebpf::datapath_endpoint(net, ep, link.mac.unwrap_or_default())?;
+                self.host.dp.add_endpoint(link.index, &dp_ep)?;
+                if !attached.contains(&ep.host_ifname) {
+                    self.host.dp.attach(&ep.host_ifname)?;
+                }
+                self.host.dp.publish_endpoint(link.index, &dp_ep)?;
+            }
+        }
+        for net in state.networks.values() {
+            driver::of(net)
+                .sync_members(&self.host, &state, net)
+                .await?;
+        }
+        self.locked.state = state;
+        Ok(())
+    }
+}

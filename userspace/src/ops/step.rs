@@ -1,0 +1,248 @@
+//! The step vocabulary of operations: each step is one kernel-side change
+//! with an `apply` and an idempotent `undo` that touches only what the step
+//! itself made (proved by the identities it carries). Steps are journaled
+//! before they run (see `journal`), so recovery can undo them after a crash.
+use std::{net::Ipv4Addr, path::Path};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    driver,
+    netlink::Netlink,
+    netns,
+    ops::{etc, journal::Note},
+    paths::etc_netns_path,
+    state::{Endpoint, Network, State},
+};
+
+use super::Controller;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// A new network namespace named `name`; `inode` is its identity.
+    Netns {
+        name: String,
+        #[serde(default)]
+        inode: Option<u64>,
+    },
+    /// `name` bound to an existing namespace (`host`, `container:OTHER`).
+    NetnsAlias {
+        name: String,
+        source: String,
+        #[serde(default)]
+        inode: Option<u64>,
+    },
+    /// One endpoint: its veth pair (the host side's name is unique to it),
+    /// the sandbox side configured, the host side wired in by the driver.
+    Endpoint {
+        sandbox: String,
+        network: Network,
+        endpoint: Endpoint,
+        default_route: bool,
+        #[serde(default)]
+        ifindex: Option<u32>,
+    },
+    /// `/etc/netns/NAME/{hosts,resolv.conf}` written from the new state.
+    EtcFiles {
+        sandbox: String,
+    },
+    /// A network's kernel side.
+    Network {
+        network: Network,
+    },
+    /// Removals (operations that remove are completed after a crash, not
+    /// undone, so these have no undo).
+    EndpointDown {
+        sandbox: String,
+        network: Network,
+        endpoint: Endpoint,
+        /// The gateway that becomes the sandbox's default route when the
+        /// endpoint that carried it goes.
+        next_default: Option<Ipv4Addr>,
+    },
+    NetnsDelete {
+        name: String,
+    },
+    EtcRemove {
+        sandbox: String,
+    },
+    NetworkDown {
+        network: Network,
+    },
+}
+
+impl Step {
+    /// Its fault point's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Netns { .. } => "step:netns",
+            Step::NetnsAlias { .. } => "step:netns-alias",
+            Step::Endpoint { .. } => "step:endpoint",
+            Step::EtcFiles { .. } => "step:etc-files",
+            Step::Network { .. } => "step:network",
+            Step::EndpointDown { .. } => "step:endpoint-down",
+            Step::NetnsDelete { .. } => "step:netns-delete",
+            Step::EtcRemove { .. } => "step:etc-remove",
+            Step::NetworkDown { .. } => "step:network-down",
+        }
+    }
+
+    /// Fills in an identity recovery found in the journal.
+    pub fn apply_note(&mut self, note: &Note) {
+        match self {
+            Step::Netns { inode, .. } | Step::NetnsAlias { inode, .. } => {
+                *inode = note.inode.or(*inode);
+            }
+            Step::Endpoint { ifindex, .. } => *ifindex = note.ifindex.or(*ifindex),
+            _ => {}
+        }
+    }
+}
+
+impl Controller {
+    /// Runs step `i`; identities the kernel hands back are journaled before
+    /// they become visible, and written into `step` and `target`.
+    pub(super) async fn apply(
+        &self,
+        i: usize,
+        step: &mut Step,
+        target: &mut State,
+        journal: &mut super::journal::Journal,
+    ) -> Result<()> {
+        match step {
+            Step::Netns { name, inode } => {
+                let mut noted = |ino: u64| {
+                    *inode = Some(ino);
+                    journal.note(&Note {
+                        step: i,
+                        inode: Some(ino),
+                        ..Note::default()
+                    })
+                };
+                netns::create(name, &mut noted)?;
+                let ns = netns::open(name)?;
+                let nl = Netlink::open_in(&ns)?;
+                let lo = nl.link_by_name("lo").await?.context("sandbox without lo")?;
+                nl.set_up(lo.index).await
+            }
+            Step::NetnsAlias {
+                name,
+                source,
+                inode,
+            } => {
+                let mut noted = |ino: u64| {
+                    *inode = Some(ino);
+                    journal.note(&Note {
+                        step: i,
+                        inode: Some(ino),
+                        ..Note::default()
+                    })
+                };
+                netns::create_alias(name, Path::new(source), &mut noted)
+            }
+            Step::Endpoint {
+                sandbox,
+                network,
+                endpoint,
+                default_route,
+                ifindex,
+            } => {
+                let ns = netns::open(sandbox)?;
+                let mut noted = |index: u32| {
+                    *ifindex = Some(index);
+                    journal.note(&Note {
+                        step: i,
+                        ifindex: Some(index),
+                        ..Note::default()
+                    })
+                };
+                let index = self
+                    .host
+                    .endpoint_up(network, endpoint, &ns, *default_route, &mut noted)
+                    .await?;
+                endpoint.host_ifindex = index;
+                if let Some(ep) = target
+                    .sandboxes
+                    .get_mut(sandbox.as_str())
+                    .and_then(|s| s.endpoints.iter_mut().find(|e| e.id == endpoint.id))
+                {
+                    ep.host_ifindex = index;
+                }
+                Ok(())
+            }
+            Step::EtcFiles { sandbox } => etc::write(target, sandbox),
+            Step::Network { network } => driver::of(network).network_up(&self.host, network).await,
+            Step::EndpointDown {
+                sandbox,
+                network,
+                endpoint,
+                next_default,
+            } => {
+                self.host.endpoint_down(network, endpoint, None).await?;
+                if let Some(gw) = next_default {
+                    if let Ok(ns) = netns::open(sandbox) {
+                        Netlink::open_in(&ns)?.add_default_route(*gw).await?;
+                    }
+                }
+                Ok(())
+            }
+            Step::NetnsDelete { name } => netns::delete(name),
+            Step::EtcRemove { sandbox } => etc::remove(sandbox),
+            Step::NetworkDown { network } => {
+                driver::of(network).network_down(&self.host, network).await
+            }
+        }
+    }
+
+    /// Undoes a step that ran, ran in part or did not run at all. `live` is
+    /// the committed state: what it holds is never undone.
+    pub(super) async fn undo(&self, step: &Step, live: &State) -> Result<()> {
+        match step {
+            Step::Netns { name, inode } | Step::NetnsAlias { name, inode, .. } => {
+                if live.sandboxes.contains_key(name) {
+                    return Ok(());
+                }
+                if let Some(inode) = inode {
+                    netns::delete_if(name, *inode)?;
+                }
+                Ok(())
+            }
+            Step::Endpoint {
+                network,
+                endpoint,
+                ifindex,
+                ..
+            } => {
+                let committed = live.endpoints().any(|(_, e)| e.id == endpoint.id);
+                if committed {
+                    return Ok(());
+                }
+                self.host.endpoint_down(network, endpoint, *ifindex).await
+            }
+            Step::EtcFiles { sandbox } => {
+                if live.sandboxes.contains_key(sandbox) {
+                    etc::write(live, sandbox)
+                } else {
+                    let dir = etc_netns_path(sandbox);
+                    if dir.exists() {
+                        std::fs::remove_dir_all(&dir)
+                            .with_context(|| format!("removing {}", dir.display()))?;
+                    }
+                    Ok(())
+                }
+            }
+            Step::Network { network } => {
+                if live.networks.contains_key(&network.name) {
+                    return Ok(());
+                }
+                driver::of(network).network_down(&self.host, network).await
+            }
+            Step::EndpointDown { .. }
+            | Step::NetnsDelete { .. }
+            | Step::EtcRemove { .. }
+            | Step::NetworkDown { .. } => Ok(()),
+        }
+    }
+}
