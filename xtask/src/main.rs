@@ -242,7 +242,12 @@ fn test() -> Result<()> {
         })?;
         step("unused dependencies", || {
             run(
-                Command::new("cargo").args(["machete"]).current_dir(&root),
+                // `cargo run` (how `cargo xtask` starts) sets CARGO_PKG_NAME,
+                // which makes cargo-machete 0.9 take "machete" for a path.
+                Command::new("cargo")
+                    .args(["machete"])
+                    .env_remove("CARGO_PKG_NAME")
+                    .current_dir(&root),
                 "cargo machete",
             )
         })?;
