@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match handle(table(), src, query, transport) {
         Action::Reply(bytes) => check_reply(query, &bytes, transport),
-        Action::Forward { servfail } => check_reply(query, &servfail, transport),
+        Action::Forward { servfail, .. } => check_reply(query, &servfail, transport),
         Action::Drop => {}
     }
     // The name lookups on their own, with names no DNS parser vetted.

@@ -1030,3 +1030,85 @@ pub fn jget<'a>(v: &'a Value, ptr: &str) -> &'a Value {
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+
+/// A bpf tc filter as `tc -j filter show` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcFilter {
+    pub link: String,
+    pub hook: String,
+    pub pref: u64,
+    pub name: String,
+    pub prog_id: u64,
+    pub direct_action: bool,
+}
+
+impl TestHost {
+    /// Every bpf filter on every link of the host (both clsact hooks).
+    pub fn tc_filters(&self) -> Vec<TcFilter> {
+        let mut out = vec![];
+        for link in self.link_names(None) {
+            for hook in ["ingress", "egress"] {
+                let o = self.run(&["tc", "-j", "filter", "show", "dev", &link, hook]);
+                if !o.success() || o.stdout.trim().is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(o.stdout.trim())
+                    .unwrap_or_else(|e| panic!("tc -j filter show: {e}:\n{o}"));
+                for f in v.as_array().into_iter().flatten() {
+                    let Some(opts) = f.get("options") else {
+                        continue; // the priority's chain head
+                    };
+                    out.push(TcFilter {
+                        link: link.clone(),
+                        hook: hook.to_string(),
+                        pref: f["pref"].as_u64().unwrap_or(0),
+                        name: opts["bpf_name"].as_str().unwrap_or("").to_string(),
+                        prog_id: opts["prog"]["id"].as_u64().unwrap_or(0),
+                        direct_action: opts["direct-action"].as_bool().unwrap_or(false),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Links of the host that carry a clsact qdisc.
+    pub fn clsact_links(&self) -> Vec<String> {
+        let out = self.ok(&["tc", "-j", "qdisc", "show"]);
+        let v: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("tc -j qdisc show: {e}:\n{out}"));
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|q| q["kind"] == "clsact")
+            .map(|q| q["dev"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Id of a pinned program of the current layout (`tc_ingress`…).
+    pub fn pinned_prog_id(&self, prog: &str) -> u64 {
+        let path = format!("{}/progs/{prog}", Self::pin_dir());
+        let out = self.ok(&["bpftool", "-j", "prog", "show", "pinned", &path]);
+        let v: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("bpftool prog show {path}: {e}: {out}"));
+        v["id"].as_u64().unwrap_or_else(|| panic!("no id in {v}"))
+    }
+
+    /// The host-side veth of a sandbox's interface (its peer in the host).
+    pub fn host_veth(&self, sandbox: &str, iface: &str) -> String {
+        let out = self.exec_ok(sandbox, &["ip", "-j", "link", "show", iface]);
+        let v: Value = serde_json::from_str(out.trim()).expect("ip -j link");
+        let peer = v[0]["link_index"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{sandbox}/{iface} has no peer: {v}"));
+        let out = self.ok(&["ip", "-j", "link", "show"]);
+        let v: Value = serde_json::from_str(out.trim()).expect("ip -j link");
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["ifindex"].as_u64() == Some(peer))
+            .and_then(|l| l["ifname"].as_str())
+            .unwrap_or_else(|| panic!("no host link with ifindex {peer}"))
+            .to_string()
+    }
+}

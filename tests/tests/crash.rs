@@ -434,7 +434,9 @@ fn a_hundred_random_kills_during_a_mixed_workload_leave_whole_or_gone() {
             (true, _) => vec!["rm", &name],
         };
         let mut op = h.bpfnet_spawn(&args);
-        std::thread::sleep(Duration::from_millis(rng.below(120)));
+        // Within an operation's run time: since attaching is a netlink
+        // request instead of two TCX links, a create takes tens of ms.
+        std::thread::sleep(Duration::from_millis(rng.below(50)));
         // SAFETY: kill(2) of a child we have not reaped (finish reaps it).
         let killed = unsafe { libc::kill(op.pid() as i32, libc::SIGKILL) } == 0;
         let out = op.finish(Duration::from_secs(30));

@@ -1,5 +1,5 @@
 //! Detaching: traffic stops at once, and endpoint churn leaves no map entry,
-//! link or pin behind.
+//! link, filter or pin behind.
 
 use std::time::Instant;
 
@@ -35,7 +35,7 @@ fn network_disconnect_stops_the_sandboxs_traffic_at_once() {
 
 /// 100 sandboxes × 2 networks = 200 endpoints created, then disconnected or
 /// removed: the endpoint, FDB and neighbour maps end empty, the host has only
-/// `lo`, and only program and map pins remain.
+/// `lo` (so no qdisc or filter), and only program and map pins remain.
 #[test]
 fn churn_of_200_endpoints_leaves_no_map_entry_link_or_pin() {
     let h = TestHost::new("churn");
@@ -84,8 +84,16 @@ fn churn_of_200_endpoints_leaves_no_map_entry_link_or_pin() {
         "netns left: {:?}",
         h.netns_list()
     );
-    let links = h.sh_ok(&format!("ls -A {}/links/", TestHost::pin_dir()));
-    assert!(links.trim().is_empty(), "link pins left:\n{links}");
+    assert!(
+        h.tc_filters().is_empty(),
+        "filters left: {:?}",
+        h.tc_filters()
+    );
+    assert!(
+        h.clsact_links().is_empty(),
+        "qdiscs left: {:?}",
+        h.clsact_links()
+    );
     let pins = h.sh_ok("find /sys/fs/bpf/bpfnet -mindepth 1 ! -type d");
     let stray: Vec<&str> = pins
         .lines()

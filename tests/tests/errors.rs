@@ -442,7 +442,7 @@ fn gc_removes_and_reports_leftovers_and_nothing_else() {
         .filter_map(|s| s["Names"].as_str())
         .collect();
     assert_eq!(names, ["b"], "{ps:#}");
-    // a's datapath entries and attachment pins went with it.
+    // a's datapath entries and attachment went with it.
     assert_eq!(
         h.map_dump("ENDPOINTS").len(),
         1,
@@ -450,11 +450,11 @@ fn gc_removes_and_reports_leftovers_and_nothing_else() {
         h.map_dump("ENDPOINTS")
     );
     assert_eq!(h.map_dump("FDB").len(), 1, "{:?}", h.map_dump("FDB"));
-    let pins = h.sh_ok(&format!("ls {}/links", TestHost::pin_dir()));
-    assert_eq!(
-        pins.lines().count(),
-        2,
-        "one veth's ingress and egress:\n{pins}"
+    let filters = h.tc_filters();
+    let vb = h.host_veth("b", "eth0");
+    assert!(
+        filters.len() == 2 && filters.iter().all(|f| f.link == vb),
+        "only b's veth should carry filters (ingress and egress): {filters:?}"
     );
     // b still works, and a second gc finds nothing.
     h.assert_ping(None, &h.ip_on("b", "net1"));

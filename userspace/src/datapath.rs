@@ -1,28 +1,35 @@
 //! The eBPF datapath seen from userspace: load and pin it, attach it to an
-//! endpoint's host-side veth, and keep its maps. Programs, maps and attachments
-//! are pinned under `/sys/fs/bpf/bpfnet/v<layout>/`, so forwarding goes on while
-//! no bpfnet process runs; later invocations open the pins.
-use std::path::{Path, PathBuf};
+//! endpoint's host-side veth, and keep its maps. Programs and maps are pinned
+//! under `/sys/fs/bpf/bpfnet/v<layout>/`; each endpoint's veth carries a
+//! clsact qdisc with a direct-action `cls_bpf` filter per hook, which holds
+//! its program for as long as the veth lives, so forwarding goes on while no
+//! bpfnet process runs. Later invocations open the pins.
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
+};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{
-        lpm_trie::Key, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+        lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        RingBuf,
     },
-    programs::{
-        links::{FdLink, LinkOrder, PinnedLink},
-        tc::{SchedClassifierLink, TcAttachOptions},
-        SchedClassifier, TcAttachType,
-    },
+    programs::SchedClassifier,
     util::KernelVersion,
     EbpfLoader,
 };
 use bpfnet_common::{
     maps, progs, CtKey, CtValue, DropEvent, DropReason, Endpoint, EndpointCounters, FdbEntry,
-    FdbKey, FloodKey, Neighbour, NeighbourKey, Network, PolicyKey, PolicyValue, MAX_FLOOD_PORTS,
+    FdbKey, FloodKey, Neighbour, NeighbourKey, Network, PolicyKey, PolicyValue, MAP_LAYOUT_VERSION,
+    MAX_FLOOD_PORTS,
 };
 
-use crate::paths::Paths;
+use crate::{
+    paths::Paths,
+    tc::{self, Direction, Filter, NewFilter, Tc},
+};
 
 /// The datapath object built by build.rs (public for the BPF_PROG_TEST_RUN
 /// tests, which load it without attaching it anywhere).
@@ -31,11 +38,37 @@ pub static DATAPATH_OBJECT: &[u8] =
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
-/// The two hooks of every endpoint: program name, attach point, pin suffix.
-const HOOKS: [(&str, TcAttachType, &str); 2] = [
-    (progs::TC_INGRESS, TcAttachType::Ingress, "ingress"),
-    (progs::TC_EGRESS, TcAttachType::Egress, "egress"),
+/// The two hooks of every endpoint: program name and tc hook.
+const HOOKS: [(&str, Direction); 2] = [
+    (progs::TC_INGRESS, Direction::Ingress),
+    (progs::TC_EGRESS, Direction::Egress),
 ];
+
+/// The tc priority of a map layout's filters. A newer layout sits behind an
+/// older one, so during a layout change the old programs go on judging
+/// every packet until their filters are removed (`remove_other_layouts`).
+fn layout_prio(layout: u32) -> u16 {
+    1000 + layout as u16
+}
+
+/// Every bpfnet filter has this handle: a reload replaces the program of
+/// the filter at (hook, prio, handle) in place.
+const FILTER_HANDLE: u32 = 1;
+
+/// The name a filter carries (`tc filter show` prints it); the prefix is
+/// how bpfnet recognises its own filters.
+fn filter_name(prog: &str) -> String {
+    format!("{FILTER_PREFIX}v{MAP_LAYOUT_VERSION}-{prog}")
+}
+const FILTER_PREFIX: &str = "bpfnet-";
+
+fn is_ours(f: &Filter) -> bool {
+    f.name.starts_with(FILTER_PREFIX)
+}
+
+fn is_current(f: &Filter) -> bool {
+    is_ours(f) && f.prio == layout_prio(MAP_LAYOUT_VERSION) && f.handle == FILTER_HANDLE
+}
 
 /// What `load` did, for `bpfnet datapath load` to print.
 #[derive(Debug)]
@@ -46,8 +79,110 @@ pub struct LoadReport {
     pub replaced: usize,
 }
 
+/// The pinned maps, opened and typed once per process.
+struct Maps {
+    endpoints: HashMap<MapData, u32, Endpoint>,
+    fdb: HashMap<MapData, FdbKey, FdbEntry>,
+    neighbours: HashMap<MapData, NeighbourKey, Neighbour>,
+    networks: HashMap<MapData, u32, Network>,
+    subnets: LpmTrie<MapData, u32, u32>,
+    flood_ports: HashMap<MapData, FloodKey, FdbEntry>,
+    ep_counters: PerCpuArray<MapData, EndpointCounters>,
+    drop_counters: PerCpuArray<MapData, u64>,
+    policy_gen: Array<MapData, u32>,
+    policy: [HashMap<MapData, PolicyKey, PolicyValue>; 2],
+    conntrack: HashMap<MapData, CtKey, CtValue>,
+    rule_hits: PerCpuArray<MapData, u64>,
+    cpus: usize,
+}
+
+fn open_map(paths: &Paths, name: &str) -> Result<Map> {
+    let path = paths.maps_dir().join(name);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?;
+    Ok(Map::from_map_data(data)?)
+}
+
+impl Maps {
+    fn open(paths: &Paths) -> Result<Maps> {
+        let m = |name: &str| open_map(paths, name);
+        Ok(Maps {
+            endpoints: HashMap::try_from(m(maps::ENDPOINTS)?)?,
+            fdb: HashMap::try_from(m(maps::FDB)?)?,
+            neighbours: HashMap::try_from(m(maps::NEIGHBOURS)?)?,
+            networks: HashMap::try_from(m(maps::NETWORKS)?)?,
+            subnets: LpmTrie::try_from(m(maps::SUBNETS)?)?,
+            flood_ports: HashMap::try_from(m(maps::FLOOD_PORTS)?)?,
+            ep_counters: PerCpuArray::try_from(m(maps::EP_COUNTERS)?)?,
+            drop_counters: PerCpuArray::try_from(m(maps::DROP_COUNTERS)?)?,
+            policy_gen: Array::try_from(m(maps::POLICY_GEN)?)?,
+            policy: [
+                HashMap::try_from(m(maps::POLICY_0)?)?,
+                HashMap::try_from(m(maps::POLICY_1)?)?,
+            ],
+            conntrack: HashMap::try_from(m(maps::CONNTRACK)?)?,
+            rule_hits: PerCpuArray::try_from(m(maps::RULE_HITS)?)?,
+            cpus: aya::util::nr_cpus().map_err(|(_, e)| e)?,
+        })
+    }
+}
+
+/// What attaching needs: the tc socket and the pinned programs.
+struct Attacher {
+    tc: Tc,
+    /// Program fds, in the order of HOOKS.
+    progs: [OwnedFd; 2],
+}
+
+fn open_progs(paths: &Paths) -> Result<[OwnedFd; 2]> {
+    let open = |name: &str| -> Result<OwnedFd> {
+        let prog = SchedClassifier::from_pin(paths.progs_dir().join(name))
+            .with_context(|| format!("opening pinned program {name}"))?;
+        Ok(prog.fd()?.as_fd().try_clone_to_owned()?)
+    };
+    Ok([open(HOOKS[0].0)?, open(HOOKS[1].0)?])
+}
+
+fn new_filters<'a>(progs: &[OwnedFd; 2], names: &'a [String; 2]) -> [NewFilter<'a>; 2] {
+    [0, 1].map(|i| NewFilter {
+        direction: HOOKS[i].1,
+        prio: layout_prio(MAP_LAYOUT_VERSION),
+        handle: FILTER_HANDLE,
+        prog_fd: progs[i].as_raw_fd(),
+        name: &names[i],
+    })
+}
+
+fn filter_names() -> [String; 2] {
+    HOOKS.map(|(name, _)| filter_name(name))
+}
+
+/// Every bpfnet filter on every veth of this namespace, with its ifindex.
+fn our_filters(tc: &mut Tc) -> Result<Vec<(u32, String, Filter)>> {
+    let mut out = vec![];
+    for (ifindex, name) in tc.veths()? {
+        for (_, dir) in HOOKS {
+            for f in tc.filters(ifindex, dir)? {
+                if is_ours(&f) {
+                    out.push((ifindex, name.clone(), f));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A mutex whose holder cannot leave the guarded value half-changed in a
+/// way that matters (map handles, a socket): poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub struct Datapath {
     paths: Paths,
+    /// Opened on first use, then kept for the life of the process.
+    maps: Mutex<Option<Maps>>,
+    attacher: Mutex<Option<Attacher>>,
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -76,11 +211,11 @@ fn ensure_bpffs(paths: &Paths) -> Result<()> {
     })
 }
 
-/// TCX (Linux 6.6) is how the programs attach.
+/// The datapath is built and tested for Linux 6.6 and newer.
 fn check_kernel() -> Result<()> {
     let v = KernelVersion::current().map_err(|e| anyhow!("reading the kernel version: {e}"))?;
     if v < KernelVersion::new(6, 6, 0) {
-        bail!("kernel {v:?} has no TCX; bpfnet needs Linux 6.6 or newer");
+        bail!("kernel {v:?} is too old; bpfnet needs Linux 6.6 or newer");
     }
     Ok(())
 }
@@ -101,15 +236,16 @@ impl Datapath {
     }
 
     /// Loads the programs, reusing pinned maps of the same layout (their
-    /// contents survive), atomically replaces the program of every pinned
-    /// attachment, and pins the programs. Safe to run again at any time.
+    /// contents survive), atomically replaces the program of every filter
+    /// of this layout (same hook, prio and handle: never a moment without
+    /// a program), and pins the programs. Safe to run again at any time.
     pub fn load(paths: &Paths) -> Result<LoadReport> {
         check_kernel()?;
         ensure_bpffs(paths)?;
         if DATAPATH_OBJECT.is_empty() {
             bail!("this bpfnet was built without its datapath (AYA_BUILD_SKIP); rebuild it with `cargo xtask build-and-load`");
         }
-        for dir in [paths.maps_dir(), paths.progs_dir(), paths.links_dir()] {
+        for dir in [paths.maps_dir(), paths.progs_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let mut ebpf = EbpfLoader::new()
@@ -121,20 +257,34 @@ impl Datapath {
             maps: maps::ALL.iter().map(|m| paths.maps_dir().join(m)).collect(),
             replaced: 0,
         };
-        for (name, _, suffix) in HOOKS {
+        let mut tc = Tc::open()?;
+        let attached: Vec<(u32, String, Filter)> = our_filters(&mut tc)?
+            .into_iter()
+            .filter(|(.., f)| is_current(f))
+            .collect();
+        for (name, direction) in HOOKS {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the datapath object"))?
                 .try_into()?;
             prog.load()
                 .with_context(|| format!("verifying program {name}"))?;
-            for link in pinned_links(paths, suffix)? {
-                let pinned = PinnedLink::from_pin(&link)
-                    .with_context(|| format!("opening {}", link.display()))?;
-                let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
-                prog.attach_to_link(link)
-                    .with_context(|| format!("replacing the program of a {suffix} attachment"))?;
-                report.replaced += 1;
+            let fd = prog.fd()?.as_fd().as_raw_fd();
+            let fname = filter_name(name);
+            for (ifindex, _, f) in attached.iter().filter(|(.., f)| f.direction == direction) {
+                let new = NewFilter {
+                    direction,
+                    prio: f.prio,
+                    handle: f.handle,
+                    prog_fd: fd,
+                    name: &fname,
+                };
+                match tc.replace(*ifindex, &new) {
+                    Ok(()) => report.replaced += 1,
+                    // The veth went away meanwhile: nothing left to replace.
+                    Err(e) if tc::is_gone(&e) => {}
+                    Err(e) => return Err(e),
+                }
             }
             let pin = paths.progs_dir().join(name);
             let tmp = paths.progs_dir().join(format!("{name}_new"));
@@ -147,12 +297,25 @@ impl Datapath {
         Ok(report)
     }
 
-    /// Removes the pins of other map layouts (their attachments go with them).
-    /// Call it after the current layout is attached everywhere: TCX runs the
-    /// old and the new program side by side until then, so no packet passes
-    /// unjudged during a layout change.
+    /// Removes the filters and pins of other map layouts. Call it after the
+    /// current layout is attached everywhere: until then the old layout's
+    /// filters, which run first, judge every packet, so no packet passes
+    /// unjudged during a layout change. TCX links pinned by bpfnet versions
+    /// before the switch to tc filters go the same way.
     pub fn remove_other_layouts(paths: &Paths) -> Result<Vec<PathBuf>> {
         let mut removed = vec![];
+        let mut tc = Tc::open()?;
+        for (ifindex, _, f) in our_filters(&mut tc)? {
+            if f.prio != layout_prio(MAP_LAYOUT_VERSION) {
+                tc.delete_filter(ifindex, f.direction, f.prio)?;
+            }
+        }
+        let legacy_links = paths.pin_dir().join("links");
+        if legacy_links.exists() {
+            std::fs::remove_dir_all(&legacy_links)
+                .with_context(|| format!("removing TCX link pins {}", legacy_links.display()))?;
+            removed.push(legacy_links);
+        }
         if let Ok(dir) = std::fs::read_dir(paths.pin_root()) {
             for entry in dir.flatten() {
                 if entry.path() != paths.pin_dir() {
@@ -166,109 +329,128 @@ impl Datapath {
         Ok(removed)
     }
 
+    fn new(paths: &Paths) -> Self {
+        Datapath {
+            paths: paths.clone(),
+            maps: Mutex::new(None),
+            attacher: Mutex::new(None),
+        }
+    }
+
     /// Opens the loaded datapath; loads it first if it is not there.
     pub fn open_or_load(paths: &Paths) -> Result<Self> {
         if !Self::is_loaded(paths) {
             Self::load(paths)?;
         }
-        Ok(Datapath {
-            paths: paths.clone(),
-        })
+        Ok(Self::new(paths))
     }
 
     /// Opens the loaded datapath, if it is loaded.
     pub fn open(paths: &Paths) -> Option<Self> {
-        Self::is_loaded(paths).then(|| Datapath {
-            paths: paths.clone(),
-        })
+        Self::is_loaded(paths).then(|| Self::new(paths))
     }
 
-    /// Removes every bpfnet pin: programs detach from every veth.
+    /// Removes every bpfnet filter (with its clsact qdisc) and every pin.
     pub fn unload(paths: &Paths) -> Result<bool> {
+        let mut tc = Tc::open()?;
+        let mut found = false;
+        let mut done = vec![];
+        for (ifindex, ..) in our_filters(&mut tc)? {
+            found = true;
+            if !done.contains(&ifindex) {
+                tc.delete_clsact(ifindex)?;
+                done.push(ifindex);
+            }
+        }
         let root = paths.pin_root();
         if !root.exists() {
-            return Ok(false);
+            return Ok(found);
         }
         std::fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()))?;
         Ok(true)
     }
 
-    fn link_pin(&self, ifname: &str, suffix: &str) -> PathBuf {
-        self.paths.links_dir().join(format!("{ifname}-{suffix}"))
+    /// Runs `f` with the map handles, opening them on first use.
+    fn with_maps<R>(&self, f: impl FnOnce(&mut Maps) -> Result<R>) -> Result<R> {
+        let mut g = lock(&self.maps);
+        if g.is_none() {
+            *g = Some(Maps::open(&self.paths)?);
+        }
+        f(g.as_mut().expect("opened above"))
     }
 
-    /// Attaches both programs to the host-side veth `ifname` (TCX) and pins
-    /// the attachments.
+    fn with_attacher<R>(&self, f: impl FnOnce(&mut Attacher) -> Result<R>) -> Result<R> {
+        let mut g = lock(&self.attacher);
+        if g.is_none() {
+            *g = Some(Attacher {
+                tc: Tc::open()?,
+                progs: open_progs(&self.paths)?,
+            });
+        }
+        f(g.as_mut().expect("opened above"))
+    }
+
+    /// Attaches both programs to the host-side veth `ifname`: a clsact qdisc
+    /// and one direct-action filter per hook, in one netlink send (an
+    /// existing filter of this layout gets its program replaced in place).
     pub fn attach(&self, ifname: &str) -> Result<()> {
-        for (name, attach_type, suffix) in HOOKS {
-            let mut prog = SchedClassifier::from_pin(self.paths.progs_dir().join(name))
-                .with_context(|| format!("opening pinned program {name}"))?;
-            let id = prog
-                .attach_with_options(
-                    ifname,
-                    attach_type,
-                    TcAttachOptions::TcxOrder(LinkOrder::default()),
-                )
-                .with_context(|| format!("attaching {name} to {ifname}"))?;
-            let link = FdLink::try_from(prog.take_link(id)?)?;
-            let pin = self.link_pin(ifname, suffix);
-            remove_if_exists(&pin)?;
-            link.pin(&pin)
-                .with_context(|| format!("pinning {}", pin.display()))?;
-        }
-        Ok(())
+        let ifindex = tc::ifindex(ifname)?
+            .ok_or_else(|| anyhow!("cannot attach the datapath to {ifname}: no such interface"))?;
+        let names = filter_names();
+        self.with_attacher(|a| {
+            a.tc.attach(ifindex, &new_filters(&a.progs, &names))
+                .with_context(|| format!("attaching the datapath to {ifname}"))
+        })
     }
 
-    /// Detaches both programs from `ifname`.
+    /// Detaches both programs from `ifname`: its clsact qdisc goes, with
+    /// every filter on it. A missing interface is fine.
     pub fn detach(&self, ifname: &str) -> Result<()> {
-        for (.., suffix) in HOOKS {
-            let pin = self.link_pin(ifname, suffix);
-            remove_if_exists(&pin).with_context(|| format!("removing {}", pin.display()))?;
+        let legacy = self.paths.pin_dir().join("links");
+        if legacy.exists() {
+            for hook in ["ingress", "egress"] {
+                let pin = legacy.join(format!("{ifname}-{hook}"));
+                remove_if_exists(&pin).with_context(|| format!("removing {}", pin.display()))?;
+            }
         }
-        Ok(())
+        let Some(ifindex) = tc::ifindex(ifname)? else {
+            return Ok(());
+        };
+        self.with_attacher(|a| a.tc.delete_clsact(ifindex))
+            .with_context(|| format!("detaching the datapath from {ifname}"))
     }
 
-    /// Interfaces that have pinned attachments.
+    /// Interfaces that carry both filters of this layout.
     pub fn attached_interfaces(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.paths.links_dir())
-            .map(|d| {
-                d.filter_map(|e| {
-                    let name = e.ok()?.file_name().into_string().ok()?;
-                    Some(name.rsplit_once('-')?.0.to_string())
-                })
-                .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    fn map(&self, name: &str) -> Result<Map> {
-        let path = self.paths.maps_dir().join(name);
-        let data = MapData::from_pin(&path)
-            .with_context(|| format!("opening pinned map {}", path.display()))?;
-        Ok(Map::from_map_data(data)?)
-    }
-
-    fn hash<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> Result<HashMap<MapData, K, V>> {
-        Ok(HashMap::try_from(self.map(name)?)?)
+        let found = self.with_attacher(|a| {
+            let filters = our_filters(&mut a.tc)?;
+            let mut names: Vec<String> = filters
+                .iter()
+                .filter(|(.., f)| is_current(f))
+                .map(|(_, n, _)| n.clone())
+                .collect();
+            names.sort();
+            // Both hooks, or it is not attached.
+            let mut both: Vec<String> = names
+                .windows(2)
+                .filter(|w| w[0] == w[1])
+                .map(|w| w[0].clone())
+                .collect();
+            both.dedup();
+            Ok(both)
+        });
+        found.unwrap_or_default()
     }
 
     /// Step 1 of adding an endpoint: the datapath knows it (before any
     /// program is attached to it), with fresh counters.
     pub fn add_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<()> {
-        let mut counters: PerCpuArray<MapData, EndpointCounters> =
-            PerCpuArray::try_from(self.map(maps::EP_COUNTERS)?)?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        counters.set(
-            ep.slot,
-            PerCpuValues::try_from(vec![EndpointCounters::default(); cpus])?,
-            0,
-        )?;
-        self.hash::<u32, Endpoint>(maps::ENDPOINTS)?
-            .insert(ifindex, ep, 0)?;
-        Ok(())
+        self.with_maps(|m| {
+            let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); m.cpus])?;
+            m.ep_counters.set(ep.slot, zero, 0)?;
+            m.endpoints.insert(ifindex, ep, 0)?;
+            Ok(())
+        })
     }
 
     /// Step 2: other endpoints of the network can reach it (ARP and FDB).
@@ -277,35 +459,25 @@ impl Datapath {
             mac: ep.mac,
             _pad: [0; 2],
         };
-        self.hash::<NeighbourKey, Neighbour>(maps::NEIGHBOURS)?
-            .insert(neighbour_key(ep), neighbour, 0)?;
-        self.hash::<FdbKey, FdbEntry>(maps::FDB)?.insert(
-            fdb_key(ep),
-            FdbEntry {
-                ifindex,
-                slot: ep.slot,
-            },
-            0,
-        )?;
-        Ok(())
+        let entry = FdbEntry {
+            ifindex,
+            slot: ep.slot,
+        };
+        self.with_maps(|m| {
+            m.neighbours.insert(neighbour_key(ep), neighbour, 0)?;
+            m.fdb.insert(fdb_key(ep), entry, 0)?;
+            Ok(())
+        })
     }
 
     /// Removes an endpoint in the reverse order: nobody can reach it, then
     /// it is forgotten. Missing entries are fine.
     pub fn remove_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<()> {
-        ignore_missing(
-            self.hash::<FdbKey, FdbEntry>(maps::FDB)?
-                .remove(&fdb_key(ep)),
-        )?;
-        ignore_missing(
-            self.hash::<NeighbourKey, Neighbour>(maps::NEIGHBOURS)?
-                .remove(&neighbour_key(ep)),
-        )?;
-        ignore_missing(
-            self.hash::<u32, Endpoint>(maps::ENDPOINTS)?
-                .remove(&ifindex),
-        )?;
-        Ok(())
+        self.with_maps(|m| {
+            ignore_missing(m.fdb.remove(&fdb_key(ep)))?;
+            ignore_missing(m.neighbours.remove(&neighbour_key(ep)))?;
+            ignore_missing(m.endpoints.remove(&ifindex))
+        })
     }
 
     /// Removes an endpoint's entries, but the FDB and neighbour entries only
@@ -314,26 +486,21 @@ impl Datapath {
     /// FDB entry names its port; no FDB entry means nobody has published the
     /// address since. Returns whether they were its own.
     pub fn remove_endpoint_entries(&self, ifindex: Option<u32>, ep: &Endpoint) -> Result<bool> {
-        let mut fdb = self.hash::<FdbKey, FdbEntry>(maps::FDB)?;
-        let owned = match fdb.get(&fdb_key(ep), 0) {
-            Ok(entry) => Some(entry.ifindex) == ifindex,
-            Err(MapError::KeyNotFound) => true,
-            Err(e) => return Err(e.into()),
-        };
-        if owned {
-            ignore_missing(fdb.remove(&fdb_key(ep)))?;
-            ignore_missing(
-                self.hash::<NeighbourKey, Neighbour>(maps::NEIGHBOURS)?
-                    .remove(&neighbour_key(ep)),
-            )?;
-        }
-        if let Some(ifindex) = ifindex {
-            ignore_missing(
-                self.hash::<u32, Endpoint>(maps::ENDPOINTS)?
-                    .remove(&ifindex),
-            )?;
-        }
-        Ok(owned)
+        self.with_maps(|m| {
+            let owned = match m.fdb.get(&fdb_key(ep), 0) {
+                Ok(entry) => Some(entry.ifindex) == ifindex,
+                Err(MapError::KeyNotFound) => true,
+                Err(e) => return Err(e.into()),
+            };
+            if owned {
+                ignore_missing(m.fdb.remove(&fdb_key(ep)))?;
+                ignore_missing(m.neighbours.remove(&neighbour_key(ep)))?;
+            }
+            if let Some(ifindex) = ifindex {
+                ignore_missing(m.endpoints.remove(&ifindex))?;
+            }
+            Ok(owned)
+        })
     }
 
     /// Removes FDB entries whose port is not in `live_ifindex` and
@@ -344,62 +511,62 @@ impl Datapath {
         live_ifindex: &std::collections::BTreeSet<u32>,
         live_addr: &std::collections::BTreeSet<(u32, u32)>,
     ) -> Result<usize> {
-        let mut fdb = self.hash::<FdbKey, FdbEntry>(maps::FDB)?;
-        let dead: Vec<FdbKey> = fdb
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter(|(_, v)| !live_ifindex.contains(&v.ifindex))
-            .map(|(k, _)| k)
-            .collect();
-        for k in &dead {
-            ignore_missing(fdb.remove(k))?;
-        }
-        let mut neighbours = self.hash::<NeighbourKey, Neighbour>(maps::NEIGHBOURS)?;
-        let stale: Vec<NeighbourKey> = neighbours
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !live_addr.contains(&(k.net_id, k.ip)))
-            .collect();
-        for k in &stale {
-            ignore_missing(neighbours.remove(k))?;
-        }
-        Ok(dead.len() + stale.len())
+        self.with_maps(|m| {
+            let dead: Vec<FdbKey> = m
+                .fdb
+                .iter()
+                .filter_map(|e| e.ok())
+                .filter(|(_, v)| !live_ifindex.contains(&v.ifindex))
+                .map(|(k, _)| k)
+                .collect();
+            for k in &dead {
+                ignore_missing(m.fdb.remove(k))?;
+            }
+            let stale: Vec<NeighbourKey> = m
+                .neighbours
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !live_addr.contains(&(k.net_id, k.ip)))
+                .collect();
+            for k in &stale {
+                ignore_missing(m.neighbours.remove(k))?;
+            }
+            Ok(dead.len() + stale.len())
+        })
     }
 
     pub fn endpoints(&self) -> Result<Vec<(u32, Endpoint)>> {
-        Ok(self
-            .hash::<u32, Endpoint>(maps::ENDPOINTS)?
-            .iter()
-            .collect::<Result<_, _>>()?)
+        self.with_maps(|m| Ok(m.endpoints.iter().collect::<Result<_, _>>()?))
     }
 
     /// Adds or updates a network; the subnet trie entry comes first so the
     /// isolation check never sees a network without its subnet.
     pub fn set_network(&self, net_id: u32, net: &Network) -> Result<()> {
-        let mut subnets: LpmTrie<MapData, u32, u32> = LpmTrie::try_from(self.map(maps::SUBNETS)?)?;
-        subnets.insert(&Key::new(net.prefix_len, net.subnet), net_id, 0)?;
-        self.hash::<u32, Network>(maps::NETWORKS)?
-            .insert(net_id, net, 0)?;
-        Ok(())
+        self.with_maps(|m| {
+            m.subnets
+                .insert(&Key::new(net.prefix_len, net.subnet), net_id, 0)?;
+            m.networks.insert(net_id, net, 0)?;
+            Ok(())
+        })
     }
 
     pub fn network(&self, net_id: u32) -> Result<Option<Network>> {
-        match self.hash::<u32, Network>(maps::NETWORKS)?.get(&net_id, 0) {
+        self.with_maps(|m| match m.networks.get(&net_id, 0) {
             Ok(n) => Ok(Some(n)),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e.into()),
-        }
+        })
     }
 
     pub fn remove_network(&self, net_id: u32, net: &Network) -> Result<()> {
-        ignore_missing(self.hash::<u32, Network>(maps::NETWORKS)?.remove(&net_id))?;
-        let mut subnets: LpmTrie<MapData, u32, u32> = LpmTrie::try_from(self.map(maps::SUBNETS)?)?;
-        ignore_missing(subnets.remove(&Key::new(net.prefix_len, net.subnet)))?;
-        let mut flood = self.hash::<FloodKey, FdbEntry>(maps::FLOOD_PORTS)?;
-        for index in 0..MAX_FLOOD_PORTS {
-            ignore_missing(flood.remove(&FloodKey { net_id, index }))?;
-        }
-        Ok(())
+        self.with_maps(|m| {
+            ignore_missing(m.networks.remove(&net_id))?;
+            ignore_missing(m.subnets.remove(&Key::new(net.prefix_len, net.subnet)))?;
+            for index in 0..MAX_FLOOD_PORTS {
+                ignore_missing(m.flood_ports.remove(&FloodKey { net_id, index }))?;
+            }
+            Ok(())
+        })
     }
 
     /// Rewrites the broadcast ports of a network (the first MAX_FLOOD_PORTS).
@@ -408,21 +575,21 @@ impl Datapath {
             return Ok(());
         };
         let ports = &ports[..ports.len().min(MAX_FLOOD_PORTS as usize)];
-        let mut flood = self.hash::<FloodKey, FdbEntry>(maps::FLOOD_PORTS)?;
-        for (index, port) in ports.iter().enumerate() {
-            let key = FloodKey {
-                net_id,
-                index: index as u32,
-            };
-            flood.insert(key, port, 0)?;
-        }
-        net.flood_ports = ports.len() as u32;
-        self.hash::<u32, Network>(maps::NETWORKS)?
-            .insert(net_id, net, 0)?;
-        for index in ports.len() as u32..MAX_FLOOD_PORTS {
-            ignore_missing(flood.remove(&FloodKey { net_id, index }))?;
-        }
-        Ok(())
+        self.with_maps(|m| {
+            for (index, port) in ports.iter().enumerate() {
+                let key = FloodKey {
+                    net_id,
+                    index: index as u32,
+                };
+                m.flood_ports.insert(key, port, 0)?;
+            }
+            net.flood_ports = ports.len() as u32;
+            m.networks.insert(net_id, net, 0)?;
+            for index in ports.len() as u32..MAX_FLOOD_PORTS {
+                ignore_missing(m.flood_ports.remove(&FloodKey { net_id, index }))?;
+            }
+            Ok(())
+        })
     }
 
     /// Installs a compiled rule set as one step: it is written into the
@@ -432,83 +599,82 @@ impl Datapath {
         &self,
         entries: &std::collections::BTreeMap<PolicyKey, PolicyValue>,
     ) -> Result<()> {
-        let mut generation: aya::maps::Array<MapData, u32> =
-            aya::maps::Array::try_from(self.map(maps::POLICY_GEN)?)?;
-        let live = generation.get(&0, 0)?;
-        let idle = 1 - live.min(1);
-        let mut map = self.hash::<PolicyKey, PolicyValue>(if idle == 0 {
-            maps::POLICY_0
-        } else {
-            maps::POLICY_1
-        })?;
-        let stale: Vec<PolicyKey> = map.keys().collect::<Result<_, _>>()?;
-        for k in stale {
-            if !entries.contains_key(&k) {
-                ignore_missing(map.remove(&k))?;
+        self.with_maps(|m| {
+            let live = m.policy_gen.get(&0, 0)?;
+            let idle = 1 - live.min(1);
+            let map = &mut m.policy[idle as usize];
+            let stale: Vec<PolicyKey> = map.keys().collect::<Result<_, _>>()?;
+            for k in stale {
+                if !entries.contains_key(&k) {
+                    ignore_missing(map.remove(&k))?;
+                }
             }
-        }
-        for (k, v) in entries {
-            map.insert(k, v, 0)?;
-        }
-        generation.set(0, idle, 0)?;
-        Ok(())
+            for (k, v) in entries {
+                map.insert(k, v, 0)?;
+            }
+            m.policy_gen.set(0, idle, 0)?;
+            Ok(())
+        })
     }
 
     /// Connections (conntrack entries) for which `doomed` holds are forgotten:
     /// their next packet is judged as a new connection.
     pub fn flush_conntrack(&self, doomed: impl Fn(&CtKey, &CtValue) -> bool) -> Result<usize> {
-        let mut ct = self.hash::<CtKey, CtValue>(maps::CONNTRACK)?;
-        let gone: Vec<CtKey> = ct
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter(|(k, v)| doomed(k, v))
-            .map(|(k, _)| k)
-            .collect();
-        for k in &gone {
-            ignore_missing(ct.remove(k))?;
-        }
-        Ok(gone.len())
+        self.with_maps(|m| {
+            let gone: Vec<CtKey> = m
+                .conntrack
+                .iter()
+                .filter_map(|e| e.ok())
+                .filter(|(k, v)| doomed(k, v))
+                .map(|(k, _)| k)
+                .collect();
+            for k in &gone {
+                ignore_missing(m.conntrack.remove(k))?;
+            }
+            Ok(gone.len())
+        })
     }
 
     /// New connections a rule let through (allow) or packets it dropped (deny).
     pub fn rule_hits(&self, rule: u32) -> Result<u64> {
-        let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(self.map(maps::RULE_HITS)?)?;
-        Ok(map.get(&rule, 0)?.iter().sum())
+        self.with_maps(|m| Ok(m.rule_hits.get(&rule, 0)?.iter().sum()))
     }
 
     pub fn reset_rule_hits(&self, rules: &[u32]) -> Result<()> {
-        let mut map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(self.map(maps::RULE_HITS)?)?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        for rule in rules {
-            map.set(*rule, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
-        }
-        Ok(())
+        self.with_maps(|m| {
+            for rule in rules {
+                let zero = PerCpuValues::try_from(vec![0u64; m.cpus])?;
+                m.rule_hits.set(*rule, zero, 0)?;
+            }
+            Ok(())
+        })
     }
 
     /// Counters of one endpoint slot, summed over CPUs.
     pub fn counters(&self, slot: u32) -> Result<EndpointCounters> {
-        let map: PerCpuArray<MapData, EndpointCounters> =
-            PerCpuArray::try_from(self.map(maps::EP_COUNTERS)?)?;
-        let mut sum = EndpointCounters::default();
-        for c in map.get(&slot, 0)?.iter() {
-            sum.rx_packets += c.rx_packets;
-            sum.rx_bytes += c.rx_bytes;
-            sum.tx_packets += c.tx_packets;
-            sum.tx_bytes += c.tx_bytes;
-            sum.forwarded += c.forwarded;
-            sum.to_host += c.to_host;
-            sum.dropped += c.dropped;
-        }
-        Ok(sum)
+        self.with_maps(|m| {
+            let mut sum = EndpointCounters::default();
+            for c in m.ep_counters.get(&slot, 0)?.iter() {
+                sum.rx_packets += c.rx_packets;
+                sum.rx_bytes += c.rx_bytes;
+                sum.tx_packets += c.tx_packets;
+                sum.tx_bytes += c.tx_bytes;
+                sum.forwarded += c.forwarded;
+                sum.to_host += c.to_host;
+                sum.dropped += c.dropped;
+            }
+            Ok(sum)
+        })
     }
 
     /// Drops per reason, summed over CPUs.
     pub fn drop_counters(&self) -> Result<Vec<(DropReason, u64)>> {
-        let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(self.map(maps::DROP_COUNTERS)?)?;
-        DropReason::ALL
-            .iter()
-            .map(|r| Ok((*r, map.get(&(*r as u32), 0)?.iter().sum())))
-            .collect()
+        self.with_maps(|m| {
+            DropReason::ALL
+                .iter()
+                .map(|r| Ok((*r, m.drop_counters.get(&(*r as u32), 0)?.iter().sum())))
+                .collect()
+        })
     }
 
     /// Streams drop events to `f` until it returns false: only those that
@@ -521,7 +687,7 @@ impl Datapath {
         skipped: impl FnOnce(usize),
         mut f: impl FnMut(DropEvent) -> bool,
     ) -> Result<()> {
-        let mut ring = RingBuf::try_from(self.map(maps::DROP_EVENTS)?)?;
+        let mut ring = RingBuf::try_from(open_map(&self.paths, maps::DROP_EVENTS)?)?;
         let mut stale = 0;
         while ring.next().is_some() {
             stale += 1;
@@ -547,21 +713,6 @@ impl Datapath {
             guard.clear_ready();
         }
     }
-}
-
-fn pinned_links(paths: &Paths, suffix: &str) -> Result<Vec<PathBuf>> {
-    let mut out = vec![];
-    for entry in std::fs::read_dir(paths.links_dir())? {
-        let path = entry?.path();
-        if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(&format!("-{suffix}")))
-        {
-            out.push(path);
-        }
-    }
-    Ok(out)
 }
 
 fn fdb_key(ep: &Endpoint) -> FdbKey {

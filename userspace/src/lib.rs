@@ -19,4 +19,5 @@ pub mod policy;
 pub mod rule;
 pub mod state;
 pub mod stats;
+pub mod tc;
 pub mod util;

@@ -10,6 +10,7 @@
 //! (--quick writes them under target/bench-quick/ and checks plausibility).
 mod contender;
 mod host;
+pub mod minimal;
 mod report;
 mod traffic;
 
@@ -85,6 +86,9 @@ impl Config {
 struct Recorder {
     start: Instant,
     runs: Vec<Value>,
+    /// Set-up time (ms) of every sandbox a scale run added, per contender,
+    /// in order: the sandbox count at the i-th call is i + 3.
+    series: std::collections::BTreeMap<String, Vec<f64>>,
 }
 
 impl Recorder {
@@ -258,6 +262,9 @@ fn measure(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Resul
     let name = c.kind.name();
     let p = c.pair();
     c.check_path()?;
+    if !c.kind.has_traffic() {
+        return setup_small(rec, cfg, round, c);
+    }
     for (streams, fig) in [(1u32, "tcp1_gbps"), (4, "tcp4_gbps")] {
         let r = twice(rec, &format!("{name} {fig}"), || {
             traffic::tcp_stream(&p, streams, cfg.secs)
@@ -274,7 +281,7 @@ fn measure(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Resul
     let r = twice(rec, &format!("{name} rr"), || traffic::tcp_rr(&p, cfg.secs))?;
     rec.add(round, name, "rr_p50_us", r.p50_us, r.detail.clone());
     rec.add(round, name, "rr_p99_us", r.p99_us, r.detail);
-    if c.kind == Kind::Bpfnet {
+    if matches!(c.kind, Kind::Bpfnet | Kind::Minimal) {
         prog_cost(rec, cfg, round, c)?;
     }
     if c.kind == Kind::DirectVeth {
@@ -328,7 +335,8 @@ fn prog_cost(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Res
     Ok(())
 }
 
-/// Set-up time of `setup_n` sandboxes on the bench network, then removal.
+/// Set-up time of `setup_n` sandboxes on the bench network, then the
+/// teardown time of each: median and 95th percentile of the round's calls.
 fn setup_small(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Result<()> {
     let mut names = Vec::new();
     let mut ms = Vec::new();
@@ -343,14 +351,26 @@ fn setup_small(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> R
     })();
     let rm = c.remove_sandboxes(&names);
     result?;
-    let rm = rm?;
+    let rm: Vec<f64> = rm?.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     let st = report::stats(&ms).context("no set-up times")?;
+    let td = report::stats(&rm).context("no teardown times")?;
+    let detail = json!({ "setup_calls_ms": ms, "teardown_calls_ms": rm });
+    let name = c.kind.name();
+    rec.add(round, name, "setup_ms", st.median, detail.clone());
     rec.add(
         round,
-        c.kind.name(),
-        "setup_ms",
-        st.median,
-        json!({ "calls_ms": ms, "teardown_total_ms": rm.as_secs_f64() * 1e3 }),
+        name,
+        "setup_p95_ms",
+        report::percentile(&ms, 0.95),
+        detail.clone(),
+    );
+    rec.add(round, name, "teardown_ms", td.median, detail.clone());
+    rec.add(
+        round,
+        name,
+        "teardown_p95_ms",
+        report::percentile(&rm, 0.95),
+        detail,
     );
     Ok(())
 }
@@ -422,7 +442,7 @@ fn scale_endpoints(
     budget: &mut Budget,
 ) -> Result<Value> {
     let name = c.kind.name();
-    let bridge_based = matches!(c.kind, Kind::LinuxBridge | Kind::Netavark);
+    let bridge_based = matches!(c.kind, Kind::LinuxBridge | Kind::Netavark | Kind::CniBridge);
     let mut times: Vec<f64> = Vec::new();
     let mut notes = json!({});
     let mut made = 0usize;
@@ -475,6 +495,10 @@ fn scale_endpoints(
                 .add_sandbox(&extra_name(made), &extra_ip(made))
                 .with_context(|| format!("{name}: endpoint {} of {n}", made + 3))?;
             times.push(d.as_secs_f64() * 1e3);
+            rec.series
+                .entry(name.to_string())
+                .or_default()
+                .push(d.as_secs_f64() * 1e3);
             made += 1;
             if made.is_multiple_of(250) {
                 rec.progress(&format!("{name}: {} endpoints", made + 2));
@@ -493,7 +517,26 @@ fn scale_endpoints(
                 );
             }
         }
+        if n == *cfg.endpoints.last().unwrap_or(&0) && times.len() >= 200 {
+            // Flat with scale: the last 100 set-ups against the first 100.
+            for (fig, part) in [
+                ("setup_ms_first100", &times[..100]),
+                ("setup_ms_last100", &times[times.len() - 100..]),
+            ] {
+                let st = report::stats(part).context("no set-up times")?;
+                rec.add(
+                    0,
+                    name,
+                    fig,
+                    st.median,
+                    json!({ "endpoints": n, "max_ms": st.max }),
+                );
+            }
+        }
         c.check_path()?;
+        if !c.kind.has_traffic() {
+            continue;
+        }
         let p = c.pair();
         for rep in 1..=2 {
             let r = twice(rec, &format!("{name} udp@{n}"), || {
@@ -605,9 +648,17 @@ fn check_plausible(summary: &report::Summary, runs: &[Value]) -> Result<()> {
     let mut problems = Vec::new();
     for fig in report::CORE {
         let want: Vec<&str> = match *fig {
-            "prog_ns_per_pkt" => vec!["bpfnet"],
-            "setup_ms" => vec!["bpfnet", "linux-bridge", "netavark"],
-            _ => report::CONTENDERS.to_vec(),
+            "prog_ns_per_pkt" => vec!["bpfnet", "minimal-prog"],
+            "setup_ms" | "setup_p95_ms" | "teardown_ms" | "teardown_p95_ms" => {
+                vec!["bpfnet", "linux-bridge", "netavark", "cni-bridge"]
+            }
+            _ => vec![
+                "bpfnet",
+                "minimal-prog",
+                "linux-bridge",
+                "netavark",
+                "direct-veth",
+            ],
         };
         for c in want {
             match summary.get(*fig).and_then(|m| m.get(c)) {
@@ -667,6 +718,7 @@ pub fn bench(quick: bool) -> Result<()> {
     let mut rec = Recorder {
         start: Instant::now(),
         runs: Vec::new(),
+        series: Default::default(),
     };
     rec.progress(&format!(
         "{} run: {} rounds × {} contenders, {} s per TCP run, {} s per UDP window",
@@ -697,8 +749,8 @@ pub fn bench(quick: bool) -> Result<()> {
     let mut scale_errors: Vec<String> = Vec::new();
     if !cfg.endpoints.is_empty() || !cfg.networks.is_empty() || !cfg.policies.is_empty() {
         // One contender at a time, each host dropped when done with.
-        let direct = contenders.pop();
-        drop(direct);
+        // The references (direct veth, redirect-only program) do not scale.
+        contenders.retain(|c| !matches!(c.kind, Kind::DirectVeth | Kind::Minimal));
         let mut order: Vec<Contender> = std::mem::take(&mut contenders);
         order.reverse();
         while let Some(c) = order.pop() {
@@ -774,6 +826,7 @@ pub fn bench(quick: bool) -> Result<()> {
         "notes": notes,
         "errors": scale_errors,
         "runs": rec.runs,
+        "setup_series_ms": rec.series,
         "summary": report::summary_json(&summary),
     });
     let json_path = out_dir.join("results.json");
@@ -788,6 +841,15 @@ pub fn bench(quick: bool) -> Result<()> {
             results["machine"]["kernel"].as_str().unwrap_or("")
         ),
     )?;
+    let scale_png = out_dir.join("setup_scale.png");
+    if rec.series.values().any(|v| !v.is_empty()) {
+        report::plot_series(
+            &rec.series,
+            &scale_png,
+            "bpfnet bench — set-up time per sandbox against the number of sandboxes \
+             (rolling median of 25)",
+        )?;
+    }
     report::write(
         &out_dir.join("RESULTS.md"),
         results_md(&results, &summary, command),
@@ -855,7 +917,14 @@ fn results_md(results: &Value, summary: &report::Summary, command: &str) -> Stri
         "\n## Results\n\nMin / median / max over the samples (`n`); ratios are of medians.\n\n",
     );
     s.push_str(&report::markdown_table(summary));
-    s.push_str("\n![results](results.png)\n\n## Figures\n\n");
+    s.push_str("\n![results](results.png)\n\n");
+    if results["setup_series_ms"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+    {
+        s.push_str("Set-up time against the number of sandboxes on the network:\n\n![set-up against sandbox count](setup_scale.png)\n\n");
+    }
+    s.push_str("## Figures\n\n");
     s.push_str(&report::figure_legend());
     s.push_str(
         "\n## Method\n\n\
@@ -864,8 +933,11 @@ fn results_md(results: &Value, summary: &report::Summary, command: &str) -> Stri
 10.90.0.3 on 10.90.0.0/16. `bpfnet` = `bpfnet network create -d bridge`, `linux-bridge` = \
 `-d linux-bridge` (kernel bridge; br_netfilter as the host has it), `netavark` = \
 `/usr/lib/podman/netavark setup` with a static IP (iptables firewall driver, DNS off), \
-`direct-veth` = one veth pair between the two namespaces. Rounds are interleaved: \
-bpfnet, linux-bridge, netavark, direct-veth, then again.\n\
+`direct-veth` = one veth pair between the two namespaces, `minimal-prog` = bpfnet's topology \
+with a redirect-only TC program (`datapath-ebpf/src/minimal.rs`, a filter in front of the \
+datapath's on both bench veths): the ceiling of the design, `cni-bridge` = the CNI bridge plugin \
+1.1 with host-local IPAM plus the loopback plugin (set-up and teardown only). Rounds are \
+interleaved: bpfnet, minimal-prog, linux-bridge, netavark, cni-bridge, direct-veth, then again.\n\
 - TCP: `iperf3 -c 10.90.0.3 -t N [-P4] -J` in bench-a against a one-off server in bench-b. \
 CPU per GB: utime+stime of the two iperf3 processes plus the ksoftirqd threads (with this \
 kernel's tick-based accounting, softirq work done in a process's context is in its stime) over a \
@@ -884,8 +956,10 @@ frames at once: the generator's own ceiling. Each run's detail has `sent_pps` an
 - eBPF cost: a separate UDP flood with BPF run-time statistics on (`BPF_ENABLE_STATS`), \
 Δrun_time_ns / Δrun_cnt over the pinned programs (`bpftool prog show pinned`).\n\
 - Set-up: wall time of `bpfnet create --name sN --network benchnet --ip …` (netns + veth + \
-connect) per sandbox; for netavark the `setup` call alone (its netns is made beforehand, \
-untimed), so netavark's figure is, if anything, flattered.\n\
+connect) per sandbox; for netavark the `setup` call alone and for CNI the bridge ADD + loopback \
+ADD (their netns is made beforehand, untimed), so their figures are, if anything, flattered. \
+Teardown: `bpfnet rm -f sN`, netavark `teardown` + `ip netns del`, CNI bridge DEL + `ip netns \
+del`, one sandbox at a time. Median and 95th percentile of each round's calls.\n\
 - Policy scale (bpfnet): rules `--from bench-a --to net:xnetK --port P/tcp` on ports the measured \
 traffic does not use, added by one `bpfnet policy import` per level (1,000, then 10,000). They target \
 networks without endpoints, so they compile to no datapath entries: this measures the control plane \

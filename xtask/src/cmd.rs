@@ -108,14 +108,14 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// TCX (the attach API the datapath uses) arrived in Linux 6.6.
+/// The datapath is built and tested for Linux 6.6 and newer.
 pub fn require_tcx() -> Result<()> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("read /proc/sys/kernel/osrelease")?;
     let release = release.trim();
     match parse_kernel_version(release) {
         Some(v) if v >= (6, 6) => Ok(()),
-        Some(_) => bail!("kernel {release} has no TCX: bpfnet needs Linux >= 6.6"),
+        Some(_) => bail!("kernel {release} is too old: bpfnet needs Linux >= 6.6"),
         None => bail!("cannot read the kernel version from {release:?}"),
     }
 }

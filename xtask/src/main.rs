@@ -65,6 +65,10 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// (bench internal) Attach the redirect-only program in front of the
+    /// datapath: `OBJ FROM=TO…` (host veth names).
+    #[command(hide = true)]
+    BenchAttachMinimal { obj: PathBuf, pairs: Vec<String> },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +92,9 @@ fn main() -> ExitCode {
         Cmd::Test => test().map(|()| ExitCode::SUCCESS),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets).map(|()| ExitCode::SUCCESS),
         Cmd::Bench { quick } => bench::bench(quick).map(|()| ExitCode::SUCCESS),
+        Cmd::BenchAttachMinimal { obj, pairs } => {
+            bench::minimal::attach(&obj, &pairs).map(|()| ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
@@ -235,7 +242,12 @@ fn test() -> Result<()> {
         })?;
         step("unused dependencies", || {
             run(
-                Command::new("cargo").args(["machete"]).current_dir(&root),
+                // `cargo run` (how `cargo xtask` starts) sets CARGO_PKG_NAME,
+                // which makes cargo-machete 0.9 take "machete" for a path.
+                Command::new("cargo")
+                    .args(["machete"])
+                    .env_remove("CARGO_PKG_NAME")
+                    .current_dir(&root),
                 "cargo machete",
             )
         })?;

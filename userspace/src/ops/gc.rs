@@ -73,7 +73,7 @@ impl Controller {
         for ifname in self.host.dp.attached_interfaces() {
             if !owned.contains(ifname.as_str()) {
                 self.host.dp.detach(&ifname)?;
-                removed.push(format!("attachment pins of {ifname}"));
+                removed.push(format!("datapath filters of {ifname}"));
             }
         }
         removed.extend(sweep_datapath(&self.host, &state)?);

@@ -1,4 +1,4 @@
-//! The four contenders, each built in a throw-away host of its own with the
+//! The contenders, each built in a throw-away host of its own with the
 //! same names and addresses: sandboxes `bench-a` (10.90.0.2) and `bench-b`
 //! (10.90.0.3) on 10.90.0.0/16, gateway 10.90.0.1.
 use std::{
@@ -24,35 +24,54 @@ pub const IP_A: [u8; 4] = [10, 90, 0, 2];
 pub const IP_B: [u8; 4] = [10, 90, 0, 3];
 const NETAVARK: &str = "/usr/lib/podman/netavark";
 const NETAVARK_BRIDGE: &str = "nvbench0";
+const CNI_BRIDGE: &str = "cnibench0";
+const CNI_PATH: &str = "/usr/lib/cni";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Bpfnet,
+    /// bpfnet's topology with the redirect-only program in front (see
+    /// `minimal`): the ceiling of the design.
+    Minimal,
     LinuxBridge,
     Netavark,
+    /// The CNI bridge plugin 1.1 with host-local IPAM (+ the loopback
+    /// plugin, as a runtime calls it): set-up and teardown only.
+    CniBridge,
     DirectVeth,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    /// direct-veth stays last: the scale runs leave it out by popping it.
+    pub const ALL: [Kind; 6] = [
         Kind::Bpfnet,
+        Kind::Minimal,
         Kind::LinuxBridge,
         Kind::Netavark,
+        Kind::CniBridge,
         Kind::DirectVeth,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Bpfnet => "bpfnet",
+            Kind::Minimal => "minimal-prog",
             Kind::LinuxBridge => "linux-bridge",
             Kind::Netavark => "netavark",
+            Kind::CniBridge => "cni-bridge",
             Kind::DirectVeth => "direct-veth",
         }
     }
 
-    /// Contenders that have sandboxes to set up (direct-veth is two ip calls).
+    /// Contenders measured with traffic (the CNI plugin only for set-up).
+    pub fn has_traffic(self) -> bool {
+        self != Kind::CniBridge
+    }
+
+    /// Contenders that have sandboxes to set up (direct-veth is two ip
+    /// calls; minimal-prog sets up as bpfnet does).
     pub fn has_setup(self) -> bool {
-        self != Kind::DirectVeth
+        !matches!(self, Kind::DirectVeth | Kind::Minimal)
     }
 }
 
@@ -96,11 +115,11 @@ impl Contender {
         let host = Host::start(kind.name(), base)?;
         let (a, b) = (ip_str(IP_A), ip_str(IP_B));
         match kind {
-            Kind::Bpfnet | Kind::LinuxBridge => {
-                let driver = if kind == Kind::Bpfnet {
-                    "bridge"
-                } else {
+            Kind::Bpfnet | Kind::Minimal | Kind::LinuxBridge => {
+                let driver = if kind == Kind::LinuxBridge {
                     "linux-bridge"
+                } else {
+                    "bridge"
                 };
                 let bin = bin.to_str().context("bpfnet path is not UTF-8")?;
                 host.run(&[
@@ -118,11 +137,30 @@ impl Contender {
                 for (name, ip) in [(A, &a), (B, &b)] {
                     host.run(&[bin, "create", "--name", name, "--network", NET, "--ip", ip])?;
                 }
+                if kind == Kind::Minimal {
+                    let (va, vb) = (host_veth(&host, A)?, host_veth(&host, B)?);
+                    let xtask = std::env::current_exe().context("the xtask binary")?;
+                    let obj = super::minimal::object()?;
+                    host.run(&[
+                        xtask.to_str().context("xtask path is not UTF-8")?,
+                        "bench-attach-minimal",
+                        obj.to_str().context("object path is not UTF-8")?,
+                        &format!("{va}={vb}"),
+                        &format!("{vb}={va}"),
+                    ])?;
+                }
             }
             Kind::Netavark => {
                 for (name, ip) in [(A, &a), (B, &b)] {
                     host.run(&["ip", "netns", "add", name])?;
                     netavark(&host, "setup", name, ip)?;
+                }
+            }
+            Kind::CniBridge => {
+                // host-local hands out .2 then .3: bench-a and bench-b.
+                for name in [A, B] {
+                    host.run(&["ip", "netns", "add", name])?;
+                    cni(&host, "ADD", name)?;
                 }
             }
             Kind::DirectVeth => {
@@ -274,31 +312,41 @@ impl Contender {
                 netavark(&self.host, "setup", name, ip)?;
                 Ok(t.elapsed())
             }
-            Kind::DirectVeth => bail!("direct-veth has no sandbox set-up"),
+            Kind::CniBridge => {
+                self.host.run(&["ip", "netns", "add", name])?;
+                let t = Instant::now();
+                cni(&self.host, "ADD", name)?;
+                Ok(t.elapsed())
+            }
+            Kind::DirectVeth | Kind::Minimal => {
+                bail!("{} has no sandbox set-up of its own", self.kind.name())
+            }
         }
     }
 
-    /// Removes extra sandboxes; returns the wall time of the removal.
-    pub fn remove_sandboxes(&self, names: &[(String, String)]) -> Result<Duration> {
-        let t = Instant::now();
-        match self.kind {
-            Kind::Bpfnet | Kind::LinuxBridge => {
-                let bin = self.bin()?;
-                for chunk in names.chunks(200) {
-                    let mut args = vec![bin, "rm", "-f"];
-                    args.extend(chunk.iter().map(|(n, _)| n.as_str()));
-                    self.host.run_full(&args, None, CMD_TIMEOUT * 5)?;
+    /// Removes extra sandboxes one by one (the network and the namespace
+    /// of each, as `bpfnet rm` does); returns each one's wall time.
+    pub fn remove_sandboxes(&self, names: &[(String, String)]) -> Result<Vec<Duration>> {
+        let mut times = Vec::with_capacity(names.len());
+        for (n, ip) in names {
+            let t = Instant::now();
+            match self.kind {
+                Kind::Bpfnet | Kind::LinuxBridge => {
+                    self.host.run(&[self.bin()?, "rm", "-f", n])?;
                 }
-            }
-            Kind::Netavark => {
-                for (n, ip) in names {
+                Kind::Netavark => {
                     netavark(&self.host, "teardown", n, ip)?;
                     self.host.run(&["ip", "netns", "del", n])?;
                 }
+                Kind::CniBridge => {
+                    cni(&self.host, "DEL", n)?;
+                    self.host.run(&["ip", "netns", "del", n])?;
+                }
+                Kind::DirectVeth | Kind::Minimal => {}
             }
-            Kind::DirectVeth => {}
+            times.push(t.elapsed());
         }
-        Ok(t.elapsed())
+        Ok(times)
     }
 
     /// Adds one more (empty) network of the same driver.
@@ -346,6 +394,60 @@ impl Contender {
         )?;
         Ok(t.elapsed())
     }
+}
+
+/// The host-side veth of a sandbox's eth0.
+fn host_veth(host: &Host, sandbox: &str) -> Result<String> {
+    let peer = host.exec(sandbox, &["cat", "/sys/class/net/eth0/iflink"])?;
+    let out = host.sh(&format!(
+        "grep -lx {} /sys/class/net/*/ifindex",
+        peer.stdout.trim()
+    ))?;
+    out.stdout
+        .lines()
+        .next()
+        .and_then(|p| p.split('/').nth(4))
+        .map(str::to_string)
+        .with_context(|| format!("no host veth for {sandbox}"))
+}
+
+/// One CNI bridge plugin call (`ADD`/`DEL`) for sandbox `name`, then, on
+/// ADD, the loopback plugin (a runtime brings `lo` up that way), inside the
+/// host: the bridge and the IPAM files live and die with it.
+fn cni(host: &Host, command: &str, name: &str) -> Result<()> {
+    let ipam = host.dir.join("cni-ipam");
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": NET,
+        "type": "bridge",
+        "bridge": CNI_BRIDGE,
+        "isGateway": true,
+        "ipMasq": false,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{ "subnet": SUBNET, "gateway": GATEWAY }]],
+            "dataDir": ipam.to_str().context("CNI IPAM path is not UTF-8")?,
+        }
+    })
+    .to_string();
+    let netns = format!("/run/netns/{name}");
+    let env = |ifname| {
+        [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", name),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", ifname),
+            ("CNI_PATH", CNI_PATH),
+        ]
+    };
+    host.run_env(&["/usr/lib/cni/bridge"], &env("eth0"), conf.as_bytes())
+        .with_context(|| format!("CNI bridge {command} {name}"))?;
+    if command == "ADD" {
+        let lo = r#"{ "cniVersion": "1.0.0", "name": "lo", "type": "loopback" }"#;
+        host.run_env(&["/usr/lib/cni/loopback"], &env("lo"), lo.as_bytes())
+            .with_context(|| format!("CNI loopback ADD {name}"))?;
+    }
+    Ok(())
 }
 
 /// One netavark 1.4 call (`setup`/`teardown`) for `name` with a static IP on

@@ -329,6 +329,14 @@ impl Host {
         run_timeout(&line, cmd, stdin, timeout)
     }
 
+    /// Runs a command inside the host with extra environment variables (a
+    /// CNI plugin's `CNI_*`) and stdin; it must exit 0.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Result<Out> {
+        let (line, mut cmd) = self.command(args);
+        cmd.envs(env.iter().copied());
+        run_timeout(&line, cmd, Some(stdin), CMD_TIMEOUT)?.check()
+    }
+
     /// `sh -c SCRIPT` inside the host; must exit 0.
     pub fn sh(&self, script: &str) -> Result<Out> {
         self.run(&["sh", "-c", script])

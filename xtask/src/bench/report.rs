@@ -62,7 +62,37 @@ pub const FIGURES: &[Figure] = &[
         key: "setup_ms",
         unit: "ms",
         higher_is_better: false,
-        what: "create+connect per sandbox, 10 sandboxes (netavark: `setup` call)",
+        what: "set-up per sandbox, median of a round's 10 (bpfnet: `create`; netavark: `setup`; CNI: bridge ADD + loopback ADD)",
+    },
+    Figure {
+        key: "setup_p95_ms",
+        unit: "ms",
+        higher_is_better: false,
+        what: "set-up per sandbox, 95th percentile of a round's 10",
+    },
+    Figure {
+        key: "teardown_ms",
+        unit: "ms",
+        higher_is_better: false,
+        what: "teardown per sandbox incl. its netns, median of a round's 10 (bpfnet: `rm -f`; netavark: `teardown`; CNI: bridge DEL)",
+    },
+    Figure {
+        key: "teardown_p95_ms",
+        unit: "ms",
+        higher_is_better: false,
+        what: "teardown per sandbox, 95th percentile of a round's 10",
+    },
+    Figure {
+        key: "setup_ms_first100",
+        unit: "ms",
+        higher_is_better: false,
+        what: "set-up per sandbox, median of the first 100 of the largest endpoint scale run",
+    },
+    Figure {
+        key: "setup_ms_last100",
+        unit: "ms",
+        higher_is_better: false,
+        what: "set-up per sandbox, median of the last 100 of the largest endpoint scale run (2,000 for bpfnet)",
     },
     Figure {
         key: "setup_ms_1000",
@@ -172,9 +202,19 @@ pub const CORE: &[&str] = &[
     "cpu_s_per_gb",
     "prog_ns_per_pkt",
     "setup_ms",
+    "setup_p95_ms",
+    "teardown_ms",
+    "teardown_p95_ms",
 ];
 
-pub const CONTENDERS: &[&str] = &["bpfnet", "linux-bridge", "netavark", "direct-veth"];
+pub const CONTENDERS: &[&str] = &[
+    "bpfnet",
+    "minimal-prog",
+    "linux-bridge",
+    "netavark",
+    "cni-bridge",
+    "direct-veth",
+];
 
 #[derive(Clone, Copy, Debug)]
 pub struct Stats {
@@ -202,6 +242,17 @@ pub fn stats(values: &[f64]) -> Option<Stats> {
         max: v[n - 1],
         n,
     })
+}
+
+/// The `p` quantile (0..=1) by the nearest-rank method; NaN when empty.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = (p * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
 }
 
 pub type Summary = BTreeMap<String, BTreeMap<String, Stats>>;
@@ -299,8 +350,8 @@ fn ratio(per: &BTreeMap<String, Stats>, c: &str, against: &str) -> String {
 }
 
 /// Rows: figure, contender, min, median, max, n, ×linux-bridge,
-/// ×direct-veth, ×netavark.
-fn rows(s: &Summary) -> Vec<[String; 9]> {
+/// ×direct-veth, ×netavark, ×minimal-prog.
+fn rows(s: &Summary) -> Vec<[String; 10]> {
     let mut out = Vec::new();
     for f in ordered(s) {
         let per = &s[f];
@@ -316,13 +367,14 @@ fn rows(s: &Summary) -> Vec<[String; 9]> {
                 ratio(per, c, "linux-bridge"),
                 ratio(per, c, "direct-veth"),
                 ratio(per, c, "netavark"),
+                ratio(per, c, "minimal-prog"),
             ]);
         }
     }
     out
 }
 
-const HEAD: [&str; 9] = [
+const HEAD: [&str; 10] = [
     "figure",
     "contender",
     "min",
@@ -332,6 +384,7 @@ const HEAD: [&str; 9] = [
     "×linux-bridge",
     "×direct-veth",
     "×netavark",
+    "×minimal-prog",
 ];
 
 /// The aligned plain-text table (ratios are of medians).
@@ -395,10 +448,12 @@ pub fn figure_legend() -> String {
     out
 }
 
-const COLOURS: [RGBColor; 4] = [
+const COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
+    RGBColor(148, 103, 189),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
     RGBColor(120, 120, 120),
 ];
 
@@ -451,7 +506,7 @@ pub fn plot(s: &Summary, path: &Path, title: &str) -> Result<()> {
         .map_err(|e| err(&e))?;
         // Legend.
         for (i, c) in CONTENDERS.iter().enumerate() {
-            let x = 900 + 170 * i as i32;
+            let x = 640 + 155 * i as i32;
             top.draw(&Rectangle::new(
                 [(x, 22), (x + 18, 40)],
                 colour_of(c).filled(),
@@ -502,6 +557,8 @@ pub fn plot(s: &Summary, path: &Path, title: &str) -> Result<()> {
                         match names[i] {
                             "linux-bridge" => "bridge".into(),
                             "direct-veth" => "veth".into(),
+                            "cni-bridge" => "cni".into(),
+                            "minimal-prog" => "minimal".into(),
                             n => n.to_string(),
                         }
                     } else {
@@ -543,6 +600,84 @@ pub fn plot(s: &Summary, path: &Path, title: &str) -> Result<()> {
     Ok(())
 }
 
+/// Set-up time per call against the sandbox count, one line per contender
+/// (rolling median of 25 calls, so that single slow calls do not hide the
+/// trend).
+pub fn plot_series(series: &BTreeMap<String, Vec<f64>>, path: &Path, title: &str) -> Result<()> {
+    let text = load_font();
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot {}: {e}", path.display());
+    let smooth = |v: &[f64]| -> Vec<(f64, f64)> {
+        (0..v.len())
+            .map(|i| {
+                let part = &v[i.saturating_sub(12)..(i + 13).min(v.len())];
+                let m = stats(part).map(|s| s.median).unwrap_or(f64::NAN);
+                ((i + 3) as f64, m)
+            })
+            .collect()
+    };
+    let lines: Vec<(&String, Vec<(f64, f64)>)> =
+        series.iter().map(|(c, v)| (c, smooth(v))).collect();
+    let xmax = lines
+        .iter()
+        .map(|(_, l)| l.len() as f64 + 3.0)
+        .fold(10.0, f64::max);
+    let ymax = lines
+        .iter()
+        .flat_map(|(_, l)| l.iter().map(|p| p.1))
+        .filter(|y| y.is_finite())
+        .fold(1.0, f64::max)
+        * 1.15;
+    let root = BitMapBackend::new(path, (1200, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut b = ChartBuilder::on(&root);
+    b.margin(20);
+    if text {
+        b.caption(title, ("sans-serif", 20))
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+    }
+    let mut chart = b
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(|e| err(&e))?;
+    if text {
+        chart
+            .configure_mesh()
+            .x_desc("sandboxes on the network")
+            .y_desc("set-up per sandbox (ms)")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    for (c, l) in &lines {
+        let colour = colour_of(c);
+        let s = chart
+            .draw_series(std::iter::once(PathElement::new(
+                l.iter()
+                    .copied()
+                    .filter(|p| p.1.is_finite())
+                    .collect::<Vec<_>>(),
+                colour.stroke_width(2),
+            )))
+            .map_err(|e| err(&e))?;
+        if text {
+            s.label(c.as_str()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
+            });
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
 /// Writes a file, making its directory; the error names it.
 pub fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     if let Some(d) = path.parent() {
@@ -562,6 +697,15 @@ mod tests {
         let s = stats(&[4.0, 1.0, 2.0, 3.0, f64::NAN]).unwrap();
         assert_eq!((s.min, s.median, s.max, s.n), (1.0, 2.5, 4.0, 4));
         assert!(stats(&[f64::INFINITY]).is_none());
+    }
+
+    #[test]
+    fn percentile_by_nearest_rank() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.95), 19.0);
+        assert_eq!(percentile(&v, 0.5), 10.0);
+        assert_eq!(percentile(&[7.0], 0.95), 7.0);
+        assert!(percentile(&[], 0.95).is_nan());
     }
 
     #[test]
