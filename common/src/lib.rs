@@ -55,7 +55,7 @@ pub mod progs {
 /// One endpoint, keyed by the ifindex of its host-side veth.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Endpoint {
+pub struct EndpointEntry {
     /// Network this endpoint belongs to.
     pub net_id: u32,
     /// The endpoint's IPv4 address (network byte order in memory).
@@ -220,7 +220,7 @@ pub mod ct_timeout {
 /// One network, keyed by its id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Network {
+pub struct NetworkEntry {
     /// Gateway address (a host address).
     pub gateway: u32,
     /// Subnet address and prefix length.
@@ -383,12 +383,12 @@ mod pod {
     use super::*;
     // SAFETY: all types are #[repr(C)], made of plain integers and byte arrays,
     // with explicit padding fields, so every bit pattern is valid.
-    unsafe impl aya::Pod for Endpoint {}
+    unsafe impl aya::Pod for EndpointEntry {}
     unsafe impl aya::Pod for FdbKey {}
     unsafe impl aya::Pod for FdbEntry {}
     unsafe impl aya::Pod for NeighbourKey {}
     unsafe impl aya::Pod for Neighbour {}
-    unsafe impl aya::Pod for Network {}
+    unsafe impl aya::Pod for NetworkEntry {}
     unsafe impl aya::Pod for FloodKey {}
     unsafe impl aya::Pod for EndpointCounters {}
     unsafe impl aya::Pod for DropEvent {}
@@ -410,12 +410,12 @@ mod tests {
     #[test]
     fn layout_change_requires_version_bump() {
         let sizes = [
-            size_of::<Endpoint>(),
+            size_of::<EndpointEntry>(),
             size_of::<FdbKey>(),
             size_of::<FdbEntry>(),
             size_of::<NeighbourKey>(),
             size_of::<Neighbour>(),
-            size_of::<Network>(),
+            size_of::<NetworkEntry>(),
             size_of::<FloodKey>(),
             size_of::<EndpointCounters>(),
             size_of::<DropEvent>(),

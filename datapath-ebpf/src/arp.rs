@@ -3,7 +3,7 @@
 //! back out to the asker; everything else is dropped. No flooding, so no
 //! poisoning and no scanning of other sandboxes.
 use aya_ebpf::programs::TcContext;
-use bpfnet_common::{DropReason, Endpoint};
+use bpfnet_common::{DropReason, EndpointEntry};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
 use crate::{
@@ -18,7 +18,11 @@ const OP_REQUEST: u16 = 1;
 const OP_REPLY: u16 = 2;
 
 #[inline(always)]
-pub fn answer(ctx: &TcContext, ep: &Endpoint, pkt: &mut Packet) -> Result<Verdict, DropReason> {
+pub fn answer(
+    ctx: &TcContext,
+    ep: &EndpointEntry,
+    pkt: &mut Packet,
+) -> Result<Verdict, DropReason> {
     let arp = header::<ArpHdr>(ctx, EthHdr::LEN).ok_or(DropReason::Malformed)?;
     pkt.src_ip = ip_u32(arp.spa);
     pkt.dst_ip = ip_u32(arp.tpa);

@@ -5,7 +5,7 @@
 //! only its own members' broadcasts and what the host itself sends from the
 //! gateway address.
 use aya_ebpf::programs::TcContext;
-use bpfnet_common::{net_flags, DropReason, Endpoint};
+use bpfnet_common::{net_flags, DropReason, EndpointEntry};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
@@ -39,7 +39,7 @@ pub fn decide(ctx: &TcContext, pkt: &mut Packet) -> Result<Verdict, DropReason> 
 
 /// Whether the host may send this IPv4 packet into the sandbox of `ep`.
 #[inline(always)]
-fn source(ctx: &TcContext, ep: &Endpoint, pkt: &Packet) -> Result<(), DropReason> {
+fn source(ctx: &TcContext, ep: &EndpointEntry, pkt: &Packet) -> Result<(), DropReason> {
     // The Option is taken apart right here: compared as a whole, LLVM may
     // read its (uninitialised) payload on the None path, which the verifier
     // refuses.

@@ -3,7 +3,7 @@
 //! traffic for another bpfnet network delivered here instead of through the
 //! host stack.
 use aya_ebpf::programs::TcContext;
-use bpfnet_common::{net_flags, DropReason, Endpoint};
+use bpfnet_common::{net_flags, DropReason, EndpointEntry};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
@@ -16,7 +16,11 @@ use crate::{
 /// Step 5: to the endpoint of the same network that has the destination
 /// MAC; on `icc=false` networks only where policy (links) allows.
 #[inline(always)]
-pub fn unicast(ctx: &TcContext, ep: &Endpoint, pkt: &mut Packet) -> Result<Verdict, DropReason> {
+pub fn unicast(
+    ctx: &TcContext,
+    ep: &EndpointEntry,
+    pkt: &mut Packet,
+) -> Result<Verdict, DropReason> {
     let dst = maps::fdb(ep.net_id, pkt.dst_mac).ok_or(DropReason::UnknownUnicast)?;
     if ep.net_flags & net_flags::ICC_OFF != 0 {
         policy::judge(ctx, ep.slot, dst.slot, pkt, DropReason::IccDisabled)?;
@@ -33,7 +37,7 @@ pub fn unicast(ctx: &TcContext, ep: &Endpoint, pkt: &mut Packet) -> Result<Verdi
 #[inline(always)]
 pub fn route(
     ctx: &TcContext,
-    ep: &Endpoint,
+    ep: &EndpointEntry,
     dst_net: u32,
     pkt: &mut Packet,
 ) -> Result<Verdict, DropReason> {

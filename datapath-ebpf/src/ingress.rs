@@ -2,7 +2,7 @@
 //! crate docs. Each step either decides (a verdict or a drop reason) or
 //! hands the packet to the next.
 use aya_ebpf::programs::TcContext;
-use bpfnet_common::{net_flags, DropReason, Endpoint};
+use bpfnet_common::{net_flags, DropReason, EndpointEntry};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
@@ -58,7 +58,7 @@ pub fn decide(ctx: &TcContext, pkt: &mut Packet) -> Result<Verdict, DropReason> 
 }
 
 #[inline(always)]
-fn broadcast(ctx: &TcContext, ep: &Endpoint, pkt: &Packet) -> Result<Verdict, DropReason> {
+fn broadcast(ctx: &TcContext, ep: &EndpointEntry, pkt: &Packet) -> Result<Verdict, DropReason> {
     if ep.net_flags & net_flags::FLOOD == 0 {
         return Err(DropReason::Broadcast);
     }
@@ -102,7 +102,7 @@ fn is_group_destination(net_id: u32, dst_ip: u32) -> bool {
 /// The host stack, within the network's bounds, or another network if
 /// policy allows.
 #[inline(always)]
-fn gateway(ctx: &TcContext, ep: &Endpoint, pkt: &mut Packet) -> Result<Verdict, DropReason> {
+fn gateway(ctx: &TcContext, ep: &EndpointEntry, pkt: &mut Packet) -> Result<Verdict, DropReason> {
     let internal = ep.net_flags & net_flags::INTERNAL != 0;
     if pkt.dst_ip == ep.gateway {
         if internal {

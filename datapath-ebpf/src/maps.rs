@@ -11,20 +11,20 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use bpfnet_common::{
-    CtKey, CtValue, DropReason, Endpoint, EndpointCounters, FdbEntry, FdbKey, FloodKey, FragKey,
-    FragPorts, Neighbour, NeighbourKey, Network, PolicyKey, PolicyValue, CT_ENTRIES,
+    CtKey, CtValue, DropReason, EndpointCounters, EndpointEntry, FdbEntry, FdbKey, FloodKey,
+    FragKey, FragPorts, Neighbour, NeighbourKey, NetworkEntry, PolicyKey, PolicyValue, CT_ENTRIES,
     DROP_EVENTS_BYTES, FRAGMENT_ENTRIES, MAX_ENDPOINTS, MAX_NETWORKS, MAX_POLICY_ENTRIES,
     MAX_RULES,
 };
 
 #[map(name = "ENDPOINTS")]
-static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+static ENDPOINTS: HashMap<u32, EndpointEntry> = HashMap::pinned(MAX_ENDPOINTS, 0);
 #[map(name = "FDB")]
 static FDB: HashMap<FdbKey, FdbEntry> = HashMap::pinned(MAX_ENDPOINTS, 0);
 #[map(name = "NEIGHBOURS")]
 static NEIGHBOURS: HashMap<NeighbourKey, Neighbour> = HashMap::pinned(MAX_ENDPOINTS, 0);
 #[map(name = "NETWORKS")]
-static NETWORKS: HashMap<u32, Network> = HashMap::pinned(MAX_NETWORKS, 0);
+static NETWORKS: HashMap<u32, NetworkEntry> = HashMap::pinned(MAX_NETWORKS, 0);
 #[map(name = "SUBNETS")]
 static SUBNETS: LpmTrie<u32, u32> = LpmTrie::pinned(MAX_NETWORKS, 0);
 #[map(name = "FLOOD_PORTS")]
@@ -52,7 +52,7 @@ static FRAGMENTS: LruHashMap<FragKey, FragPorts> = LruHashMap::pinned(FRAGMENT_E
 
 /// The endpoint whose host-side veth has `ifindex`.
 #[inline(always)]
-pub fn endpoint(ifindex: u32) -> Option<&'static Endpoint> {
+pub fn endpoint(ifindex: u32) -> Option<&'static EndpointEntry> {
     // SAFETY: see the module docs (values outlive the program run).
     unsafe { ENDPOINTS.get(ifindex) }
 }
@@ -77,7 +77,7 @@ pub fn neighbour(net_id: u32, ip: u32) -> Option<&'static Neighbour> {
 }
 
 #[inline(always)]
-pub fn network(net_id: u32) -> Option<&'static Network> {
+pub fn network(net_id: u32) -> Option<&'static NetworkEntry> {
     // SAFETY: see the module docs (values outlive the program run).
     unsafe { NETWORKS.get(net_id) }
 }

@@ -7,7 +7,7 @@
 use std::{net::Ipv4Addr, sync::OnceLock};
 
 use bpfnet::dns::{
-    handler::{handle, Action, Transport},
+    handler::{handle, QueryAction, Transport},
     table::Table,
 };
 use hickory_proto::op::{Message, MessageType};
@@ -57,9 +57,9 @@ fuzz_target!(|data: &[u8]| {
         Transport::Udp
     };
     match handle(table(), src, query, transport) {
-        Action::Reply(bytes) => check_reply(query, &bytes, transport),
-        Action::Forward { servfail, .. } => check_reply(query, &servfail, transport),
-        Action::Drop => {}
+        QueryAction::Reply(bytes) => check_reply(query, &bytes, transport),
+        QueryAction::Forward { servfail, .. } => check_reply(query, &servfail, transport),
+        QueryAction::Drop => {}
     }
     // The name lookups on their own, with names no DNS parser vetted.
     if let Ok(name) = std::str::from_utf8(query) {

@@ -20,9 +20,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use bpfnet_common::{
-    action, maps, net_flags, progs, CtKey, CtValue, DropEvent, DropReason, Endpoint,
-    EndpointCounters, FdbEntry, FdbKey, FloodKey, FragKey, FragPorts, Neighbour, NeighbourKey,
-    Network, PolicyKey, PolicyValue,
+    action, maps, net_flags, progs, CtKey, CtValue, DropEvent, DropReason, EndpointCounters,
+    EndpointEntry, FdbEntry, FdbKey, FloodKey, FragKey, FragPorts, Neighbour, NeighbourKey,
+    NetworkEntry, PolicyKey, PolicyValue,
 };
 
 use crate::frames::Mac;
@@ -112,10 +112,10 @@ impl Drop for NetnsGuard {
 
 /// Typed handles of the datapath's maps, taken once.
 pub struct Maps {
-    pub endpoints: HashMap<MapData, u32, Endpoint>,
+    pub endpoints: HashMap<MapData, u32, EndpointEntry>,
     pub fdb: HashMap<MapData, FdbKey, FdbEntry>,
     pub neighbours: HashMap<MapData, NeighbourKey, Neighbour>,
-    pub networks: HashMap<MapData, u32, Network>,
+    pub networks: HashMap<MapData, u32, NetworkEntry>,
     pub subnets: LpmTrie<MapData, u32, u32>,
     pub flood_ports: HashMap<MapData, FloodKey, FdbEntry>,
     pub ep_counters: PerCpuArray<MapData, EndpointCounters>,
@@ -261,7 +261,7 @@ impl ProgRun {
     }
 
     fn write_network(&mut self, net: &Net, flood_ports: u32) {
-        let value = Network {
+        let value = NetworkEntry {
             gateway: ip_u32(net.gateway),
             subnet: ip_u32(net.subnet),
             prefix_len: net.prefix_len,
@@ -298,7 +298,7 @@ impl ProgRun {
                 0,
             )
             .expect("EP_COUNTERS set");
-        let value = Endpoint {
+        let value = EndpointEntry {
             net_id: net.id,
             ip: ip_u32(ip),
             slot,

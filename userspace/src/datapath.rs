@@ -21,9 +21,9 @@ use aya::{
     EbpfLoader,
 };
 use bpfnet_common::{
-    maps, progs, CtKey, CtValue, DropEvent, DropReason, Endpoint, EndpointCounters, FdbEntry,
-    FdbKey, FloodKey, Neighbour, NeighbourKey, Network, PolicyKey, PolicyValue, MAP_LAYOUT_VERSION,
-    MAX_FLOOD_PORTS,
+    maps, progs, CtKey, CtValue, DropEvent, DropReason, EndpointCounters, EndpointEntry, FdbEntry,
+    FdbKey, FloodKey, Neighbour, NeighbourKey, NetworkEntry, PolicyKey, PolicyValue,
+    MAP_LAYOUT_VERSION, MAX_FLOOD_PORTS,
 };
 
 use crate::{
@@ -81,10 +81,10 @@ pub struct LoadReport {
 
 /// The pinned maps, opened and typed once per process.
 struct Maps {
-    endpoints: HashMap<MapData, u32, Endpoint>,
+    endpoints: HashMap<MapData, u32, EndpointEntry>,
     fdb: HashMap<MapData, FdbKey, FdbEntry>,
     neighbours: HashMap<MapData, NeighbourKey, Neighbour>,
-    networks: HashMap<MapData, u32, Network>,
+    networks: HashMap<MapData, u32, NetworkEntry>,
     subnets: LpmTrie<MapData, u32, u32>,
     flood_ports: HashMap<MapData, FloodKey, FdbEntry>,
     ep_counters: PerCpuArray<MapData, EndpointCounters>,
@@ -444,7 +444,7 @@ impl Datapath {
 
     /// Step 1 of adding an endpoint: the datapath knows it (before any
     /// program is attached to it), with fresh counters.
-    pub fn add_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<()> {
+    pub fn add_endpoint(&self, ifindex: u32, ep: &EndpointEntry) -> Result<()> {
         self.with_maps(|m| {
             let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); m.cpus])?;
             m.ep_counters.set(ep.slot, zero, 0)?;
@@ -454,7 +454,7 @@ impl Datapath {
     }
 
     /// Step 2: other endpoints of the network can reach it (ARP and FDB).
-    pub fn publish_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<()> {
+    pub fn publish_endpoint(&self, ifindex: u32, ep: &EndpointEntry) -> Result<()> {
         let neighbour = Neighbour {
             mac: ep.mac,
             _pad: [0; 2],
@@ -472,7 +472,7 @@ impl Datapath {
 
     /// Removes an endpoint in the reverse order: nobody can reach it, then
     /// it is forgotten. Missing entries are fine.
-    pub fn remove_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<()> {
+    pub fn remove_endpoint(&self, ifindex: u32, ep: &EndpointEntry) -> Result<()> {
         self.with_maps(|m| {
             ignore_missing(m.fdb.remove(&fdb_key(ep)))?;
             ignore_missing(m.neighbours.remove(&neighbour_key(ep)))?;
@@ -485,7 +485,11 @@ impl Datapath {
     /// been given to another endpoint, whose entries have the same keys. The
     /// FDB entry names its port; no FDB entry means nobody has published the
     /// address since. Returns whether they were its own.
-    pub fn remove_endpoint_entries(&self, ifindex: Option<u32>, ep: &Endpoint) -> Result<bool> {
+    pub fn remove_endpoint_entries(
+        &self,
+        ifindex: Option<u32>,
+        ep: &EndpointEntry,
+    ) -> Result<bool> {
         self.with_maps(|m| {
             let owned = match m.fdb.get(&fdb_key(ep), 0) {
                 Ok(entry) => Some(entry.ifindex) == ifindex,
@@ -535,13 +539,13 @@ impl Datapath {
         })
     }
 
-    pub fn endpoints(&self) -> Result<Vec<(u32, Endpoint)>> {
+    pub fn endpoints(&self) -> Result<Vec<(u32, EndpointEntry)>> {
         self.with_maps(|m| Ok(m.endpoints.iter().collect::<Result<_, _>>()?))
     }
 
     /// Adds or updates a network; the subnet trie entry comes first so the
     /// isolation check never sees a network without its subnet.
-    pub fn set_network(&self, net_id: u32, net: &Network) -> Result<()> {
+    pub fn set_network(&self, net_id: u32, net: &NetworkEntry) -> Result<()> {
         self.with_maps(|m| {
             m.subnets
                 .insert(&Key::new(net.prefix_len, net.subnet), net_id, 0)?;
@@ -550,7 +554,7 @@ impl Datapath {
         })
     }
 
-    pub fn network(&self, net_id: u32) -> Result<Option<Network>> {
+    pub fn network(&self, net_id: u32) -> Result<Option<NetworkEntry>> {
         self.with_maps(|m| match m.networks.get(&net_id, 0) {
             Ok(n) => Ok(Some(n)),
             Err(MapError::KeyNotFound) => Ok(None),
@@ -558,7 +562,7 @@ impl Datapath {
         })
     }
 
-    pub fn remove_network(&self, net_id: u32, net: &Network) -> Result<()> {
+    pub fn remove_network(&self, net_id: u32, net: &NetworkEntry) -> Result<()> {
         self.with_maps(|m| {
             ignore_missing(m.networks.remove(&net_id))?;
             ignore_missing(m.subnets.remove(&Key::new(net.prefix_len, net.subnet)))?;
@@ -715,7 +719,7 @@ impl Datapath {
     }
 }
 
-fn fdb_key(ep: &Endpoint) -> FdbKey {
+fn fdb_key(ep: &EndpointEntry) -> FdbKey {
     FdbKey {
         net_id: ep.net_id,
         mac: ep.mac,
@@ -723,7 +727,7 @@ fn fdb_key(ep: &Endpoint) -> FdbKey {
     }
 }
 
-fn neighbour_key(ep: &Endpoint) -> NeighbourKey {
+fn neighbour_key(ep: &EndpointEntry) -> NeighbourKey {
     NeighbourKey {
         net_id: ep.net_id,
         ip: ep.ip,

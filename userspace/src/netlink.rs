@@ -25,7 +25,7 @@ use crate::netns;
 
 /// A link as listed by [`Netlink::links`].
 #[derive(Clone, Debug)]
-pub struct Link {
+pub struct Interface {
     pub index: u32,
     pub name: String,
     pub kind: Option<String>,
@@ -74,7 +74,7 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    pub async fn links(&self) -> Result<Vec<Link>> {
+    pub async fn links(&self) -> Result<Vec<Interface>> {
         let msgs: Vec<LinkMessage> = self
             .handle
             .link()
@@ -127,7 +127,7 @@ impl Netlink {
         Ok(out)
     }
 
-    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Interface>> {
         let mut req = self
             .handle
             .link()
@@ -149,7 +149,7 @@ impl Netlink {
         peer: &str,
         peer_mac: [u8; 6],
         peer_ns: &impl AsFd,
-    ) -> Result<Link> {
+    ) -> Result<Interface> {
         let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_string())
             .address(peer_mac.to_vec())
@@ -170,7 +170,7 @@ impl Netlink {
             .ok_or_else(|| anyhow!("veth {host} vanished after creation"))
     }
 
-    pub async fn create_bridge(&self, name: &str) -> Result<Link> {
+    pub async fn create_bridge(&self, name: &str) -> Result<Interface> {
         self.handle
             .link()
             .add(LinkBridge::new(name).build())
@@ -426,8 +426,8 @@ fn destination(m: &RouteMessage) -> Option<Ipv4Addr> {
     })
 }
 
-fn link_of(msg: LinkMessage) -> Link {
-    let mut link = Link {
+fn link_of(msg: LinkMessage) -> Interface {
+    let mut link = Interface {
         index: msg.header.index,
         name: String::new(),
         kind: None,

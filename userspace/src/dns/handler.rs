@@ -24,7 +24,7 @@ pub enum Transport {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum QueryAction {
     /// Send these bytes back.
     Reply(Vec<u8>),
     /// Not ours: relay the query upstream, within the limits of `sandbox`
@@ -38,16 +38,16 @@ pub enum Action {
 }
 
 /// Handles one query from `src`.
-pub fn handle(table: &Table, src: Ipv4Addr, query: &[u8], transport: Transport) -> Action {
+pub fn handle(table: &Table, src: Ipv4Addr, query: &[u8], transport: Transport) -> QueryAction {
     if !table.is_requester(src) {
-        return Action::Drop;
+        return QueryAction::Drop;
     }
     let req = match Message::from_vec(query) {
         Ok(m) => m,
         Err(_) => return formerr_raw(query),
     };
     if req.metadata.message_type != MessageType::Query {
-        return Action::Drop; // never answer answers
+        return QueryAction::Drop; // never answer answers
     }
     if req.metadata.op_code != OpCode::Query {
         return reply(&req, ResponseCode::NotImp, vec![], transport);
@@ -64,13 +64,13 @@ pub fn handle(table: &Table, src: Ipv4Addr, query: &[u8], transport: Transport) 
     };
     let owner = q.name().clone();
     match res {
-        Resolution::NotRequester => Action::Drop,
+        Resolution::NotRequester => QueryAction::Drop,
         Resolution::Unknown { forward: true } => match table.sandbox_of(src) {
-            Some(sandbox) => Action::Forward {
+            Some(sandbox) => QueryAction::Forward {
                 servfail: encode(&response(&req, ResponseCode::ServFail, vec![])),
                 sandbox,
             },
-            None => Action::Drop,
+            None => QueryAction::Drop,
         },
         // Not authoritative: we claim nothing about the name, only that this
         // requester gets no answer from outside.
@@ -117,7 +117,7 @@ fn response(req: &Message, code: ResponseCode, answers: Vec<Record>) -> Message 
     m
 }
 
-fn reply(req: &Message, code: ResponseCode, answers: Vec<Record>, t: Transport) -> Action {
+fn reply(req: &Message, code: ResponseCode, answers: Vec<Record>, t: Transport) -> QueryAction {
     let limit = match t {
         Transport::Tcp => usize::from(u16::MAX),
         Transport::Udp => usize::from(req.max_payload().clamp(512, EDNS_PAYLOAD)),
@@ -125,13 +125,13 @@ fn reply(req: &Message, code: ResponseCode, answers: Vec<Record>, t: Transport) 
     let m = response(req, code, answers);
     let bytes = encode(&m);
     if bytes.len() <= limit {
-        return Action::Reply(bytes);
+        return QueryAction::Reply(bytes);
     }
     // Too big for UDP: truncated, the client retries over TCP.
     let mut m = m;
     m.answers.clear();
     m.metadata.truncation = true;
-    Action::Reply(encode(&m))
+    QueryAction::Reply(encode(&m))
 }
 
 fn encode(m: &Message) -> Vec<u8> {
@@ -142,16 +142,16 @@ fn encode(m: &Message) -> Vec<u8> {
 
 /// FORMERR for a query we cannot parse, if at least its header is there
 /// and it claims to be a query; otherwise nothing.
-fn formerr_raw(query: &[u8]) -> Action {
+fn formerr_raw(query: &[u8]) -> QueryAction {
     if query.len() < 12 || query[2] & 0x80 != 0 {
-        return Action::Drop;
+        return QueryAction::Drop;
     }
     let mut h = [0u8; 12];
     h[..2].copy_from_slice(&query[..2]);
     // QR, the query's opcode and RD; RA; RCODE 1.
     h[2] = 0x80 | (query[2] & 0x79);
     h[3] = 0x80 | ResponseCode::FormErr.low();
-    Action::Reply(h.to_vec())
+    QueryAction::Reply(h.to_vec())
 }
 
 #[cfg(test)]
@@ -173,9 +173,9 @@ mod tests {
         m.to_vec().unwrap()
     }
 
-    fn answer(a: Action) -> Message {
+    fn answer(a: QueryAction) -> Message {
         match a {
-            Action::Reply(b) => Message::from_vec(&b).unwrap(),
+            QueryAction::Reply(b) => Message::from_vec(&b).unwrap(),
             other => panic!("expected a reply, got {other:?}"),
         }
     }
@@ -226,7 +226,7 @@ mod tests {
         // `web` exists on net1 only; api (net2) gets the same treatment for
         // it as for a name nobody has: a forward, keyed by api's sandbox.
         for (name, id) in [("web.", 7), ("example.org.", 9)] {
-            let Action::Forward { servfail, sandbox } = handle(
+            let QueryAction::Forward { servfail, sandbox } = handle(
                 &t,
                 ip("172.19.0.2"),
                 &query(name, RecordType::A, id),
@@ -274,7 +274,7 @@ mod tests {
         for src in ["172.17.0.2", "172.18.0.1", "127.0.0.1"] {
             assert_eq!(
                 handle(&t, ip(src), &query("db.", RecordType::A, 1), Transport::Udp),
-                Action::Drop
+                QueryAction::Drop
             );
         }
     }
@@ -301,7 +301,7 @@ mod tests {
         q[2] |= 0x80;
         assert_eq!(
             handle(&t, ip("172.18.0.2"), &q, Transport::Udp),
-            Action::Drop
+            QueryAction::Drop
         );
         let mut q = query("db.", RecordType::A, 1);
         q[2] |= 2 << 3; // STATUS
@@ -314,14 +314,14 @@ mod tests {
         let t = Table::build(&sample(), &[]);
         let mut q = query("db.", RecordType::A, 0xabcd);
         q.truncate(15);
-        let Action::Reply(r) = handle(&t, ip("172.18.0.2"), &q, Transport::Udp) else {
+        let QueryAction::Reply(r) = handle(&t, ip("172.18.0.2"), &q, Transport::Udp) else {
             panic!("expected FORMERR");
         };
         assert_eq!(&r[..2], &[0xab, 0xcd]);
         assert_eq!(r[3] & 0x0f, 1);
         assert_eq!(
             handle(&t, ip("172.18.0.2"), &q[..5], Transport::Udp),
-            Action::Drop
+            QueryAction::Drop
         );
     }
 

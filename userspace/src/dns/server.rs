@@ -21,7 +21,7 @@ use tokio::{
 
 use super::{
     config::Config,
-    handler::{handle, Action, Transport},
+    handler::{handle, QueryAction, Transport},
     limits::{self, Pool},
     log,
     table::Table,
@@ -58,13 +58,13 @@ impl Shared {
 }
 
 /// Runs the handler so that a bug in it costs one query, not the worker.
-fn guarded(table: &Table, src: Ipv4Addr, msg: &[u8], t: Transport) -> Action {
+fn guarded(table: &Table, src: Ipv4Addr, msg: &[u8], t: Transport) -> QueryAction {
     std::panic::catch_unwind(AssertUnwindSafe(|| handle(table, src, msg, t))).unwrap_or_else(|_| {
         log(&format!(
             "handler panicked on a {}-byte query from {src}",
             msg.len()
         ));
-        Action::Drop
+        QueryAction::Drop
     })
 }
 
@@ -139,10 +139,10 @@ async fn serve_udp(sock: UdpSocket, shared: Arc<Shared>) {
         };
         let msg = &buf[..n];
         match guarded(&shared.table(), *peer4.ip(), msg, Transport::Udp) {
-            Action::Reply(r) if !r.is_empty() => {
+            QueryAction::Reply(r) if !r.is_empty() => {
                 let _ = sock.send_to(&r, peer).await;
             }
-            Action::Forward { servfail, sandbox } => {
+            QueryAction::Forward { servfail, sandbox } => {
                 let Some(permit) = shared.forwards.try_take(&sandbox) else {
                     let _ = sock.send_to(&servfail, peer).await;
                     continue;
@@ -154,7 +154,7 @@ async fn serve_udp(sock: UdpSocket, shared: Arc<Shared>) {
                     drop(permit);
                 });
             }
-            Action::Reply(_) | Action::Drop => {}
+            QueryAction::Reply(_) | QueryAction::Drop => {}
         }
     }
 }
@@ -191,11 +191,13 @@ async fn tcp_conn(mut s: TcpStream, src: Ipv4Addr, shared: Arc<Shared>) -> Optio
         let mut msg = vec![0u8; usize::from(len)];
         timeout(TCP_IDLE, s.read_exact(&mut msg)).await.ok()?.ok()?;
         let reply = match guarded(&shared.table(), src, &msg, Transport::Tcp) {
-            Action::Reply(r) => r,
-            Action::Forward { servfail, .. } => upstream::forward_tcp(&shared.upstreams(), &msg)
-                .await
-                .unwrap_or(servfail),
-            Action::Drop => return None,
+            QueryAction::Reply(r) => r,
+            QueryAction::Forward { servfail, .. } => {
+                upstream::forward_tcp(&shared.upstreams(), &msg)
+                    .await
+                    .unwrap_or(servfail)
+            }
+            QueryAction::Drop => return None,
         };
         let n = u16::try_from(reply.len()).ok()?;
         let mut out = n.to_be_bytes().to_vec();

@@ -10,14 +10,14 @@ use futures::future::BoxFuture;
 use super::{Driver, Host};
 use crate::{
     fault,
-    netlink::Link,
+    netlink::Interface,
     state::{Endpoint, Network, State},
     util::ip_key,
 };
 
 pub struct Ebpf;
 
-fn datapath_network(net: &Network) -> Result<common::Network> {
+fn datapath_network(net: &Network) -> Result<common::NetworkEntry> {
     let (subnet, gateway) = net
         .subnet
         .zip(net.gateway)
@@ -32,7 +32,7 @@ fn datapath_network(net: &Network) -> Result<common::Network> {
     if !net.icc() {
         flags |= net_flags::ICC_OFF;
     }
-    Ok(common::Network {
+    Ok(common::NetworkEntry {
         gateway: ip_key(gateway),
         subnet: ip_key(subnet.network()),
         prefix_len: u32::from(subnet.prefix_len()),
@@ -46,9 +46,9 @@ pub fn datapath_endpoint(
     net: &Network,
     ep: &Endpoint,
     gw_mac: [u8; 6],
-) -> Result<common::Endpoint> {
+) -> Result<common::EndpointEntry> {
     let dp_net = datapath_network(net)?;
-    Ok(common::Endpoint {
+    Ok(common::EndpointEntry {
         net_id: net.net_id,
         ip: ip_key(ep.ip),
         slot: ep.slot,
@@ -100,7 +100,7 @@ impl Driver for Ebpf {
         host: &'a Host,
         net: &'a Network,
         ep: &'a Endpoint,
-        link: &'a Link,
+        link: &'a Interface,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let gw = net.gateway.context("network without gateway")?;

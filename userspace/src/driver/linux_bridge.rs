@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 
 use super::{Driver, Host};
 use crate::{
-    netlink::Link,
+    netlink::Interface,
     state::{Endpoint, Network},
 };
 
@@ -51,7 +51,7 @@ impl Driver for LinuxBridge {
         host: &'a Host,
         net: &'a Network,
         _: &'a Endpoint,
-        link: &'a Link,
+        link: &'a Interface,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let br = host

@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use crate::{
     datapath::Datapath,
     fault,
-    netlink::{Link, Netlink},
+    netlink::{Interface, Netlink},
     netns,
     state::{DriverKind, Endpoint, Network, State},
 };
@@ -42,7 +42,7 @@ pub trait Driver: Sync {
         host: &'a Host,
         net: &'a Network,
         ep: &'a Endpoint,
-        link: &'a Link,
+        link: &'a Interface,
     ) -> BoxFuture<'a, Result<()>>;
     /// Takes the endpoint out of the network before its veth goes. `ifindex`
     /// is the host-side veth's, when known (the veth may be gone already).
@@ -84,7 +84,7 @@ impl Driver for Builtin {
         _: &'a Host,
         net: &'a Network,
         _: &'a Endpoint,
-        _: &'a Link,
+        _: &'a Interface,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { Err(anyhow!("network {:?} has no endpoints", net.name)) })
     }
