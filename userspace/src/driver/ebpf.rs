@@ -131,11 +131,13 @@ impl Driver for Ebpf {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let dp_ep = datapath_endpoint(net, ep, [0; 6])?;
-            // Unreachable first (FDB, neighbour: only if they still point
-            // at this endpoint — an address is reused once it is free), then
-            // detached, then forgotten.
+            // Unreachable (FDB, neighbour: only if they still point at this
+            // endpoint — an address is reused once it is free) and forgotten.
+            // The programs stay attached until the veth goes with its
+            // filters (Host::endpoint_down deletes it next): until then they
+            // drop what the sandbox sends (not-an-endpoint) instead of
+            // letting it reach the host unjudged.
             let owned = host.dp.remove_endpoint_entries(ifindex, &dp_ep)?;
-            host.dp.detach(&ep.host_ifname)?;
             if owned {
                 // Its connections must not carry over to whoever gets the
                 // address next.
