@@ -404,14 +404,20 @@ fn a_create_failing_halfway_undoes_what_it_made() {
 }
 
 /// `gc` reconciles: a sandbox whose namespace vanished behind bpfnet's back
-/// is forgotten, a stray veth of bpfnet's shape is deleted, each reported;
-/// a link that merely starts like one of ours is left alone.
+/// is forgotten, a stray veth bpfnet made (its shape and bpfnet's alias
+/// naming an endpoint that is gone) is deleted, each reported; a link that
+/// merely looks like one of ours — by its name, even its exact shape — is
+/// left alone.
 #[test]
 fn gc_removes_and_reports_leftovers_and_nothing_else() {
     let h = host("gc-leftovers");
     h.bpfnet_ok(&["network", "create", "net1"]);
     h.create("a", &["net1"]);
     h.create("b", &["net1"]);
+    // What bpfnet makes carries its alias, naming the endpoint.
+    let b_veth = h.host_veth("b", "eth0");
+    let shown = h.ok(&["ip", "-o", "link", "show", &b_veth]);
+    assert!(shown.contains("alias bpfnet:endpoint:"), "{shown}");
     h.ok(&["ip", "netns", "del", "a"]);
     h.ok(&[
         "ip",
@@ -425,15 +431,39 @@ fn gc_removes_and_reports_leftovers_and_nothing_else() {
         "x0",
     ]);
     h.ok(&[
+        "ip",
+        "link",
+        "set",
+        "bn0123456789",
+        "alias",
+        "bpfnet:endpoint:0123456789abcdef",
+    ]);
+    h.ok(&[
         "ip", "link", "add", "bnotours", "type", "veth", "peer", "name", "x1",
+    ]);
+    h.ok(&[
+        "ip",
+        "link",
+        "add",
+        "bnabcdefabcd",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "x2",
     ]);
     let out = h.bpfnet_ok(&["gc"]);
     assert!(out.contains("removed sandbox a"), "{out}");
     assert!(out.contains("removed link bn0123456789"), "{out}");
     assert!(!out.contains("bnotours"), "{out}");
+    assert!(!out.contains("bnabcdefabcd"), "{out}");
     let links = h.link_names(None);
     assert!(!links.contains(&"bn0123456789".to_string()), "{links:?}");
     assert!(links.contains(&"bnotours".to_string()), "{links:?}");
+    assert!(
+        links.contains(&"bnabcdefabcd".to_string()),
+        "a veth of bpfnet's name shape but without its alias was removed: {links:?}"
+    );
     let ps = h.bpfnet_json(&["ps", "--format", "json"]);
     let names: Vec<&str> = ps
         .as_array()

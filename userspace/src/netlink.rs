@@ -30,7 +30,14 @@ pub struct Interface {
     pub name: String,
     pub kind: Option<String>,
     pub mac: Option<[u8; 6]>,
+    /// Its alias (IFLA_IFALIAS): bpfnet marks what it makes with
+    /// [`OWNER_ALIAS`] and the id of the object.
+    pub alias: Option<String>,
 }
+
+/// The alias prefix of every link bpfnet makes: what gc goes by, so that a
+/// link is never removed for its name alone.
+pub const OWNER_ALIAS: &str = "bpfnet:";
 
 /// A netlink connection bound to one network namespace.
 pub struct Netlink {
@@ -142,10 +149,13 @@ impl Netlink {
     }
 
     /// Creates a veth pair: `host` here, `peer` (with `peer_mac`) directly in
-    /// the namespace `peer_ns`. Returns the host side.
+    /// the namespace `peer_ns`; then gives the host side the alias `owner`
+    /// (the kernel ignores an alias in the creating request). Returns the
+    /// host side.
     pub async fn create_veth(
         &self,
         host: &str,
+        owner: &str,
         peer: &str,
         peer_mac: [u8; 6],
         peer_ns: &impl AsFd,
@@ -165,21 +175,42 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("creating veth {host}"))?;
-        self.link_by_name(host)
+        let mut link = self
+            .link_by_name(host)
             .await?
-            .ok_or_else(|| anyhow!("veth {host} vanished after creation"))
+            .ok_or_else(|| anyhow!("veth {host} vanished after creation"))?;
+        self.set_alias(link.index, owner).await?;
+        link.alias = Some(owner.to_string());
+        Ok(link)
     }
 
-    pub async fn create_bridge(&self, name: &str) -> Result<Interface> {
+    async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        let mut msg = LinkUnspec::new_with_index(index).build();
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .with_context(|| format!("naming link {index} {alias:?}"))
+    }
+
+    /// Creates a bridge, then gives it the alias `owner`.
+    pub async fn create_bridge(&self, name: &str, owner: &str) -> Result<Interface> {
         self.handle
             .link()
             .add(LinkBridge::new(name).build())
             .execute()
             .await
             .with_context(|| format!("creating bridge {name}"))?;
-        self.link_by_name(name)
+        let mut link = self
+            .link_by_name(name)
             .await?
-            .ok_or_else(|| anyhow!("bridge {name} vanished after creation"))
+            .ok_or_else(|| anyhow!("bridge {name} vanished after creation"))?;
+        self.set_alias(link.index, owner).await?;
+        link.alias = Some(owner.to_string());
+        Ok(link)
     }
 
     pub async fn set_controller(&self, index: u32, controller: u32) -> Result<()> {
@@ -432,10 +463,12 @@ fn link_of(msg: LinkMessage) -> Interface {
         name: String::new(),
         kind: None,
         mac: None,
+        alias: None,
     };
     for attr in msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::IfAlias(a) => link.alias = Some(a),
             LinkAttribute::Address(a) if a.len() == 6 => {
                 link.mac = Some(a.try_into().expect("6 bytes"));
             }

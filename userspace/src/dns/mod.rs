@@ -74,9 +74,7 @@ impl Files {
 
     fn write_atomic(&self, path: &Path, content: &str) -> Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        crate::fsutil::atomic_write(path, content.as_bytes(), 0o600)
     }
 
     fn write_pid(&self, path: &Path, pid: u32) -> Result<()> {

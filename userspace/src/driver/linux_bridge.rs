@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 
 use super::{Driver, Host};
 use crate::{
-    netlink::Interface,
+    netlink::{Interface, OWNER_ALIAS},
     state::{Endpoint, Network},
 };
 
@@ -28,7 +28,10 @@ impl Driver for LinuxBridge {
             let name = bridge_name(net)?;
             let br = match host.nl.link_by_name(name).await? {
                 Some(l) => l,
-                None => host.nl.create_bridge(name).await?,
+                None => {
+                    let owner = format!("{OWNER_ALIAS}network:{}", net.id);
+                    host.nl.create_bridge(name, &owner).await?
+                }
             };
             host.nl
                 .add_address(br.index, gw, subnet.prefix_len())

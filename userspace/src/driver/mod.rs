@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use crate::{
     datapath::Datapath,
     fault,
-    netlink::{Interface, Netlink},
+    netlink::{Interface, Netlink, OWNER_ALIAS},
     netns,
     state::{DriverKind, Endpoint, Network, State},
 };
@@ -123,7 +123,13 @@ impl Host {
     ) -> Result<u32> {
         let host = self
             .nl
-            .create_veth(&ep.host_ifname, &ep.ifname, ep.mac, ns)
+            .create_veth(
+                &ep.host_ifname,
+                &format!("{OWNER_ALIAS}endpoint:{}", ep.id),
+                &ep.ifname,
+                ep.mac,
+                ns,
+            )
             .await?;
         let result = async {
             noted(host.index)?;

@@ -12,7 +12,7 @@ use crate::{
     datapath::Datapath,
     dns, driver,
     driver::Host,
-    netlink::Netlink,
+    netlink::{Netlink, OWNER_ALIAS},
     netns,
     paths::Paths,
     state::{Locked, State},
@@ -53,18 +53,26 @@ impl Controller {
             .endpoints()
             .map(|(_, e)| e.host_ifname.as_str())
             .collect();
-        let bridges: BTreeSet<&str> = state
-            .networks
-            .values()
-            .filter_map(|n| n.bridge.as_deref())
-            .collect();
+        let endpoint_ids: BTreeSet<&str> = state.endpoints().map(|(_, e)| e.id.as_str()).collect();
+        let network_ids: BTreeSet<&str> = state.networks.values().map(|n| n.id.as_str()).collect();
         for link in self.host.nl.links().await? {
+            // A link is bpfnet's when it carries bpfnet's alias (set in the
+            // request that made it) naming an object; stray when that
+            // object is not in the state. The name alone proves nothing.
+            let owner = link
+                .alias
+                .as_deref()
+                .and_then(|a| a.strip_prefix(OWNER_ALIAS));
             let stray_veth = is_ours(&link.name, HOST_VETH_PREFIX, 10)
                 && link.kind.as_deref() == Some("veth")
-                && !owned.contains(link.name.as_str());
+                && owner
+                    .and_then(|o| o.strip_prefix("endpoint:"))
+                    .is_some_and(|id| !endpoint_ids.contains(id));
             let stray_bridge = is_ours(&link.name, BRIDGE_PREFIX, 8)
                 && link.kind.as_deref() == Some("bridge")
-                && !bridges.contains(link.name.as_str());
+                && owner
+                    .and_then(|o| o.strip_prefix("network:"))
+                    .is_some_and(|id| !network_ids.contains(id));
             if stray_veth || stray_bridge {
                 self.host.nl.delete_link(link.index).await?;
                 removed.push(format!("link {}", link.name));
