@@ -246,6 +246,20 @@ fn judge_loaded(h: &TestHost, ctx: &str) -> bool {
     true
 }
 
+/// A deny added over an allow: whole = both rules and a no longer reaches
+/// d (also on the connection the allow had opened); gone = the allow alone.
+fn judge_deny(h: &TestHost, ctx: &str) -> bool {
+    let rules = h.bpfnet_json(&["policy", "ls", "--format", "json"]);
+    let n = rules.as_array().map_or(0, Vec::len);
+    let reaches = sandbox_works(h, "a", "172.19.0.2");
+    assert_eq!(
+        n == 1,
+        reaches,
+        "{ctx}: {n} rules but a reaches d: {reaches}"
+    );
+    n == 2
+}
+
 #[test]
 fn every_fault_point_of_every_operation_leaves_whole_or_gone() {
     let h = TestHost::new("crash-points");
@@ -337,6 +351,16 @@ fn every_fault_point_of_every_operation_leaves_whole_or_gone() {
             judge: judge_rule,
             makes: true,
             reset: &[&["policy", "rm", "1"]],
+        },
+        Case {
+            what: "policy add --action deny",
+            setup: &[&["policy", "add", "--from", "a", "--to", "d", "--icmp"]],
+            op: &[
+                "policy", "add", "--from", "a", "--to", "d", "--icmp", "--action", "deny",
+            ],
+            judge: judge_deny,
+            makes: true,
+            reset: &[&["policy", "rm", "1", "2"], &["policy", "rm", "1"]],
         },
     ];
     let start = Instant::now();

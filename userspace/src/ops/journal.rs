@@ -44,6 +44,18 @@ pub enum Redo {
     Load,
 }
 
+/// Work that follows a commit and must not be lost to a crash right after
+/// it: recovery of a committed operation runs it again (it is idempotent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterCommit {
+    /// New deny rules apply to established connections too: their conntrack
+    /// entries are forgotten, so their next packet is judged anew.
+    ForgetDenied { rules: Vec<u32> },
+    /// Removed allow rules end the connections they allowed.
+    ForgetAllowedBy { rules: Vec<u32> },
+}
+
 /// The journal's first record: the whole plan.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Intent {
@@ -53,6 +65,8 @@ pub struct Intent {
     pub what: String,
     pub recovery: Recovery,
     pub steps: Vec<Step>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<AfterCommit>,
 }
 
 /// An identity the kernel handed back while step `step` ran.

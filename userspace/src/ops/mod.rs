@@ -31,7 +31,7 @@ use crate::{
     state::{DriverKind, Locked, Network, Sandbox, State},
     util::{new_id, now_rfc3339},
 };
-use journal::{Intent, Journal, Recovery, Redo};
+use journal::{AfterCommit, Intent, Journal, Recovery, Redo};
 use step::Step;
 
 pub use network::NetworkCreate;
@@ -56,6 +56,8 @@ pub struct Plan {
     pub networks: Vec<String>,
     /// A sandbox whose dependents' /etc files must follow it.
     pub sandbox: Option<String>,
+    /// What follows the commit (journaled with the plan).
+    pub after: Vec<AfterCommit>,
 }
 
 /// Docker's daemon-level `--icc` lives on the default bridge as this option.
@@ -171,6 +173,7 @@ impl Controller {
                 what: "datapath load".into(),
                 recovery: Recovery::Complete(Redo::Load),
                 steps: vec![],
+                after: vec![],
             },
         )?;
         fault::point("load:journaled");
@@ -241,6 +244,7 @@ impl Controller {
             what: plan.what.clone(),
             recovery: plan.recovery.clone(),
             steps: plan.steps.clone(),
+            after: plan.after.clone(),
         };
         let mut journal = Journal::begin(&self.paths, &intent)?;
         fault::point("journaled");
@@ -277,6 +281,10 @@ impl Controller {
                 }
                 if let Some(name) = &plan.sandbox {
                     etc::refresh_dependents(self.state(), name);
+                }
+                for a in &plan.after {
+                    self.after_commit(a)?;
+                    fault::point("after-commit");
                 }
                 journal.end()
             }
@@ -349,6 +357,9 @@ impl Controller {
             return Ok(None);
         };
         if self.state().last_op.as_deref() == Some(intent.id.as_str()) {
+            for a in &intent.after {
+                self.after_commit(a)?;
+            }
             journal::clear(&self.paths)?;
             return Ok(Some(format!(
                 "journal of `{}` (it had committed)",

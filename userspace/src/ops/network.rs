@@ -123,6 +123,7 @@ impl Controller {
             target,
             networks: vec![],
             sandbox: None,
+            after: vec![],
         })
         .await?;
         Ok(net)
@@ -156,6 +157,7 @@ impl Controller {
             target,
             networks: vec![],
             sandbox: None,
+            after: vec![],
         })
         .await
     }

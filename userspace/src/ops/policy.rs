@@ -4,14 +4,23 @@
 use anyhow::{anyhow, bail, Result};
 use bpfnet_common::MAX_RULES;
 
-use super::{journal::Recovery, Controller, Plan};
+use super::{
+    journal::{AfterCommit, Recovery},
+    Controller, Plan,
+};
 use crate::{
     policy::{self, Action, Rule, Traffic},
+    state::State,
     util::ip_key,
 };
 
 impl Controller {
-    async fn execute_rules(&mut self, what: String, target: crate::state::State) -> Result<()> {
+    async fn execute_rules(
+        &mut self,
+        what: String,
+        target: State,
+        after: Vec<AfterCommit>,
+    ) -> Result<()> {
         self.execute(Plan {
             what,
             recovery: Recovery::RollBack,
@@ -19,6 +28,7 @@ impl Controller {
             target,
             networks: vec![],
             sandbox: None,
+            after,
         })
         .await
     }
@@ -51,32 +61,20 @@ impl Controller {
             };
             target.policies.insert(*id, rule);
         }
-        self.host.dp.reset_rule_hits(&ids)?;
-        self.execute_rules(format!("policy add {ids:?}"), target)
-            .await?;
-        // A deny applies to established connections too: forget them, so
-        // their next packet is judged anew.
-        let state = self.state();
-        let ips = |sel: &str| -> Vec<u32> {
-            policy::endpoints(state, sel)
-                .iter()
-                .map(|e| ip_key(e.ip))
-                .collect()
-        };
-        let denied: Vec<(Vec<u32>, Vec<u32>, Traffic)> = rules
+        let denies: Vec<u32> = rules
             .iter()
-            .filter(|r| r.3 == Action::Deny)
-            .map(|(from, to, traffic, _)| (ips(from), ips(to), *traffic))
+            .zip(&ids)
+            .filter(|(r, _)| r.3 == Action::Deny)
+            .map(|(_, id)| *id)
             .collect();
-        if !denied.is_empty() {
-            self.host.dp.flush_conntrack(|k, _| {
-                denied.iter().any(|(src, dst, traffic)| {
-                    src.contains(&k.src_ip)
-                        && dst.contains(&k.dst_ip)
-                        && traffic.covers(k.proto, k.dport)
-                })
-            })?;
-        }
+        let after = if denies.is_empty() {
+            vec![]
+        } else {
+            vec![AfterCommit::ForgetDenied { rules: denies }]
+        };
+        self.host.dp.reset_rule_hits(&ids)?;
+        self.execute_rules(format!("policy add {ids:?}"), target, after)
+            .await?;
         Ok(ids)
     }
 
@@ -94,21 +92,52 @@ impl Controller {
             numbers.push(n);
         }
         let mut target = self.state().clone();
-        let removed: Vec<Rule> = numbers
+        let allows: Vec<u32> = numbers
             .iter()
             .filter_map(|n| target.policies.remove(n))
-            .collect();
-        self.execute_rules(format!("policy rm {numbers:?}"), target)
-            .await?;
-        let allowed: Vec<u32> = removed
-            .iter()
             .filter(|r| r.action == Action::Allow)
             .map(|r| r.id)
             .collect();
-        if !allowed.is_empty() {
-            self.host
-                .dp
-                .flush_conntrack(|_, v| allowed.contains(&v.rule))?;
+        let after = if allows.is_empty() {
+            vec![]
+        } else {
+            vec![AfterCommit::ForgetAllowedBy { rules: allows }]
+        };
+        self.execute_rules(format!("policy rm {numbers:?}"), target, after)
+            .await
+    }
+
+    /// Runs what follows a commit; idempotent (recovery may run it again).
+    pub(super) fn after_commit(&self, after: &AfterCommit) -> Result<()> {
+        match after {
+            AfterCommit::ForgetDenied { rules } => {
+                // A deny applies to established connections too: forget
+                // them, so their next packet is judged anew.
+                let state = self.state();
+                let ips = |sel: &str| -> Vec<u32> {
+                    policy::endpoints(state, sel)
+                        .iter()
+                        .map(|e| ip_key(e.ip))
+                        .collect()
+                };
+                let denied: Vec<(Vec<u32>, Vec<u32>, Traffic)> = rules
+                    .iter()
+                    .filter_map(|id| state.policies.get(id))
+                    .map(|r| (ips(&r.from), ips(&r.to), r.traffic))
+                    .collect();
+                self.host.dp.flush_conntrack(|k, _| {
+                    denied.iter().any(|(src, dst, traffic)| {
+                        src.contains(&k.src_ip)
+                            && dst.contains(&k.dst_ip)
+                            && traffic.covers(k.proto, k.dport)
+                    })
+                })?;
+            }
+            AfterCommit::ForgetAllowedBy { rules } => {
+                self.host
+                    .dp
+                    .flush_conntrack(|_, v| rules.contains(&v.rule))?;
+            }
         }
         Ok(())
     }

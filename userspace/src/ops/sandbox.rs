@@ -167,6 +167,7 @@ impl Controller {
             target,
             networks,
             sandbox: Some(name.into()),
+            after: vec![],
         })
         .await?;
         Ok(self.state().sandboxes[name].clone())
@@ -207,6 +208,7 @@ impl Controller {
             target,
             networks: vec![network.into()],
             sandbox: Some(sandbox.into()),
+            after: vec![],
         })
         .await
     }
@@ -231,6 +233,7 @@ impl Controller {
             target,
             networks: vec![network.into()],
             sandbox: Some(sandbox.into()),
+            after: vec![],
         })
         .await
     }
@@ -269,6 +272,7 @@ impl Controller {
             target,
             networks,
             sandbox: Some(name.into()),
+            after: vec![],
         })
         .await
     }
