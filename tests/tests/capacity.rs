@@ -73,6 +73,8 @@ fn broadcast_above_its_port_limit_is_announced() {
         o.stderr.trim(),
         "warning: network \"net1\" has 65 endpoints; broadcast and multicast reach only the first 64 (unicast, ARP and names are not affected)"
     );
+    let reach = h.network_inspect("net1")["BroadcastReach"].clone();
+    assert_eq!(reach, serde_json::json!({"Members": 65, "Reached": 64}));
     // Unicast to the 65th still works.
     h.assert_ping(Some("s0"), &h.ip_on("s64", "net1"));
 }

@@ -49,6 +49,12 @@ pub fn network_json(state: &State, name: &str) -> Value {
         "Containers": containers,
         "Options": net.options,
         "Labels": {},
+        // Not Docker's: how many members a broadcast reaches (the datapath
+        // copies it to at most MAX_FLOOD_PORTS of them).
+        "BroadcastReach": {
+            "Members": containers.len(),
+            "Reached": if net.flood() { containers.len().min(bpfnet_common::MAX_FLOOD_PORTS as usize) } else { 0 },
+        },
     })
 }
 
