@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let state = bpfnet::state::parse(include_bytes!("../sample-state.json"))
+        let state = bpfnet::store::parse(include_bytes!("../sample-state.json"))
             .expect("the sample state parses");
         Table::build(&state, &["corp.example".into()])
     })

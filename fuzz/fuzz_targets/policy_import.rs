@@ -4,13 +4,13 @@
 //! datapath entries the rules would become), without panicking.
 use std::sync::OnceLock;
 
-use bpfnet::{policy, state};
+use bpfnet::{policy, state, store};
 use libfuzzer_sys::fuzz_target;
 
 fn sample() -> &'static state::State {
     static STATE: OnceLock<state::State> = OnceLock::new();
     STATE.get_or_init(|| {
-        state::parse(include_bytes!("../sample-state.json")).expect("the sample state parses")
+        store::parse(include_bytes!("../sample-state.json")).expect("the sample state parses")
     })
 }
 

@@ -1,13 +1,13 @@
 #![no_main]
 //! state.json as bpfnet reads it: any bytes either are refused by
-//! `state::parse` or make a state that every read-only consumer (IPAM,
+//! `store::parse` or make a state that every read-only consumer (IPAM,
 //! policy compilation, the DNS table, inspect and ls output) handles
 //! without panicking, and that writes back to itself.
-use bpfnet::{dns, inspect, ipam, policy, state};
+use bpfnet::{dns, inspect, ipam, policy, store};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = state::parse(data) else {
+    let Ok(s) = store::parse(data) else {
         return;
     };
     let _ = policy::compile(&s);
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = s.free_net_id();
     // What bpfnet writes, it reads back as the same state.
     let bytes = serde_json::to_vec_pretty(&s).expect("a parsed state serialises");
-    let again = state::parse(&bytes).expect("a written state parses");
+    let again = store::parse(&bytes).expect("a written state parses");
     assert_eq!(
         serde_json::to_vec_pretty(&again).expect("serialises"),
         bytes,

@@ -19,5 +19,6 @@ pub mod policy;
 pub mod rule;
 pub mod state;
 pub mod stats;
+pub mod store;
 pub mod tc;
 pub mod util;

@@ -135,7 +135,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::from_env();
     if let Cmd::Exec { name, cmd } = &cli.cmd {
         // Exec replaces this process: no runtime, no lock held.
-        let sb = bpfnet::state::snapshot(&paths)?
+        let sb = bpfnet::store::snapshot(&paths)?
             .sandboxes
             .get(name)
             .cloned()

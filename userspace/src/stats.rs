@@ -10,7 +10,8 @@ use crate::{
     inspect::table,
     ops::Controller,
     paths::Paths,
-    state::{snapshot, DriverKind},
+    state::DriverKind,
+    store::snapshot,
     util::{fmt_mac, ip_from_key, now_rfc3339},
 };
 

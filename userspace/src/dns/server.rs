@@ -28,7 +28,7 @@ use super::{
     upstream::{self, ResolvConf},
     Files,
 };
-use crate::{paths::Paths, state};
+use crate::{paths::Paths, store};
 
 /// How often the state file is looked at (SIGUSR1 also triggers a look).
 const POLL: Duration = Duration::from_millis(100);
@@ -258,7 +258,7 @@ pub async fn worker(paths: Paths) -> Result<()> {
         if loaded.as_ref() == Some(&gen) && !retry_bind {
             continue;
         }
-        let state = match state::snapshot(&paths) {
+        let state = match store::snapshot(&paths) {
             Ok(s) => s,
             Err(e) => {
                 if loaded.is_some() {

@@ -15,7 +15,8 @@ use crate::{
     netlink::{Netlink, OWNER_ALIAS},
     netns,
     paths::Paths,
-    state::{Locked, State},
+    state::State,
+    store::Locked,
     util::ip_key,
 };
 

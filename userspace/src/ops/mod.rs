@@ -12,6 +12,7 @@ pub mod gc;
 pub mod journal;
 pub mod network;
 pub mod policy;
+pub mod recover;
 pub mod sandbox;
 pub mod step;
 
@@ -28,7 +29,8 @@ use crate::{
     netlink::Netlink,
     paths::Paths,
     policy as compile,
-    state::{DriverKind, Locked, Network, Sandbox, State},
+    state::{DriverKind, Network, Sandbox, State},
+    store::Locked,
     util::{new_id, now_rfc3339},
 };
 use journal::{AfterCommit, Intent, Journal, Recovery, Redo};
@@ -347,89 +349,6 @@ impl Controller {
             }
         }
         self.host.dp.set_policy(&compile::compile(state))
-    }
-
-    /// Deals with the journal of an operation a crash interrupted: done if it
-    /// committed, undone if it added, completed if it removed. Returns what
-    /// it did, for gc's report.
-    pub async fn recover(&mut self) -> Result<Option<String>> {
-        let Some((intent, notes)) = journal::read(&self.paths)? else {
-            return Ok(None);
-        };
-        if self.state().last_op.as_deref() == Some(intent.id.as_str()) {
-            for a in &intent.after {
-                self.after_commit(a)?;
-            }
-            journal::clear(&self.paths)?;
-            return Ok(Some(format!(
-                "journal of `{}` (it had committed)",
-                intent.what
-            )));
-        }
-        let mut steps = intent.steps.clone();
-        for note in &notes {
-            if let Some(step) = steps.get_mut(note.step) {
-                step.apply_note(note);
-            }
-        }
-        match &intent.recovery {
-            Recovery::RollBack => {
-                let live = self.state().clone();
-                let mut errors = vec![];
-                for step in steps.iter().rev() {
-                    if let Err(e) = self.undo(step, &live).await {
-                        errors.push(format!("{e:#}"));
-                    }
-                }
-                let networks: Vec<String> = self.state().networks.keys().cloned().collect();
-                if let Err(e) = self.resync(&networks).await {
-                    errors.push(format!("{e:#}"));
-                }
-                if !errors.is_empty() {
-                    anyhow::bail!(
-                        "rolling back `{}`, interrupted by a crash, failed: {}; fix that and run `bpfnet gc`",
-                        intent.what,
-                        errors.join("; ")
-                    );
-                }
-                journal::clear(&self.paths)?;
-                Ok(Some(format!("`{}`, interrupted: rolled back", intent.what)))
-            }
-            Recovery::Complete(redo) => {
-                journal::clear(&self.paths)?;
-                self.redo(redo).await?;
-                Ok(Some(format!("`{}`, interrupted: completed", intent.what)))
-            }
-        }
-    }
-
-    async fn redo(&mut self, redo: &Redo) -> Result<()> {
-        match redo {
-            Redo::SandboxRm { name } => {
-                if self.state().sandboxes.contains_key(name) {
-                    self.sandbox_rm(name, true).await?;
-                }
-            }
-            Redo::Disconnect { network, sandbox } => {
-                let connected = self
-                    .state()
-                    .sandboxes
-                    .get(sandbox)
-                    .is_some_and(|s| s.endpoints.iter().any(|e| &e.network == network));
-                if connected {
-                    self.disconnect(network, sandbox).await?;
-                }
-            }
-            Redo::NetworkRm { name } => {
-                if self.state().networks.contains_key(name) {
-                    self.network_rm(name).await?;
-                }
-            }
-            Redo::Load => {
-                self.reload(None).await?;
-            }
-        }
-        Ok(())
     }
 
     /// Re-creates every map entry and attachment the state implies (after a
