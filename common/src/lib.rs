@@ -381,22 +381,37 @@ pub struct DropEvent {
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: all types are #[repr(C)], made of plain integers and byte arrays,
-    // with explicit padding fields, so every bit pattern is valid.
+    // Every type here is #[repr(C)], made of plain integers and byte arrays,
+    // with explicit padding fields, so every bit pattern is a valid value.
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for EndpointEntry {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for FdbKey {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for FdbEntry {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for NeighbourKey {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for Neighbour {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for NetworkEntry {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for FloodKey {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for EndpointCounters {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for DropEvent {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for PolicyKey {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for PolicyValue {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for CtKey {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for CtValue {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for FragKey {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for FragPorts {}
 }
 

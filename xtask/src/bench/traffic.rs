@@ -147,8 +147,8 @@ impl Flood {
                 // SAFETY: fd is a fresh socket we own.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd) };
                 let one: libc::c_int = 1;
-                // SAFETY: valid fd, option value of the declared size.
                 check(
+                    // SAFETY: valid fd, option value of the declared size.
                     unsafe {
                         libc::setsockopt(
                             fd.as_raw_fd(),
@@ -170,8 +170,8 @@ impl Flood {
                 sll.sll_family = libc::AF_PACKET as u16;
                 sll.sll_protocol = 0x0800u16.to_be();
                 sll.sll_ifindex = ifindex as i32;
-                // SAFETY: valid fd and address of the declared size.
                 check(
+                    // SAFETY: valid fd and address of the declared size.
                     unsafe {
                         libc::bind(
                             fd.as_raw_fd(),
@@ -198,9 +198,9 @@ impl Flood {
                 iov_base: frame.as_mut_ptr().cast(),
                 iov_len: frame.len(),
             };
-            // SAFETY: all-zero mmsghdr is valid; we fill the iovec pointers.
             let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
                 .map(|_| {
+                    // SAFETY: all-zero mmsghdr is valid; we fill the iovec pointers.
                     let mut m: libc::mmsghdr = unsafe { mem::zeroed() };
                     m.msg_hdr.msg_iov = &mut iov;
                     m.msg_hdr.msg_iovlen = 1;
@@ -274,8 +274,8 @@ pub fn udp_sink(netns: PathBuf, ip: [u8; 4]) -> Result<OwnedFd> {
         sa.sin_family = libc::AF_INET as u16;
         sa.sin_port = SINK_PORT.to_be();
         sa.sin_addr.s_addr = u32::from_ne_bytes(ip);
-        // SAFETY: valid fd, address of the declared size.
         check(
+            // SAFETY: valid fd, address of the declared size.
             unsafe {
                 libc::bind(
                     fd.as_raw_fd(),
