@@ -39,6 +39,10 @@ use step::Step;
 pub use network::NetworkCreate;
 pub use sandbox::SandboxCreate;
 
+/// The datapath's policy entries, as `policy::compile` makes them.
+type PolicyEntries =
+    std::collections::BTreeMap<bpfnet_common::PolicyKey, bpfnet_common::PolicyValue>;
+
 /// The state (held under its lock) and the kernel to act on.
 pub struct Controller {
     pub paths: Paths,
@@ -207,7 +211,7 @@ impl Controller {
         }
         self.sync().await?;
         fault::point("load:synced");
-        self.commit_derived()?;
+        self.commit_derived(&compile::compile(self.state()))?;
         fault::point("load:committed");
         Datapath::remove_other_layouts(&self.paths)?;
         journal.end()?;
@@ -239,7 +243,7 @@ impl Controller {
     pub async fn execute(&mut self, mut plan: Plan) -> Result<()> {
         // A policy that would not fit the datapath is refused before
         // anything is written, with a line naming the limit.
-        compile::compile_checked(&plan.target)?;
+        let policy = compile::compile_checked(&plan.target)?;
         let id = new_id();
         let intent = Intent {
             id: id.clone(),
@@ -266,7 +270,9 @@ impl Controller {
         }
         if result.is_ok() {
             plan.target.last_op = Some(id);
-            result = self.commit(plan.target.clone(), &plan.networks).await;
+            result = self
+                .commit(plan.target.clone(), &plan.networks, &policy)
+                .await;
         }
         match result {
             Ok(()) => {
@@ -314,7 +320,12 @@ impl Controller {
     /// Makes `target` the state: derived datapath state first (broadcast
     /// ports, policy), then the state file — the commit point — then the
     /// name responder.
-    async fn commit(&mut self, target: State, networks: &[String]) -> Result<()> {
+    async fn commit(
+        &mut self,
+        target: State,
+        networks: &[String],
+        policy: &PolicyEntries,
+    ) -> Result<()> {
         for name in networks {
             if let Some(net) = target.networks.get(name) {
                 driver::of(net)
@@ -323,16 +334,17 @@ impl Controller {
             }
         }
         let old = std::mem::replace(&mut self.locked.state, target);
-        let saved = self.commit_derived();
+        let saved = self.commit_derived(policy);
         if saved.is_err() {
             self.locked.state = old;
         }
         saved
     }
 
-    /// Policy and the state file; then the responder (best effort).
-    fn commit_derived(&mut self) -> Result<()> {
-        self.host.dp.set_policy(&compile::compile(self.state()))?;
+    /// The policy compiled from the state, and the state file; then the
+    /// responder (best effort).
+    fn commit_derived(&mut self, policy: &PolicyEntries) -> Result<()> {
+        self.host.dp.set_policy(policy)?;
         self.locked.save()?;
         // Names follow the saved state; the responder confirms before we return.
         dns::ensure_running(&self.paths, self.state());
