@@ -548,6 +548,18 @@ impl TestHost {
         }
     }
 
+    /// Three pings from sandbox `from` to `dst`, each carrying `marker` as
+    /// its pad pattern (what [`TestHost::count_received`] counts).
+    pub fn ping_marked(&self, from: &str, dst: &str, marker: &str) -> Output {
+        let pattern: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+        self.exec_in(
+            from,
+            &[
+                "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-p", &pattern, dst,
+            ],
+        )
+    }
+
     /// Asserts that `from` (None = host) does NOT reach `dst` by ping.
     pub fn assert_no_ping(&self, from: Option<&str>, dst: &str) {
         let args = ["ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", dst];
@@ -681,6 +693,31 @@ impl TestHost {
             args.push(n);
         }
         self.bpfnet_ok(&args);
+    }
+
+    /// `bpfnet create --name NAME --network NET --ip IP`.
+    pub fn create_with_ip(&self, name: &str, net: &str, ip: &str) {
+        self.bpfnet_ok(&["create", "--name", name, "--network", net, "--ip", ip]);
+    }
+
+    /// Starts a DNS helper script's `fake-upstream 10.253.0.2 PORT ANSWER`
+    /// in namespace `fakeup`, behind a veth pair (10.253.0.0/30) inside the
+    /// test host (made by the first call), and waits until it is ready.
+    pub fn fake_upstream(&self, script: &str, port: &str, answer: &str) -> Bg {
+        if !self.netns_list().iter().any(|n| n == "fakeup") {
+            self.sh_ok(
+                "set -e; ip netns add fakeup; ip -n fakeup link set lo up; \
+                 ip link add fu0 type veth peer name fu1 netns fakeup; \
+                 ip addr add 10.253.0.1/30 dev fu0; ip link set fu0 up; \
+                 ip -n fakeup addr add 10.253.0.2/30 dev fu1; ip -n fakeup link set fu1 up",
+            );
+        }
+        let mut server = self.spawn_in(
+            "fakeup",
+            &[PYTHON, script, "fake-upstream", "10.253.0.2", port, answer],
+        );
+        server.wait_line("ready", Duration::from_secs(10));
+        server
     }
 
     /// Counts, in sandbox `dst` on `iface`, frames carrying each marker while

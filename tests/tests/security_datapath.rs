@@ -103,6 +103,22 @@ fn craft(h: &TestHost, sandbox: &str, args: &[&str]) {
     assert!(o.success(), "crafting frames failed:\n{o}");
 }
 
+/// Sends SEC_PY's `kind` frames out of `sandbox`'s eth0 to `dst_mac`, from
+/// `src` to `dst`; `rest` are the kind's own arguments (ports, marker…).
+fn send(
+    h: &TestHost,
+    sandbox: &str,
+    kind: &str,
+    dst_mac: &str,
+    src: &str,
+    dst: &str,
+    rest: &[&str],
+) {
+    let mut args = vec![kind, "eth0", dst_mac, src, dst];
+    args.extend_from_slice(rest);
+    craft(h, sandbox, &args);
+}
+
 /// The MAC `sandbox` uses for its gateway on `net` (the host-side veth's).
 fn gw_mac(h: &TestHost, sandbox: &str, net: &str) -> String {
     let gw = h.gateway_of(net);
@@ -152,6 +168,24 @@ fn make_outside(h: &TestHost) {
     );
 }
 
+/// Networks net1 and net2 with sandbox `a` on net1 and `b` on net2, and the
+/// policy rule `--from a --to b RULE…`; their addresses.
+fn a_to_b(h: &TestHost, rule: &[&str]) -> (String, String) {
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.bpfnet_ok(&["network", "create", "net2"]);
+    h.create("a", &["net1"]);
+    h.create("b", &["net2"]);
+    let mut args = vec!["policy", "add", "--from", "a", "--to", "b"];
+    args.extend_from_slice(rule);
+    h.bpfnet_ok(&args);
+    (h.ip_on("a", "net1"), h.ip_on("b", "net2"))
+}
+
+/// The MACs `a` and `b` of [`a_to_b`] use for their gateways.
+fn gw_macs(h: &TestHost) -> (String, String) {
+    (gw_mac(h, "a", "net1"), gw_mac(h, "b", "net2"))
+}
+
 fn ip_forward(h: &TestHost) {
     h.sh_ok("echo 1 > /proc/sys/net/ipv4/ip_forward");
 }
@@ -184,53 +218,42 @@ fn group_mac_frames_carrying_unicast_ip_do_not_reach_an_icc_false_peer() {
         "eth0",
         &["bntbcastuni", "bntmcastuni", "bntbcastping", "bnticcbcast"],
         || {
-            craft(
+            send(
                 &h,
                 "c2",
-                &[
-                    "udp",
-                    "eth0",
-                    bcast,
-                    &c2,
-                    &c1,
-                    "5555",
-                    "7001",
-                    "bntbcastuni",
-                ],
+                "udp",
+                bcast,
+                &c2,
+                &c1,
+                &["5555", "7001", "bntbcastuni"],
             );
-            craft(
+            send(
                 &h,
                 "c2",
-                &[
-                    "udp",
-                    "eth0",
-                    mcast,
-                    &c2,
-                    &c1,
-                    "5556",
-                    "7001",
-                    "bntmcastuni",
-                ],
+                "udp",
+                mcast,
+                &c2,
+                &c1,
+                &["5556", "7001", "bntmcastuni"],
             );
-            craft(
+            send(
                 &h,
                 "c2",
-                &["icmp", "eth0", bcast, &c2, &c1, "8", "0", "bntbcastping"],
+                "icmp",
+                bcast,
+                &c2,
+                &c1,
+                &["8", "0", "bntbcastping"],
             );
             // Real broadcast does not reach peers on icc=false either.
-            craft(
+            send(
                 &h,
                 "c2",
-                &[
-                    "udp",
-                    "eth0",
-                    bcast,
-                    &c2,
-                    "255.255.255.255",
-                    "5557",
-                    "7001",
-                    "bnticcbcast",
-                ],
+                "udp",
+                bcast,
+                &c2,
+                "255.255.255.255",
+                &["5557", "7001", "bnticcbcast"],
             );
         },
     );
@@ -270,52 +293,41 @@ fn group_mac_frames_carrying_unicast_ip_do_not_reach_an_icc_false_peer() {
                 q[3] = "255";
                 q.join(".")
             };
-            craft(
+            send(
                 &h,
                 "o1",
-                &[
-                    "udp",
-                    "eth0",
-                    bcast,
-                    &o1,
-                    &subnet_bcast,
-                    "6000",
-                    "6001",
-                    "bntsubnetbcast",
-                ],
+                "udp",
+                bcast,
+                &o1,
+                &subnet_bcast,
+                &["6000", "6001", "bntsubnetbcast"],
             );
-            craft(
+            send(
                 &h,
                 "o1",
-                &[
-                    "udp",
-                    "eth0",
-                    bcast,
-                    &o1,
-                    "255.255.255.255",
-                    "6000",
-                    "6001",
-                    "bntlimitedbcast",
-                ],
+                "udp",
+                bcast,
+                &o1,
+                "255.255.255.255",
+                &["6000", "6001", "bntlimitedbcast"],
             );
-            craft(
+            send(
                 &h,
                 "o1",
-                &[
-                    "udp",
-                    "eth0",
-                    "01:00:5e:00:00:fb",
-                    &o1,
-                    "224.0.0.251",
-                    "5353",
-                    "5353",
-                    "bntmulticast",
-                ],
+                "udp",
+                "01:00:5e:00:00:fb",
+                &o1,
+                "224.0.0.251",
+                &["5353", "5353", "bntmulticast"],
             );
-            craft(
+            send(
                 &h,
                 "o1",
-                &["udp", "eth0", bcast, &o1, &o2, "6000", "6001", "bntopenuni"],
+                "udp",
+                bcast,
+                &o1,
+                &o2,
+                &["6000", "6001", "bntopenuni"],
             );
         },
     );
@@ -356,33 +368,23 @@ fn group_mac_frames_carrying_unicast_ip_do_not_leave_an_internal_network() {
     );
 
     let bcast = "ff:ff:ff:ff:ff:ff";
-    craft(
+    send(
         &h,
         "i1",
-        &[
-            "udp",
-            "eth0",
-            bcast,
-            &i1,
-            "10.99.0.1",
-            "5353",
-            "47003",
-            "bntescapehost",
-        ],
+        "udp",
+        bcast,
+        &i1,
+        "10.99.0.1",
+        &["5353", "47003", "bntescapehost"],
     );
-    craft(
+    send(
         &h,
         "i1",
-        &[
-            "udp",
-            "eth0",
-            bcast,
-            &i1,
-            &gw_other,
-            "5354",
-            "47004",
-            "bntescapegw",
-        ],
+        "udp",
+        bcast,
+        &i1,
+        &gw_other,
+        &["5354", "47004", "bntescapegw"],
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -410,19 +412,14 @@ fn group_mac_frames_carrying_unicast_ip_do_not_leave_an_internal_network() {
         q.join(".")
     };
     let mut s_i2 = server(&h, "i2", "udp", &[47006]);
-    craft(
+    send(
         &h,
         "i1",
-        &[
-            "udp",
-            "eth0",
-            bcast,
-            &i1,
-            &bcast_ip,
-            "5355",
-            "47006",
-            "bntintbcast",
-        ],
+        "udp",
+        bcast,
+        &i1,
+        &bcast_ip,
+        &["5355", "47006", "bntintbcast"],
     );
     let got = s_i2.wait_line(&format!("got 47006 {i1} "), Duration::from_secs(5));
     assert!(got.contains("ttl=64"), "the copy keeps its TTL: {got}");
@@ -437,12 +434,7 @@ fn group_mac_frames_carrying_unicast_ip_do_not_leave_an_internal_network() {
 #[test]
 fn paged_frames_with_ip_options_cannot_skip_a_port_deny_rule() {
     let h = TestHost::new("sec-paged-opts");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b"]);
+    let (a, b) = a_to_b(&h, &[]);
     h.bpfnet_ok(&[
         "policy", "add", "--from", "a", "--to", "b", "--port", "7001/udp", "--action", "deny",
     ]);
@@ -496,7 +488,7 @@ fn paged_frames_with_ip_options_cannot_skip_a_port_deny_rule() {
             );
             assert!(o.success(), "{o}");
         }
-        craft(&h, "a", &["short", "eth0", &gw, &a, &b, "bntnoports"]);
+        send(&h, "a", "short", &gw, &a, &b, &["bntnoports"]);
     });
     // The allowed datagrams are echoed, and a's port-unreachable for the
     // echo quotes the marker again: at least 5.
@@ -733,12 +725,7 @@ fn internal_network_egress_accepts_only_its_own_network_and_its_gateway() {
 #[test]
 fn icmp_rule_allows_ping_and_errors_of_tracked_flows_only() {
     let h = TestHost::new("sec-icmp");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b", "--icmp"]);
+    let (a, b) = a_to_b(&h, &["--icmp"]);
     h.bpfnet_ok(&[
         "policy", "add", "--from", "a", "--to", "b", "--port", "5353/udp",
     ]);
@@ -775,43 +762,35 @@ fn icmp_rule_allows_ping_and_errors_of_tracked_flows_only() {
     );
 
     // a opens a UDP flow 40000 → b:5353 (allowed by the port-only rule).
-    craft(
+    send(
         &h,
         "a",
-        &["udp", "eth0", &gw_a, &a, &b, "40000", "5353", "bntopenflow"],
+        "udp",
+        &gw_a,
+        &a,
+        &b,
+        &["40000", "5353", "bntopenflow"],
     );
     let related = format!("udp:{a}:{b}:40000:5353");
     let unrelated = format!("udp:{a}:{b}:40001:5353");
     let counts = h.count_received("a", "eth0", &["bntfragneeded", "bntnoflow"], || {
-        craft(
+        send(
             &h,
             "b",
-            &[
-                "icmp",
-                "eth0",
-                &gw_b,
-                &b,
-                &a,
-                "3",
-                "4",
-                "bntfragneeded",
-                &related,
-            ],
+            "icmp",
+            &gw_b,
+            &b,
+            &a,
+            &["3", "4", "bntfragneeded", &related],
         );
-        craft(
+        send(
             &h,
             "b",
-            &[
-                "icmp",
-                "eth0",
-                &gw_b,
-                &b,
-                &a,
-                "3",
-                "4",
-                "bntnoflow",
-                &unrelated,
-            ],
+            "icmp",
+            &gw_b,
+            &b,
+            &a,
+            &["3", "4", "bntnoflow", &unrelated],
         );
     });
     assert_eq!(
@@ -828,42 +807,27 @@ fn icmp_rule_allows_ping_and_errors_of_tracked_flows_only() {
 #[test]
 fn icmp_deny_rule_covers_every_icmp_message() {
     let h = TestHost::new("sec-icmp-deny");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b"]);
+    let (a, b) = a_to_b(&h, &[]);
     let _srv = server(&h, "b", "udp", &[5353]);
     let gw = gw_mac(&h, "a", "net1");
     let send = |marker: &str| {
-        craft(
+        send(
             &h,
             "a",
-            &[
-                "icmp",
-                "eth0",
-                &gw,
-                &a,
-                &b,
-                "13",
-                "0",
-                &format!("{marker}ts"),
-            ],
+            "icmp",
+            &gw,
+            &a,
+            &b,
+            &["13", "0", &format!("{marker}ts")],
         );
-        craft(
+        send(
             &h,
             "a",
-            &[
-                "icmp",
-                "eth0",
-                &gw,
-                &a,
-                &b,
-                "8",
-                "0",
-                &format!("{marker}echo"),
-            ],
+            "icmp",
+            &gw,
+            &a,
+            &b,
+            &["8", "0", &format!("{marker}echo")],
         );
     };
     let counts = h.count_received("b", "eth0", &["bntbeforets", "bntbeforeecho"], || {
@@ -887,22 +851,21 @@ fn icmp_deny_rule_covers_every_icmp_message() {
 #[test]
 fn later_fragments_without_their_first_are_dropped() {
     let h = TestHost::new("sec-orphan-frag");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b"]);
+    let (a, b) = a_to_b(&h, &[]);
     h.bpfnet_ok(&[
         "policy", "add", "--from", "a", "--to", "b", "--port", "7001/udp", "--action", "deny",
     ]);
     let gw = gw_mac(&h, "a", "net1");
     let before = h.drops("fragment-without-first");
     let counts = h.count_received("b", "eth0", &["bntorphan"], || {
-        craft(
+        send(
             &h,
             "a",
-            &["frag", "eth0", &gw, &a, &b, "7001", "bntorphan", "later"],
+            "frag",
+            &gw,
+            &a,
+            &b,
+            &["7001", "bntorphan", "later"],
         );
     });
     assert_eq!(
@@ -918,11 +881,7 @@ fn later_fragments_without_their_first_are_dropped() {
     );
     let srv = server(&h, "b", "udp", &[7002]);
     let counts = h.count_received("b", "eth0", &["bntwhole"], || {
-        craft(
-            &h,
-            "a",
-            &["frag", "eth0", &gw, &a, &b, "7002", "bntwhole", "all"],
-        );
+        send(&h, "a", "frag", &gw, &a, &b, &["7002", "bntwhole", "all"]);
     });
     assert!(
         counts[0] >= 4,
@@ -976,33 +935,32 @@ fn ct_value(h: &TestHost, key: &[u8]) -> Option<Vec<u8>> {
 #[test]
 fn tcp_segments_other_than_syn_open_no_connection() {
     let h = TestHost::new("sec-ct-syn");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&[
-        "policy", "add", "--from", "a", "--to", "b", "--port", "8080/tcp",
-    ]);
-    let (gw_a, gw_b) = (gw_mac(&h, "a", "net1"), gw_mac(&h, "b", "net2"));
+    let (a, b) = a_to_b(&h, &["--port", "8080/tcp"]);
+    let (gw_a, gw_b) = gw_macs(&h);
     for (sport, flags) in [
         ("41000", "A"),
         ("41002", "PA"),
         ("41003", "FA"),
         ("41004", "SA"),
     ] {
-        craft(
+        send(
             &h,
             "a",
-            &[
-                "tcp", "eth0", &gw_a, &a, &b, sport, "8080", flags, "bntnosyn",
-            ],
+            "tcp",
+            &gw_a,
+            &a,
+            &b,
+            &[sport, "8080", flags, "bntnosyn"],
         );
     }
-    craft(
+    send(
         &h,
         "a",
-        &["tcp", "eth0", &gw_a, &a, &b, "41001", "8080", "S", "bntsyn"],
+        "tcp",
+        &gw_a,
+        &a,
+        &b,
+        &["41001", "8080", "S", "bntsyn"],
     );
     for sport in [41000, 41002, 41003, 41004] {
         assert_eq!(
@@ -1017,35 +975,23 @@ fn tcp_segments_other_than_syn_open_no_connection() {
         h.map_dump("CONNTRACK")
     );
     let counts = h.count_received("a", "eth0", &["bntholeack", "bntholesyn"], || {
-        craft(
+        send(
             &h,
             "b",
-            &[
-                "tcp",
-                "eth0",
-                &gw_b,
-                &b,
-                &a,
-                "8080",
-                "41000",
-                "PA",
-                "bntholeack",
-            ],
+            "tcp",
+            &gw_b,
+            &b,
+            &a,
+            &["8080", "41000", "PA", "bntholeack"],
         );
-        craft(
+        send(
             &h,
             "b",
-            &[
-                "tcp",
-                "eth0",
-                &gw_b,
-                &b,
-                &a,
-                "8080",
-                "41001",
-                "PA",
-                "bntholesyn",
-            ],
+            "tcp",
+            &gw_b,
+            &b,
+            &a,
+            &["8080", "41001", "PA", "bntholesyn"],
         );
     });
     assert_eq!(counts[0], 0, "b answered on a connection that never opened");
@@ -1062,26 +1008,19 @@ fn tcp_segments_other_than_syn_open_no_connection() {
 #[test]
 fn an_idle_connection_expires_and_its_reply_hole_closes() {
     let h = TestHost::new("sec-ct-expiry");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&[
-        "policy", "add", "--from", "a", "--to", "b", "--port", "5353/udp",
-    ]);
-    let (gw_a, gw_b) = (gw_mac(&h, "a", "net1"), gw_mac(&h, "b", "net2"));
-    craft(
-        &h,
-        "a",
-        &["udp", "eth0", &gw_a, &a, &b, "42000", "5353", "bntopen"],
-    );
+    let (a, b) = a_to_b(&h, &["--port", "5353/udp"]);
+    let (gw_a, gw_b) = gw_macs(&h);
+    send(&h, "a", "udp", &gw_a, &a, &b, &["42000", "5353", "bntopen"]);
     let key = ct_key(&a, &b, 42000, 5353, 17);
     let counts = h.count_received("a", "eth0", &["bntfresh"], || {
-        craft(
+        send(
             &h,
             "b",
-            &["udp", "eth0", &gw_b, &b, &a, "5353", "42000", "bntfresh"],
+            "udp",
+            &gw_b,
+            &b,
+            &a,
+            &["5353", "42000", "bntfresh"],
         );
     });
     assert!(
@@ -1111,25 +1050,37 @@ fn an_idle_connection_expires_and_its_reply_hole_closes() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     h.ok(&args);
     let counts = h.count_received("a", "eth0", &["bntstale"], || {
-        craft(
+        send(
             &h,
             "b",
-            &["udp", "eth0", &gw_b, &b, &a, "5353", "42000", "bntstale"],
+            "udp",
+            &gw_b,
+            &b,
+            &a,
+            &["5353", "42000", "bntstale"],
         );
     });
     assert_eq!(counts, vec![0], "an expired flow still let the answer back");
     assert_eq!(ct_value(&h, &key), None, "the expired entry should be gone");
     // The same flow, opened again, works again.
-    craft(
+    send(
         &h,
         "a",
-        &["udp", "eth0", &gw_a, &a, &b, "42000", "5353", "bntreopen"],
+        "udp",
+        &gw_a,
+        &a,
+        &b,
+        &["42000", "5353", "bntreopen"],
     );
     let counts = h.count_received("a", "eth0", &["bntagain"], || {
-        craft(
+        send(
             &h,
             "b",
-            &["udp", "eth0", &gw_b, &b, &a, "5353", "42000", "bntagain"],
+            "udp",
+            &gw_b,
+            &b,
+            &a,
+            &["5353", "42000", "bntagain"],
         );
     });
     assert!(counts[0] >= 3, "a reopened flow should work: {counts:?}");
