@@ -6,11 +6,10 @@
 //! gateway address.
 use aya_ebpf::programs::TcContext;
 use bpfnet_common::{net_flags, DropReason, EndpointEntry};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     maps,
-    packet::{header, ip_u32, Packet, ETH_ARP, ETH_IPV4, ETH_IPV6},
+    packet::{Packet, ETH_ARP, ETH_IPV4, ETH_IPV6},
     verdict::Verdict,
 };
 
@@ -18,16 +17,9 @@ use crate::{
 pub fn decide(ctx: &TcContext, pkt: &mut Packet) -> Result<Verdict, DropReason> {
     let ep = maps::endpoint(pkt.ifindex).ok_or(DropReason::NotAnEndpoint)?;
     pkt.slot = Some(ep.slot);
-    let eth = header::<EthHdr>(ctx, 0).ok_or(DropReason::Malformed)?;
-    pkt.src_mac = eth.src_addr;
-    pkt.dst_mac = eth.dst_addr;
-    pkt.ethertype = u16::from_be(eth.ether_type);
-    match eth.ether_type {
+    match pkt.read_eth(ctx)? {
         ETH_IPV4 => {
-            let ip = header::<Ipv4Hdr>(ctx, EthHdr::LEN).ok_or(DropReason::Malformed)?;
-            pkt.src_ip = ip_u32(ip.src_addr);
-            pkt.dst_ip = ip_u32(ip.dst_addr);
-            pkt.ip_proto = ip.proto;
+            pkt.read_ipv4(ctx)?;
             source(ctx, ep, pkt)?;
         }
         ETH_ARP => {}

@@ -7,7 +7,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     arp, flood, forward, maps,
-    packet::{header, ip_u32, Packet, ETH_ARP, ETH_IPV4, ETH_IPV6},
+    packet::{header, Packet, ETH_ARP, ETH_IPV4, ETH_IPV6},
     verdict::Verdict,
 };
 
@@ -21,26 +21,20 @@ pub fn decide(ctx: &TcContext, pkt: &mut Packet) -> Result<Verdict, DropReason> 
         c.rx_packets += 1;
         c.rx_bytes += len;
     });
-    let eth = header::<EthHdr>(ctx, 0).ok_or(DropReason::Malformed)?;
-    pkt.src_mac = eth.src_addr;
-    pkt.dst_mac = eth.dst_addr;
-    pkt.ethertype = u16::from_be(eth.ether_type);
+    let ethertype = pkt.read_eth(ctx)?;
 
     // 1. Source check.
     if pkt.src_mac != ep.mac {
         return Err(DropReason::SpoofedMac);
     }
-    match eth.ether_type {
+    match ethertype {
         // 2. ARP.
         ETH_ARP => return arp::answer(ctx, ep, pkt),
         ETH_IPV4 => {}
         ETH_IPV6 => return Err(DropReason::Ipv6),
         _ => return Err(DropReason::UnsupportedEthertype),
     }
-    let ip = header::<Ipv4Hdr>(ctx, EthHdr::LEN).ok_or(DropReason::Malformed)?;
-    pkt.src_ip = ip_u32(ip.src_addr);
-    pkt.dst_ip = ip_u32(ip.dst_addr);
-    pkt.ip_proto = ip.proto;
+    pkt.read_ipv4(ctx)?;
     if pkt.src_ip != ep.ip {
         return Err(DropReason::SpoofedIp);
     }

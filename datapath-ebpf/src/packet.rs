@@ -2,6 +2,7 @@
 //! (the `network-types` structs), and [`Packet`], what a decision has learned
 //! about it so far — which is also what a drop event reports.
 use aya_ebpf::programs::TcContext;
+use bpfnet_common::DropReason;
 use network_types::{
     arp::ArpHdr,
     eth::{EthHdr, EtherType},
@@ -60,6 +61,27 @@ impl Packet {
             ip_proto: 0,
             rule: 0,
         }
+    }
+
+    /// Learns the MACs and ethertype from the Ethernet header; returns the
+    /// ethertype as it sits in the frame (compare with `ETH_*`).
+    #[inline(always)]
+    pub fn read_eth(&mut self, ctx: &TcContext) -> Result<u16, DropReason> {
+        let eth = header::<EthHdr>(ctx, 0).ok_or(DropReason::Malformed)?;
+        self.src_mac = eth.src_addr;
+        self.dst_mac = eth.dst_addr;
+        self.ethertype = u16::from_be(eth.ether_type);
+        Ok(eth.ether_type)
+    }
+
+    /// Learns the addresses and protocol from the IPv4 header.
+    #[inline(always)]
+    pub fn read_ipv4(&mut self, ctx: &TcContext) -> Result<(), DropReason> {
+        let ip = header::<Ipv4Hdr>(ctx, EthHdr::LEN).ok_or(DropReason::Malformed)?;
+        self.src_ip = ip_u32(ip.src_addr);
+        self.dst_ip = ip_u32(ip.dst_addr);
+        self.ip_proto = ip.proto;
+        Ok(())
     }
 }
 

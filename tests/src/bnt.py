@@ -15,11 +15,32 @@ import sys
 import time
 
 
-def tcp_echo_server(addr, port):
+def tcp_listener(addr, port, backlog):
+    """A TCP socket listening on ADDR:PORT (also imported by flow.py)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, int(port)))
-    s.listen(16)
+    s.listen(backlog)
+    return s
+
+
+def tcp_exchange(addr, port, msg, timeout):
+    """Connects, sends MSG, half-closes and returns everything the peer sent
+    back until it closed (also imported by flow.py)."""
+    s = socket.create_connection((addr, int(port)), timeout=timeout)
+    s.sendall(msg)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    return got
+
+
+def tcp_echo_server(addr, port):
+    s = tcp_listener(addr, port, 16)
     print("ready", flush=True)
     while True:
         c, peer = s.accept()
@@ -30,24 +51,12 @@ def tcp_echo_server(addr, port):
 
 
 def tcp_echo_client(addr, port, msg, timeout="3"):
-    s = socket.create_connection((addr, int(port)), timeout=float(timeout))
-    s.sendall(msg.encode())
-    s.shutdown(socket.SHUT_WR)
-    got = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        got += d
-    print(got.decode())
+    print(tcp_exchange(addr, port, msg.encode(), float(timeout)).decode())
 
 
 def sink(addr, port):
     """Accept one connection, read to EOF, print `<bytes> <sha256>`."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, int(port)))
-    s.listen(1)
+    s = tcp_listener(addr, port, 1)
     print("ready", flush=True)
     c, _ = s.accept()
     h = hashlib.sha256()

@@ -1,8 +1,9 @@
 //! Integration-test harness: every test runs in a throw-away "host".
 //!
-//! A [`TestHost`] is a holder process in its own mount and network namespace,
-//! with private tmpfs mounts on `/run/netns` and `/etc/netns`, a fresh sysfs and
-//! a private bpffs on `/sys/fs/bpf`. Every command of a test runs inside it via
+//! A [`TestHost`] is a holder process (the `throwaway-host` crate's, shared
+//! with the benchmark) in its own mount and network namespace, with private
+//! tmpfs mounts on `/run/netns` and `/etc/netns`, a fresh sysfs and a private
+//! bpffs on `/sys/fs/bpf`. Every command of a test runs inside it via
 //! `nsenter`, so sandboxes, veths, pins and addresses that `bpfnet` makes live
 //! and die with the holder: nothing touches the real host's networking, and
 //! dropping the `TestHost` (also while unwinding from a panic) removes it all.
@@ -14,19 +15,18 @@
 //! Traffic helpers live in `bnt.py` (run by `/usr/bin/python3`, which has
 //! scapy); they are written into each host's scratch dir.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use throwaway_host::{kill_and_reap, render, spawn_piped, Holder};
 
 pub mod frames;
 pub mod prog_run;
@@ -99,35 +99,6 @@ impl fmt::Display for Output {
     }
 }
 
-fn shell_quote(a: &str) -> String {
-    if !a.is_empty()
-        && a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c))
-    {
-        a.to_string()
-    } else {
-        format!("'{}'", a.replace('\'', r"'\''"))
-    }
-}
-
-fn render(args: &[String]) -> String {
-    args.iter()
-        .map(|a| shell_quote(a))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Makes the child die with the test process (also when it is SIGKILLed).
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            Ok(())
-        });
-    }
-}
-
 /// How long to wait for a pipe's EOF once its process has exited: a process
 /// it left in the background may hold the pipe open indefinitely.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
@@ -176,20 +147,8 @@ impl Capture {
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => return Some(st.code().unwrap_or(-1)),
-            Ok(None) => {}
-            Err(e) => panic!("waiting for a child: {e}"),
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
+    throwaway_host::wait_timeout(child, timeout)
+        .unwrap_or_else(|e| panic!("waiting for a child: {e}"))
 }
 
 /// A process running in the background inside a test host. Its stdout lines
@@ -204,12 +163,7 @@ pub struct Bg {
 
 impl Bg {
     fn start(cmd_line: String, mut cmd: Command) -> Bg {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        die_with_parent(&mut cmd);
-        let mut child = cmd
-            .spawn()
+        let mut child = spawn_piped(&mut cmd, None)
             .unwrap_or_else(|e| panic!("cannot start `{cmd_line}`: {e}"));
         let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let out: ChildStdout = child.stdout.take().expect("piped stdout");
@@ -344,10 +298,7 @@ impl Bg {
 
 impl Drop for Bg {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
     }
 }
 
@@ -361,9 +312,7 @@ pub struct TestHost {
     /// Scratch directory (helper scripts, files) — on the real filesystem,
     /// visible inside the host too.
     pub dir: PathBuf,
-    holder: Child,
-    holder_pid: u32,
-    holder_netns: String,
+    holder: Holder,
     bin: PathBuf,
 }
 
@@ -380,98 +329,26 @@ impl TestHost {
         let root = dir.join("state");
         fs::create_dir_all(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
         fs::write(dir.join("bnt.py"), BNT_PY).expect("write bnt.py");
-        // Mount points must exist on the real host; an empty dir is harmless.
-        for d in ["/run/netns", "/etc/netns"] {
-            fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir {d}: {e}"));
-        }
-        let setup = "set -e; \
-            mount -t tmpfs tmpfs /run/netns; \
-            mount --make-shared /run/netns; \
-            mount -t tmpfs tmpfs /etc/netns; \
-            mount -t sysfs sysfs /sys; \
-            mount -t bpf bpf /sys/fs/bpf; \
-            ip link set lo up; \
-            echo ready; \
-            exec sleep infinity";
-        let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--mount",
-            "--net",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            setup,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        die_with_parent(&mut cmd);
-        let mut holder = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run unshare: {e}"));
-        let holder_pid = holder.id();
-        let stdout = holder.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let ready = rx.recv_timeout(Duration::from_secs(10));
-        if ready.as_deref().map(str::trim) != Ok("ready") {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            let mut err = String::new();
-            if let Some(mut e) = holder.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
+        let holder = Holder::start(Duration::from_secs(10)).unwrap_or_else(|e| {
             let _ = fs::remove_dir_all(&dir);
-            panic!(
-                "test host {name}: holder did not get ready within 10 s: {ready:?}\nstderr: {err}"
-            );
-        }
-        let holder_netns = fs::read_link(format!("/proc/{holder_pid}/ns/net"))
-            .map(|p| p.to_string_lossy().into_owned())
-            .expect("holder netns");
-        let own = fs::read_link("/proc/self/ns/net")
-            .map(|p| p.to_string_lossy().into_owned())
-            .ok();
-        if own.as_deref() == Some(holder_netns.as_str()) {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            panic!("test host {name}: holder is in the real host's network namespace");
-        }
+            panic!("test host {name}: {e}")
+        });
         TestHost {
             name: name.to_string(),
             tag,
             root,
             dir,
             holder,
-            holder_pid,
-            holder_netns,
             bin,
         }
     }
 
     fn command(&self, args: &[&str]) -> (String, Command) {
         assert!(!args.is_empty(), "empty command");
-        let mut full: Vec<String> = vec![
-            "nsenter".into(),
-            "-t".into(),
-            self.holder_pid.to_string(),
-            "-m".into(),
-            "-n".into(),
-            "--".into(),
-        ];
-        let cmd_line = render(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        full.extend(args.iter().map(|s| s.to_string()));
-        let mut cmd = Command::new(&full[0]);
-        cmd.args(&full[1..])
-            .env("BPFNET_ROOT", &self.root)
+        let mut cmd = self.holder.command(args);
+        cmd.env("BPFNET_ROOT", &self.root)
             .env("BNT_PY", self.dir.join("bnt.py"));
-        (format!("[{}] {}", self.name, cmd_line), cmd)
+        (format!("[{}] {}", self.name, render(args)), cmd)
     }
 
     fn bpfnet_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
@@ -489,24 +366,8 @@ impl TestHost {
     /// Runs a command inside the host with a timeout and optional stdin.
     pub fn run_full(&self, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
         let (cmd_line, mut cmd) = self.command(args);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        die_with_parent(&mut cmd);
-        let mut child = cmd
-            .spawn()
+        let mut child = spawn_piped(&mut cmd, stdin)
             .unwrap_or_else(|e| panic!("cannot start `{cmd_line}`: {e}"));
-        if let Some(input) = stdin {
-            let mut w = child.stdin.take().expect("piped stdin");
-            let input = input.to_vec();
-            thread::spawn(move || {
-                let _ = w.write_all(&input);
-            });
-        }
         let out = Capture::start(child.stdout.take());
         let err = Capture::start(child.stderr.take());
         let code = match wait_timeout(&mut child, timeout) {
@@ -567,7 +428,7 @@ impl TestHost {
     /// Pid of the process that holds the host's namespaces
     /// (`/proc/<pid>/ns/net`, `/proc/<pid>/root` reach into them).
     pub fn holder_pid(&self) -> u32 {
-        self.holder_pid
+        self.holder.pid()
     }
 
     /// Path of the bpfnet binary under test.
@@ -685,6 +546,18 @@ impl TestHost {
                 self.name
             );
         }
+    }
+
+    /// Three pings from sandbox `from` to `dst`, each carrying `marker` as
+    /// its pad pattern (what [`TestHost::count_received`] counts).
+    pub fn ping_marked(&self, from: &str, dst: &str, marker: &str) -> Output {
+        let pattern: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+        self.exec_in(
+            from,
+            &[
+                "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-p", &pattern, dst,
+            ],
+        )
     }
 
     /// Asserts that `from` (None = host) does NOT reach `dst` by ping.
@@ -822,6 +695,31 @@ impl TestHost {
         self.bpfnet_ok(&args);
     }
 
+    /// `bpfnet create --name NAME --network NET --ip IP`.
+    pub fn create_with_ip(&self, name: &str, net: &str, ip: &str) {
+        self.bpfnet_ok(&["create", "--name", name, "--network", net, "--ip", ip]);
+    }
+
+    /// Starts a DNS helper script's `fake-upstream 10.253.0.2 PORT ANSWER`
+    /// in namespace `fakeup`, behind a veth pair (10.253.0.0/30) inside the
+    /// test host (made by the first call), and waits until it is ready.
+    pub fn fake_upstream(&self, script: &str, port: &str, answer: &str) -> Bg {
+        if !self.netns_list().iter().any(|n| n == "fakeup") {
+            self.sh_ok(
+                "set -e; ip netns add fakeup; ip -n fakeup link set lo up; \
+                 ip link add fu0 type veth peer name fu1 netns fakeup; \
+                 ip addr add 10.253.0.1/30 dev fu0; ip link set fu0 up; \
+                 ip -n fakeup addr add 10.253.0.2/30 dev fu1; ip -n fakeup link set fu1 up",
+            );
+        }
+        let mut server = self.spawn_in(
+            "fakeup",
+            &[PYTHON, script, "fake-upstream", "10.253.0.2", port, answer],
+        );
+        server.wait_line("ready", Duration::from_secs(10));
+        server
+    }
+
     /// Counts, in sandbox `dst` on `iface`, frames carrying each marker while
     /// `during` runs. Returns the counts in marker order.
     pub fn count_received<F: FnOnce()>(
@@ -902,62 +800,11 @@ impl TestHost {
             .unwrap_or_else(|e| panic!("bpftool map dump {path}: {e}: {out}"));
         v.as_array().cloned().unwrap_or_default()
     }
-
-    /// Kills every process in the host's network namespace or in one of its
-    /// sandboxes (except the holder). Never touches the real host's netns.
-    fn kill_inside(&self) {
-        let own = fs::read_link("/proc/self/ns/net")
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut targets: HashSet<String> = HashSet::new();
-        targets.insert(self.holder_netns.clone());
-        // Inodes of the sandboxes' netns, as seen inside the host.
-        let (_, mut cmd) = self.command(&[
-            "sh",
-            "-c",
-            "for f in /run/netns/*; do [ -e \"$f\" ] && stat -L -c %i \"$f\"; done; true",
-        ]);
-        if let Ok(o) = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output() {
-            for ino in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                targets.insert(format!("net:[{ino}]"));
-            }
-        }
-        targets.remove(&own);
-        let me = std::process::id();
-        for _round in 0..5 {
-            let mut killed = 0;
-            let Ok(rd) = fs::read_dir("/proc") else {
-                return;
-            };
-            for e in rd.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                    continue;
-                };
-                if pid == me || pid == self.holder_pid {
-                    continue;
-                }
-                let ns = fs::read_link(format!("/proc/{pid}/ns/net"))
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if targets.contains(&ns) {
-                    // SAFETY: plain kill(2) of a pid we identified above.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                    killed += 1;
-                }
-            }
-            if killed == 0 {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 impl Drop for TestHost {
     fn drop(&mut self) {
-        self.kill_inside();
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
+        self.holder.stop();
         if std::env::var_os("BNT_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }

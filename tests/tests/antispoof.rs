@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use bpfnet_tests::TestHost;
 
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Sandboxes x and y on net1, with their addresses and MACs.
 struct Pair {
     h: TestHost,
@@ -132,23 +128,7 @@ fn arp_spoofing_does_not_divert_traffic_and_is_counted() {
         );
     }
     let counts = h.count_received("x", "eth0", &["bntpoisn"], || {
-        let o = h.exec_in(
-            "z",
-            &[
-                "ping",
-                "-n",
-                "-q",
-                "-c",
-                "3",
-                "-i",
-                "0.2",
-                "-W",
-                "1",
-                "-p",
-                &hex("bntpoisn"),
-                &p.y_ip,
-            ],
-        );
+        let o = h.ping_marked("z", &p.y_ip, "bntpoisn");
         assert!(o.success(), "z cannot ping y after the ARP spoofing:\n{o}");
     });
     assert_eq!(counts, vec![0], "z's pings to y reached x");

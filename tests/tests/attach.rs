@@ -19,6 +19,26 @@ fn filter_name(prog: &str) -> String {
 
 /// Asserts that exactly `veths` carry bpfnet's two filters of the current
 /// layout, running the pinned programs, and that no other filter exists.
+/// `tc filter add dev VETH HOOK prio PRIO handle 1 bpf da object-pinned PIN`.
+fn add_pinned_filter(h: &TestHost, veth: &str, hook: &str, prio: &str, pin: &str) {
+    h.ok(&[
+        "tc",
+        "filter",
+        "add",
+        "dev",
+        veth,
+        hook,
+        "prio",
+        prio,
+        "handle",
+        "1",
+        "bpf",
+        "da",
+        "object-pinned",
+        pin,
+    ]);
+}
+
 fn assert_attached_exactly(h: &TestHost, veths: &[&str]) {
     let ingress = h.pinned_prog_id("tc_ingress");
     let egress = h.pinned_prog_id("tc_egress");
@@ -242,22 +262,7 @@ fn layout_change_under_traffic_hands_over_without_an_unjudged_packet() {
     for v in [&va, &vb, &vc] {
         for (hook, prog) in [("ingress", "tc_ingress"), ("egress", "tc_egress")] {
             let pin = format!("/sys/fs/bpf/bpfnet-v{old}-{prog}");
-            h.ok(&[
-                "tc",
-                "filter",
-                "add",
-                "dev",
-                v,
-                hook,
-                "prio",
-                &old_prio,
-                "handle",
-                "1",
-                "bpf",
-                "da",
-                "object-pinned",
-                &pin,
-            ]);
+            add_pinned_filter(h, v, hook, &old_prio, &pin);
             h.ok(&[
                 "tc",
                 "filter",
@@ -347,39 +352,9 @@ fn gc_cleans_up_after_a_crash_between_attach_steps() {
     ]);
     let pin = format!("/sys/fs/bpf/{}", filter_name("tc_ingress"));
     for veth in ["bnabcdef0123", "other0"] {
-        h.ok(&[
-            "tc",
-            "filter",
-            "add",
-            "dev",
-            veth,
-            "ingress",
-            "prio",
-            &prio().to_string(),
-            "handle",
-            "1",
-            "bpf",
-            "da",
-            "object-pinned",
-            &pin,
-        ]);
+        add_pinned_filter(h, veth, "ingress", &prio().to_string(), &pin);
     }
-    h.ok(&[
-        "tc",
-        "filter",
-        "add",
-        "dev",
-        "other0",
-        "egress",
-        "prio",
-        &prio().to_string(),
-        "handle",
-        "1",
-        "bpf",
-        "da",
-        "object-pinned",
-        &pin,
-    ]);
+    add_pinned_filter(h, "other0", "egress", &prio().to_string(), &pin);
     h.ok(&["rm", &pin]);
     let out = h.bpfnet_ok(&["gc"]);
     assert!(out.contains("removed link bn0123456789"), "{out}");

@@ -95,24 +95,8 @@ fn addresses_are_reused_after_release() {
 fn fixed_ip_is_honoured_and_skipped_by_automatic_allocation() {
     let h = TestHost::new("fixed-ip");
     h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&[
-        "create",
-        "--name",
-        "a",
-        "--network",
-        "net1",
-        "--ip",
-        "172.18.0.2",
-    ]);
-    h.bpfnet_ok(&[
-        "create",
-        "--name",
-        "b",
-        "--network",
-        "net1",
-        "--ip",
-        "172.18.5.9",
-    ]);
+    h.create_with_ip("a", "net1", "172.18.0.2");
+    h.create_with_ip("b", "net1", "172.18.5.9");
     h.create("c", &["net1"]);
     assert_eq!(h.ip_on("a", "net1"), "172.18.0.2");
     assert_eq!(h.ip_on("b", "net1"), "172.18.5.9");

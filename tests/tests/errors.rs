@@ -124,15 +124,7 @@ fn duplicate_network_name_is_rejected() {
 fn ip_already_taken_is_rejected() {
     let h = host("err-ip-taken");
     h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&[
-        "create",
-        "--name",
-        "a",
-        "--network",
-        "net1",
-        "--ip",
-        "172.18.0.9",
-    ]);
+    h.create_with_ip("a", "net1", "172.18.0.9");
     rejected(
         &h,
         &[

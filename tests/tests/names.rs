@@ -427,18 +427,9 @@ struct FakeUpstream {
 }
 
 fn fake_upstream(h: &TestHost, py: &str) -> FakeUpstream {
-    h.sh_ok(
-        "set -e; ip netns add fakeup; ip -n fakeup link set lo up; \
-         ip link add fu0 type veth peer name fu1 netns fakeup; \
-         ip addr add 10.253.0.1/30 dev fu0; ip link set fu0 up; \
-         ip -n fakeup addr add 10.253.0.2/30 dev fu1; ip -n fakeup link set fu1 up",
-    );
-    let mut server = h.spawn_in(
-        "fakeup",
-        &[PYTHON, py, "fake-upstream", "10.253.0.2", "53", "10.9.8.7"],
-    );
-    server.wait_line("ready", secs(10));
-    FakeUpstream { server }
+    FakeUpstream {
+        server: h.fake_upstream(py, "53", "10.9.8.7"),
+    }
 }
 
 #[test]

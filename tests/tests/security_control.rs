@@ -324,30 +324,21 @@ fn link_and_network_aliases_are_validated_like_names() {
     h.bpfnet_ok(&["network", "create", "n2"]);
     h.create("sa-a1", &["n1"]);
     let rule = "use letters, digits, '_', '.' and '-', starting with a letter or digit";
-    refused(
-        &h,
-        &[
-            "create",
-            "--name",
-            "sa-lk",
-            "--network",
-            "n1",
-            "--link",
-            "sa-a1:al\n6.6.6.6 www.example.com",
-        ],
+    let create_sa_lk = |flag: &str, value: &str, line: &str| {
+        refused(
+            &h,
+            &["create", "--name", "sa-lk", "--network", "n1", flag, value],
+            line,
+        )
+    };
+    create_sa_lk(
+        "--link",
+        "sa-a1:al\n6.6.6.6 www.example.com",
         &format!("invalid link alias name \"al\\n6.6.6.6 www.example.com\": '\\n' is not allowed; {rule}"),
     );
-    refused(
-        &h,
-        &[
-            "create",
-            "--name",
-            "sa-lk",
-            "--network",
-            "n1",
-            "--network-alias",
-            "web server",
-        ],
+    create_sa_lk(
+        "--network-alias",
+        "web server",
         &format!("invalid alias name \"web server\": ' ' is not allowed; {rule}"),
     );
     refused(

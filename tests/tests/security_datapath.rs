@@ -103,6 +103,42 @@ fn craft(h: &TestHost, sandbox: &str, args: &[&str]) {
     assert!(o.success(), "crafting frames failed:\n{o}");
 }
 
+/// One way crafted frames take: out of `sandbox`'s eth0 to `dst_mac`, from
+/// address `src` to `dst`.
+struct Way<'a> {
+    h: &'a TestHost,
+    sandbox: &'a str,
+    dst_mac: &'a str,
+    src: &'a str,
+    dst: &'a str,
+}
+
+fn way<'a>(
+    h: &'a TestHost,
+    sandbox: &'a str,
+    dst_mac: &'a str,
+    src: &'a str,
+    dst: &'a str,
+) -> Way<'a> {
+    Way {
+        h,
+        sandbox,
+        dst_mac,
+        src,
+        dst,
+    }
+}
+
+impl Way<'_> {
+    /// Sends SEC_PY's `kind` frames this way; `rest` are the kind's own
+    /// arguments (ports, marker…).
+    fn send(&self, kind: &str, rest: &[&str]) {
+        let mut args = vec![kind, "eth0", self.dst_mac, self.src, self.dst];
+        args.extend_from_slice(rest);
+        craft(self.h, self.sandbox, &args);
+    }
+}
+
 /// The MAC `sandbox` uses for its gateway on `net` (the host-side veth's).
 fn gw_mac(h: &TestHost, sandbox: &str, net: &str) -> String {
     let gw = h.gateway_of(net);
@@ -152,6 +188,44 @@ fn make_outside(h: &TestHost) {
     );
 }
 
+/// `bpfnet network create ARGS…` for each of `networks`, then each sandbox
+/// on its network; the sandboxes' addresses, in order.
+fn setup<const N: usize>(
+    h: &TestHost,
+    networks: &[&[&str]],
+    sandboxes: [(&str, &str); N],
+) -> [String; N] {
+    for args in networks {
+        let mut v = vec!["network", "create"];
+        v.extend_from_slice(args);
+        h.bpfnet_ok(&v);
+    }
+    for (sandbox, net) in sandboxes {
+        h.create(sandbox, &[net]);
+    }
+    sandboxes.map(|(sandbox, net)| h.ip_on(sandbox, net))
+}
+
+/// `bpfnet policy add --from a --to b RULE…`.
+fn policy_a_to_b(h: &TestHost, rule: &[&str]) {
+    let mut args = vec!["policy", "add", "--from", "a", "--to", "b"];
+    args.extend_from_slice(rule);
+    h.bpfnet_ok(&args);
+}
+
+/// Networks net1 and net2 with sandbox `a` on net1 and `b` on net2, and the
+/// policy rule `--from a --to b RULE…`; their addresses.
+fn a_to_b(h: &TestHost, rule: &[&str]) -> (String, String) {
+    let [a, b] = setup(h, &[&["net1"], &["net2"]], [("a", "net1"), ("b", "net2")]);
+    policy_a_to_b(h, rule);
+    (a, b)
+}
+
+/// The MACs `a` and `b` of [`a_to_b`] use for their gateways.
+fn gw_macs(h: &TestHost) -> (String, String) {
+    (gw_mac(h, "a", "net1"), gw_mac(h, "b", "net2"))
+}
+
 fn ip_forward(h: &TestHost) {
     h.sh_ok("echo 1 > /proc/sys/net/ipv4/ip_forward");
 }
@@ -164,14 +238,11 @@ fn ip_forward(h: &TestHost) {
 #[test]
 fn group_mac_frames_carrying_unicast_ip_do_not_reach_an_icc_false_peer() {
     let h = TestHost::new("sec-group-icc");
-    h.bpfnet_ok(&["network", "create", "-o", "icc=false", "icc"]);
-    h.bpfnet_ok(&["network", "create", "open"]);
-    h.create("c1", &["icc"]);
-    h.create("c2", &["icc"]);
-    h.create("o1", &["open"]);
-    h.create("o2", &["open"]);
-    let (c1, c2) = (h.ip_on("c1", "icc"), h.ip_on("c2", "icc"));
-    let (o1, o2) = (h.ip_on("o1", "open"), h.ip_on("o2", "open"));
+    let [c1, c2, o1, o2] = setup(
+        &h,
+        &[&["-o", "icc=false", "icc"], &["open"]],
+        [("c1", "icc"), ("c2", "icc"), ("o1", "open"), ("o2", "open")],
+    );
     let srv = server(&h, "c1", "udp", &[7001]);
     // The control: plain unicast is refused by icc=false.
     expect(&h, "c2", &[flow("udp", &c1, 7001, false)]);
@@ -184,54 +255,12 @@ fn group_mac_frames_carrying_unicast_ip_do_not_reach_an_icc_false_peer() {
         "eth0",
         &["bntbcastuni", "bntmcastuni", "bntbcastping", "bnticcbcast"],
         || {
-            craft(
-                &h,
-                "c2",
-                &[
-                    "udp",
-                    "eth0",
-                    bcast,
-                    &c2,
-                    &c1,
-                    "5555",
-                    "7001",
-                    "bntbcastuni",
-                ],
-            );
-            craft(
-                &h,
-                "c2",
-                &[
-                    "udp",
-                    "eth0",
-                    mcast,
-                    &c2,
-                    &c1,
-                    "5556",
-                    "7001",
-                    "bntmcastuni",
-                ],
-            );
-            craft(
-                &h,
-                "c2",
-                &["icmp", "eth0", bcast, &c2, &c1, "8", "0", "bntbcastping"],
-            );
+            way(&h, "c2", bcast, &c2, &c1).send("udp", &["5555", "7001", "bntbcastuni"]);
+            way(&h, "c2", mcast, &c2, &c1).send("udp", &["5556", "7001", "bntmcastuni"]);
+            way(&h, "c2", bcast, &c2, &c1).send("icmp", &["8", "0", "bntbcastping"]);
             // Real broadcast does not reach peers on icc=false either.
-            craft(
-                &h,
-                "c2",
-                &[
-                    "udp",
-                    "eth0",
-                    bcast,
-                    &c2,
-                    "255.255.255.255",
-                    "5557",
-                    "7001",
-                    "bnticcbcast",
-                ],
-            );
+            way(&h, "c2", bcast, &c2, "255.255.255.255")
+                .send("udp", &["5557", "7001", "bnticcbcast"]);
         },
     );
     assert_eq!(
@@ -270,53 +299,13 @@ fn group_mac_frames_carrying_unicast_ip_do_not_reach_an_icc_false_peer() {
                 q[3] = "255";
                 q.join(".")
             };
-            craft(
-                &h,
-                "o1",
-                &[
-                    "udp",
-                    "eth0",
-                    bcast,
-                    &o1,
-                    &subnet_bcast,
-                    "6000",
-                    "6001",
-                    "bntsubnetbcast",
-                ],
-            );
-            craft(
-                &h,
-                "o1",
-                &[
-                    "udp",
-                    "eth0",
-                    bcast,
-                    &o1,
-                    "255.255.255.255",
-                    "6000",
-                    "6001",
-                    "bntlimitedbcast",
-                ],
-            );
-            craft(
-                &h,
-                "o1",
-                &[
-                    "udp",
-                    "eth0",
-                    "01:00:5e:00:00:fb",
-                    &o1,
-                    "224.0.0.251",
-                    "5353",
-                    "5353",
-                    "bntmulticast",
-                ],
-            );
-            craft(
-                &h,
-                "o1",
-                &["udp", "eth0", bcast, &o1, &o2, "6000", "6001", "bntopenuni"],
-            );
+            way(&h, "o1", bcast, &o1, &subnet_bcast)
+                .send("udp", &["6000", "6001", "bntsubnetbcast"]);
+            way(&h, "o1", bcast, &o1, "255.255.255.255")
+                .send("udp", &["6000", "6001", "bntlimitedbcast"]);
+            way(&h, "o1", "01:00:5e:00:00:fb", &o1, "224.0.0.251")
+                .send("udp", &["5353", "5353", "bntmulticast"]);
+            way(&h, "o1", bcast, &o1, &o2).send("udp", &["6000", "6001", "bntopenuni"]);
         },
     );
     assert_eq!(
@@ -356,34 +345,8 @@ fn group_mac_frames_carrying_unicast_ip_do_not_leave_an_internal_network() {
     );
 
     let bcast = "ff:ff:ff:ff:ff:ff";
-    craft(
-        &h,
-        "i1",
-        &[
-            "udp",
-            "eth0",
-            bcast,
-            &i1,
-            "10.99.0.1",
-            "5353",
-            "47003",
-            "bntescapehost",
-        ],
-    );
-    craft(
-        &h,
-        "i1",
-        &[
-            "udp",
-            "eth0",
-            bcast,
-            &i1,
-            &gw_other,
-            "5354",
-            "47004",
-            "bntescapegw",
-        ],
-    );
+    way(&h, "i1", bcast, &i1, "10.99.0.1").send("udp", &["5353", "47003", "bntescapehost"]);
+    way(&h, "i1", bcast, &i1, &gw_other).send("udp", &["5354", "47004", "bntescapegw"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         seen_from(&s_host, &i1).is_empty(),
@@ -410,20 +373,7 @@ fn group_mac_frames_carrying_unicast_ip_do_not_leave_an_internal_network() {
         q.join(".")
     };
     let mut s_i2 = server(&h, "i2", "udp", &[47006]);
-    craft(
-        &h,
-        "i1",
-        &[
-            "udp",
-            "eth0",
-            bcast,
-            &i1,
-            &bcast_ip,
-            "5355",
-            "47006",
-            "bntintbcast",
-        ],
-    );
+    way(&h, "i1", bcast, &i1, &bcast_ip).send("udp", &["5355", "47006", "bntintbcast"]);
     let got = s_i2.wait_line(&format!("got 47006 {i1} "), Duration::from_secs(5));
     assert!(got.contains("ttl=64"), "the copy keeps its TTL: {got}");
 }
@@ -437,15 +387,8 @@ fn group_mac_frames_carrying_unicast_ip_do_not_leave_an_internal_network() {
 #[test]
 fn paged_frames_with_ip_options_cannot_skip_a_port_deny_rule() {
     let h = TestHost::new("sec-paged-opts");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b"]);
-    h.bpfnet_ok(&[
-        "policy", "add", "--from", "a", "--to", "b", "--port", "7001/udp", "--action", "deny",
-    ]);
+    let (a, b) = a_to_b(&h, &[]);
+    policy_a_to_b(&h, &["--port", "7001/udp", "--action", "deny"]);
     let srv = server(&h, "b", "udp", &[7001, 7002]);
     let gw = gw_mac(&h, "a", "net1");
     let a_mac = h.mac_of("a", "eth0");
@@ -496,7 +439,7 @@ fn paged_frames_with_ip_options_cannot_skip_a_port_deny_rule() {
             );
             assert!(o.success(), "{o}");
         }
-        craft(&h, "a", &["short", "eth0", &gw, &a, &b, "bntnoports"]);
+        way(&h, "a", &gw, &a, &b).send("short", &["bntnoports"]);
     });
     // The allowed datagrams are echoed, and a's port-unreachable for the
     // echo quotes the marker again: at least 5.
@@ -606,11 +549,11 @@ fn icc_false_holds_when_the_host_forwards_through_the_gateway_mac() {
 #[test]
 fn internal_network_does_not_escape_through_host_dnat_on_its_gateway() {
     let h = TestHost::new("sec-int-dnat");
-    h.bpfnet_ok(&["network", "create", "--internal", "int"]);
-    h.bpfnet_ok(&["network", "create", "open"]);
-    h.create("i1", &["int"]);
-    h.create("n1", &["open"]);
-    let (i1, n1) = (h.ip_on("i1", "int"), h.ip_on("n1", "open"));
+    let [i1, n1] = setup(
+        &h,
+        &[&["--internal", "int"], &["open"]],
+        [("i1", "int"), ("n1", "open")],
+    );
     let (gw_int, gw_open) = (h.gateway_of("int"), h.gateway_of("open"));
     make_outside(&h);
     ip_forward(&h);
@@ -664,15 +607,10 @@ fn internal_network_does_not_escape_through_host_dnat_on_its_gateway() {
 #[test]
 fn internal_network_egress_accepts_only_its_own_network_and_its_gateway() {
     let h = TestHost::new("sec-int-egress");
-    h.bpfnet_ok(&["network", "create", "--internal", "int"]);
-    h.bpfnet_ok(&["network", "create", "open"]);
-    h.create("i1", &["int"]);
-    h.create("i2", &["int"]);
-    h.create("n1", &["open"]);
-    let (i1, i2, n1) = (
-        h.ip_on("i1", "int"),
-        h.ip_on("i2", "int"),
-        h.ip_on("n1", "open"),
+    let [i1, i2, n1] = setup(
+        &h,
+        &[&["--internal", "int"], &["open"]],
+        [("i1", "int"), ("i2", "int"), ("n1", "open")],
     );
     let gw_int = h.gateway_of("int");
     make_outside(&h);
@@ -733,18 +671,10 @@ fn internal_network_egress_accepts_only_its_own_network_and_its_gateway() {
 #[test]
 fn icmp_rule_allows_ping_and_errors_of_tracked_flows_only() {
     let h = TestHost::new("sec-icmp");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b", "--icmp"]);
-    h.bpfnet_ok(&[
-        "policy", "add", "--from", "a", "--to", "b", "--port", "5353/udp",
-    ]);
+    let (a, b) = a_to_b(&h, &["--icmp"]);
+    policy_a_to_b(&h, &["--port", "5353/udp"]);
     let _srv = server(&h, "b", "udp", &[5353]);
-    let gw_a = gw_mac(&h, "a", "net1");
-    let gw_b = gw_mac(&h, "b", "net2");
+    let (gw_a, gw_b) = gw_macs(&h);
     // The legitimate path: ping works.
     h.assert_ping(Some("a"), &b);
 
@@ -775,44 +705,12 @@ fn icmp_rule_allows_ping_and_errors_of_tracked_flows_only() {
     );
 
     // a opens a UDP flow 40000 → b:5353 (allowed by the port-only rule).
-    craft(
-        &h,
-        "a",
-        &["udp", "eth0", &gw_a, &a, &b, "40000", "5353", "bntopenflow"],
-    );
+    way(&h, "a", &gw_a, &a, &b).send("udp", &["40000", "5353", "bntopenflow"]);
     let related = format!("udp:{a}:{b}:40000:5353");
     let unrelated = format!("udp:{a}:{b}:40001:5353");
     let counts = h.count_received("a", "eth0", &["bntfragneeded", "bntnoflow"], || {
-        craft(
-            &h,
-            "b",
-            &[
-                "icmp",
-                "eth0",
-                &gw_b,
-                &b,
-                &a,
-                "3",
-                "4",
-                "bntfragneeded",
-                &related,
-            ],
-        );
-        craft(
-            &h,
-            "b",
-            &[
-                "icmp",
-                "eth0",
-                &gw_b,
-                &b,
-                &a,
-                "3",
-                "4",
-                "bntnoflow",
-                &unrelated,
-            ],
-        );
+        way(&h, "b", &gw_b, &b, &a).send("icmp", &["3", "4", "bntfragneeded", &related]);
+        way(&h, "b", &gw_b, &b, &a).send("icmp", &["3", "4", "bntnoflow", &unrelated]);
     });
     assert_eq!(
         counts,
@@ -828,51 +726,18 @@ fn icmp_rule_allows_ping_and_errors_of_tracked_flows_only() {
 #[test]
 fn icmp_deny_rule_covers_every_icmp_message() {
     let h = TestHost::new("sec-icmp-deny");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b"]);
+    let (a, b) = a_to_b(&h, &[]);
     let _srv = server(&h, "b", "udp", &[5353]);
     let gw = gw_mac(&h, "a", "net1");
     let send = |marker: &str| {
-        craft(
-            &h,
-            "a",
-            &[
-                "icmp",
-                "eth0",
-                &gw,
-                &a,
-                &b,
-                "13",
-                "0",
-                &format!("{marker}ts"),
-            ],
-        );
-        craft(
-            &h,
-            "a",
-            &[
-                "icmp",
-                "eth0",
-                &gw,
-                &a,
-                &b,
-                "8",
-                "0",
-                &format!("{marker}echo"),
-            ],
-        );
+        way(&h, "a", &gw, &a, &b).send("icmp", &["13", "0", &format!("{marker}ts")]);
+        way(&h, "a", &gw, &a, &b).send("icmp", &["8", "0", &format!("{marker}echo")]);
     };
     let counts = h.count_received("b", "eth0", &["bntbeforets", "bntbeforeecho"], || {
         send("bntbefore")
     });
     assert_eq!(counts, vec![3, 3], "allow-any should let all ICMP through");
-    h.bpfnet_ok(&[
-        "policy", "add", "--from", "a", "--to", "b", "--icmp", "--action", "deny",
-    ]);
+    policy_a_to_b(&h, &["--icmp", "--action", "deny"]);
     let counts = h.count_received("b", "eth0", &["bntafterts", "bntafterecho"], || {
         send("bntafter")
     });
@@ -887,23 +752,12 @@ fn icmp_deny_rule_covers_every_icmp_message() {
 #[test]
 fn later_fragments_without_their_first_are_dropped() {
     let h = TestHost::new("sec-orphan-frag");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&["policy", "add", "--from", "a", "--to", "b"]);
-    h.bpfnet_ok(&[
-        "policy", "add", "--from", "a", "--to", "b", "--port", "7001/udp", "--action", "deny",
-    ]);
+    let (a, b) = a_to_b(&h, &[]);
+    policy_a_to_b(&h, &["--port", "7001/udp", "--action", "deny"]);
     let gw = gw_mac(&h, "a", "net1");
     let before = h.drops("fragment-without-first");
     let counts = h.count_received("b", "eth0", &["bntorphan"], || {
-        craft(
-            &h,
-            "a",
-            &["frag", "eth0", &gw, &a, &b, "7001", "bntorphan", "later"],
-        );
+        way(&h, "a", &gw, &a, &b).send("frag", &["7001", "bntorphan", "later"]);
     });
     assert_eq!(
         counts,
@@ -918,11 +772,7 @@ fn later_fragments_without_their_first_are_dropped() {
     );
     let srv = server(&h, "b", "udp", &[7002]);
     let counts = h.count_received("b", "eth0", &["bntwhole"], || {
-        craft(
-            &h,
-            "a",
-            &["frag", "eth0", &gw, &a, &b, "7002", "bntwhole", "all"],
-        );
+        way(&h, "a", &gw, &a, &b).send("frag", &["7002", "bntwhole", "all"]);
     });
     assert!(
         counts[0] >= 4,
@@ -976,34 +826,17 @@ fn ct_value(h: &TestHost, key: &[u8]) -> Option<Vec<u8>> {
 #[test]
 fn tcp_segments_other_than_syn_open_no_connection() {
     let h = TestHost::new("sec-ct-syn");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&[
-        "policy", "add", "--from", "a", "--to", "b", "--port", "8080/tcp",
-    ]);
-    let (gw_a, gw_b) = (gw_mac(&h, "a", "net1"), gw_mac(&h, "b", "net2"));
+    let (a, b) = a_to_b(&h, &["--port", "8080/tcp"]);
+    let (gw_a, gw_b) = gw_macs(&h);
     for (sport, flags) in [
         ("41000", "A"),
         ("41002", "PA"),
         ("41003", "FA"),
         ("41004", "SA"),
     ] {
-        craft(
-            &h,
-            "a",
-            &[
-                "tcp", "eth0", &gw_a, &a, &b, sport, "8080", flags, "bntnosyn",
-            ],
-        );
+        way(&h, "a", &gw_a, &a, &b).send("tcp", &[sport, "8080", flags, "bntnosyn"]);
     }
-    craft(
-        &h,
-        "a",
-        &["tcp", "eth0", &gw_a, &a, &b, "41001", "8080", "S", "bntsyn"],
-    );
+    way(&h, "a", &gw_a, &a, &b).send("tcp", &["41001", "8080", "S", "bntsyn"]);
     for sport in [41000, 41002, 41003, 41004] {
         assert_eq!(
             ct_value(&h, &ct_key(&a, &b, sport, 8080, 6)),
@@ -1017,36 +850,8 @@ fn tcp_segments_other_than_syn_open_no_connection() {
         h.map_dump("CONNTRACK")
     );
     let counts = h.count_received("a", "eth0", &["bntholeack", "bntholesyn"], || {
-        craft(
-            &h,
-            "b",
-            &[
-                "tcp",
-                "eth0",
-                &gw_b,
-                &b,
-                &a,
-                "8080",
-                "41000",
-                "PA",
-                "bntholeack",
-            ],
-        );
-        craft(
-            &h,
-            "b",
-            &[
-                "tcp",
-                "eth0",
-                &gw_b,
-                &b,
-                &a,
-                "8080",
-                "41001",
-                "PA",
-                "bntholesyn",
-            ],
-        );
+        way(&h, "b", &gw_b, &b, &a).send("tcp", &["8080", "41000", "PA", "bntholeack"]);
+        way(&h, "b", &gw_b, &b, &a).send("tcp", &["8080", "41001", "PA", "bntholesyn"]);
     });
     assert_eq!(counts[0], 0, "b answered on a connection that never opened");
     assert!(
@@ -1062,27 +867,12 @@ fn tcp_segments_other_than_syn_open_no_connection() {
 #[test]
 fn an_idle_connection_expires_and_its_reply_hole_closes() {
     let h = TestHost::new("sec-ct-expiry");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("b", &["net2"]);
-    let (a, b) = (h.ip_on("a", "net1"), h.ip_on("b", "net2"));
-    h.bpfnet_ok(&[
-        "policy", "add", "--from", "a", "--to", "b", "--port", "5353/udp",
-    ]);
-    let (gw_a, gw_b) = (gw_mac(&h, "a", "net1"), gw_mac(&h, "b", "net2"));
-    craft(
-        &h,
-        "a",
-        &["udp", "eth0", &gw_a, &a, &b, "42000", "5353", "bntopen"],
-    );
+    let (a, b) = a_to_b(&h, &["--port", "5353/udp"]);
+    let (gw_a, gw_b) = gw_macs(&h);
+    way(&h, "a", &gw_a, &a, &b).send("udp", &["42000", "5353", "bntopen"]);
     let key = ct_key(&a, &b, 42000, 5353, 17);
     let counts = h.count_received("a", "eth0", &["bntfresh"], || {
-        craft(
-            &h,
-            "b",
-            &["udp", "eth0", &gw_b, &b, &a, "5353", "42000", "bntfresh"],
-        );
+        way(&h, "b", &gw_b, &b, &a).send("udp", &["5353", "42000", "bntfresh"]);
     });
     assert!(
         counts[0] >= 3,
@@ -1111,26 +901,14 @@ fn an_idle_connection_expires_and_its_reply_hole_closes() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     h.ok(&args);
     let counts = h.count_received("a", "eth0", &["bntstale"], || {
-        craft(
-            &h,
-            "b",
-            &["udp", "eth0", &gw_b, &b, &a, "5353", "42000", "bntstale"],
-        );
+        way(&h, "b", &gw_b, &b, &a).send("udp", &["5353", "42000", "bntstale"]);
     });
     assert_eq!(counts, vec![0], "an expired flow still let the answer back");
     assert_eq!(ct_value(&h, &key), None, "the expired entry should be gone");
     // The same flow, opened again, works again.
-    craft(
-        &h,
-        "a",
-        &["udp", "eth0", &gw_a, &a, &b, "42000", "5353", "bntreopen"],
-    );
+    way(&h, "a", &gw_a, &a, &b).send("udp", &["42000", "5353", "bntreopen"]);
     let counts = h.count_received("a", "eth0", &["bntagain"], || {
-        craft(
-            &h,
-            "b",
-            &["udp", "eth0", &gw_b, &b, &a, "5353", "42000", "bntagain"],
-        );
+        way(&h, "b", &gw_b, &b, &a).send("udp", &["5353", "42000", "bntagain"]);
     });
     assert!(counts[0] >= 3, "a reopened flow should work: {counts:?}");
 }
@@ -1144,18 +922,15 @@ fn an_idle_connection_expires_and_its_reply_hole_closes() {
 #[test]
 fn a_full_conntrack_table_keeps_active_connections_and_admits_new_ones() {
     let h = TestHost::new("sec-ct-full");
-    h.bpfnet_ok(&["network", "create", "net1"]);
-    h.bpfnet_ok(&["network", "create", "net2"]);
-    h.create("a", &["net1"]);
-    h.create("x", &["net1"]);
-    h.create("b", &["net2"]);
-    let (x, b) = (h.ip_on("x", "net1"), h.ip_on("b", "net2"));
+    let [_, x, b] = setup(
+        &h,
+        &[&["net1"], &["net2"]],
+        [("a", "net1"), ("x", "net1"), ("b", "net2")],
+    );
     h.bpfnet_ok(&[
         "policy", "add", "--from", "x", "--to", "b", "--port", "5432/tcp",
     ]);
-    h.bpfnet_ok(&[
-        "policy", "add", "--from", "a", "--to", "b", "--port", "8080/tcp",
-    ]);
+    policy_a_to_b(&h, &["--port", "8080/tcp"]);
     let _srv = server(&h, "b", "tcp", &[8080]);
     let mut stream = flow::spawn(&h, "a", &["stream", &b, "8080", "0.1"]);
     stream.wait_contains("echo", 3, Duration::from_secs(5));

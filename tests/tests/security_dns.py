@@ -23,16 +23,7 @@ import sys
 import threading
 import time
 
-
-def encode_name(name):
-    out = b""
-    for label in name.rstrip(".").split("."):
-        out += bytes([len(label)]) + label.encode()
-    return out + b"\0"
-
-
-def query(qid, name, qtype=1):
-    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + encode_name(name) + struct.pack(">HH", qtype, 1)
+from dns import query  # dns.py, written next to this script
 
 
 def question(d):

@@ -19,29 +19,14 @@ const TCP_PER_SANDBOX: usize = 8;
 /// The responder's wait for one upstream (userspace/src/dns/upstream.rs).
 const PER_UPSTREAM_SECS: f64 = 1.5;
 
+/// The query encoding security_dns.py imports.
+const DNS_PY: &str = include_str!("dns.py");
+
 fn helper(h: &TestHost) -> String {
+    std::fs::write(h.dir.join("dns.py"), DNS_PY).expect("write dns.py");
     let p = h.dir.join("security_dns.py");
     std::fs::write(&p, HELPER).expect("write security_dns.py");
     p.to_string_lossy().into_owned()
-}
-
-/// The fake upstream in namespace `fakeup`, answering A with `answer` on
-/// `port` (10.253.0.2). The first call makes the namespace.
-fn fake_upstream(h: &TestHost, py: &str, port: &str, answer: &str) -> Bg {
-    if !h.netns_list().iter().any(|n| n == "fakeup") {
-        h.sh_ok(
-            "set -e; ip netns add fakeup; ip -n fakeup link set lo up; \
-             ip link add fu0 type veth peer name fu1 netns fakeup; \
-             ip addr add 10.253.0.1/30 dev fu0; ip link set fu0 up; \
-             ip -n fakeup addr add 10.253.0.2/30 dev fu1; ip -n fakeup link set fu1 up",
-        );
-    }
-    let mut server = h.spawn_in(
-        "fakeup",
-        &[PYTHON, py, "fake-upstream", "10.253.0.2", port, answer],
-    );
-    server.wait_line("ready", secs(10));
-    server
 }
 
 /// `bpfnet ARGS` with `BPFNET_DNS_UPSTREAM=value`.
@@ -100,7 +85,7 @@ fn queries(up: &Bg) -> Vec<String> {
 fn internal_only_sandboxes_never_reach_the_upstream_over_udp_or_tcp_but_resolve_their_peers() {
     let h = TestHost::new("sdns-internal");
     let py = helper(&h);
-    let mut up = fake_upstream(&h, &py, "53", OUTSIDE_ANSWER);
+    let mut up = h.fake_upstream(&py, "53", OUTSIDE_ANSWER);
     let o = bpfnet_with_upstream(&h, UPSTREAM, &["network", "create", "--internal", "int"]);
     assert!(o.success(), "{o}");
     h.bpfnet_ok(&["network", "create", "ext"]);
@@ -177,7 +162,7 @@ fn internal_only_sandboxes_never_reach_the_upstream_over_udp_or_tcp_but_resolve_
 fn a_name_on_another_network_resolves_for_others_exactly_like_a_name_nobody_has() {
     let h = TestHost::new("sdns-cross");
     let py = helper(&h);
-    let mut up = fake_upstream(&h, &py, "53", OUTSIDE_ANSWER);
+    let mut up = h.fake_upstream(&py, "53", OUTSIDE_ANSWER);
     let o = bpfnet_with_upstream(&h, UPSTREAM, &["network", "create", "net1"]);
     assert!(o.success(), "{o}");
     h.bpfnet_ok(&["network", "create", "net2"]);
@@ -245,7 +230,7 @@ fn a_name_on_another_network_resolves_for_others_exactly_like_a_name_nobody_has(
 fn a_sandbox_flooding_forwards_gets_servfail_while_other_sandboxes_are_still_forwarded() {
     let h = TestHost::new("sdns-flood");
     let py = helper(&h);
-    let mut up = fake_upstream(&h, &py, "53", OUTSIDE_ANSWER);
+    let mut up = h.fake_upstream(&py, "53", OUTSIDE_ANSWER);
     let o = bpfnet_with_upstream(&h, UPSTREAM, &["network", "create", "net1"]);
     assert!(o.success(), "{o}");
     h.bpfnet_ok(&["network", "create", "net2"]);
@@ -307,7 +292,7 @@ fn a_sandbox_flooding_forwards_gets_servfail_while_other_sandboxes_are_still_for
 fn a_sandbox_holding_tcp_connections_cannot_lock_other_sandboxes_out() {
     let h = TestHost::new("sdns-tcp");
     let py = helper(&h);
-    let mut up = fake_upstream(&h, &py, "53", OUTSIDE_ANSWER);
+    let mut up = h.fake_upstream(&py, "53", OUTSIDE_ANSWER);
     let o = bpfnet_with_upstream(&h, UPSTREAM, &["network", "create", "net1"]);
     assert!(o.success(), "{o}");
     h.bpfnet_ok(&["network", "create", "net2"]);
@@ -344,7 +329,7 @@ fn a_sandbox_holding_tcp_connections_cannot_lock_other_sandboxes_out() {
 fn the_upstream_set_by_one_command_is_saved_shown_and_not_inherited_from_the_environment() {
     let h = TestHost::new("sdns-config");
     let py = helper(&h);
-    let mut up = fake_upstream(&h, &py, "53", OUTSIDE_ANSWER);
+    let mut up = h.fake_upstream(&py, "53", OUTSIDE_ANSWER);
     let o = bpfnet_with_upstream(&h, UPSTREAM, &["network", "create", "net1"]);
     assert!(o.success(), "{o}");
     h.bpfnet_ok(&["network", "create", "--internal", "int"]);
@@ -405,7 +390,7 @@ fn the_upstream_set_by_one_command_is_saved_shown_and_not_inherited_from_the_env
 
     // A later command with another value moves the running responder.
     let worker = std::fs::read_to_string(h.root.join("dns/worker.pid")).unwrap();
-    let mut other = fake_upstream(&h, &py, "5353", "10.9.8.8");
+    let mut other = h.fake_upstream(&py, "5353", "10.9.8.8");
     let o = bpfnet_with_upstream(&h, "10.253.0.2:5353", &["ps"]);
     assert!(o.success() && o.stderr.is_empty(), "{o}");
     assert_eq!(a_records(&dig(&h, "a", &["moved.example"])), ["10.9.8.8"]);

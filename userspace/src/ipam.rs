@@ -161,23 +161,10 @@ pub fn allocate(state: &State, net: &Network, requested: Option<Ipv4Addr>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{DriverKind, Endpoint, NetworkMode, Sandbox};
-
-    fn net(name: &str, subnet: &str) -> Network {
-        let subnet: Ipv4Net = subnet.parse().unwrap();
-        Network {
-            id: name.into(),
-            name: name.into(),
-            created: String::new(),
-            driver: DriverKind::Bridge,
-            net_id: 1,
-            subnet: Some(subnet),
-            gateway: Some(Ipv4Addr::from(u32::from(subnet.network()) + 1)),
-            internal: false,
-            options: Default::default(),
-            bridge: None,
-        }
-    }
+    use crate::{
+        dns::table::tests::net,
+        state::{Endpoint, NetworkMode, Sandbox},
+    };
 
     fn with_endpoint(state: &mut State, sandbox: &str, network: &str, ip: &str) {
         state.sandboxes.insert(

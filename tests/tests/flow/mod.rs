@@ -24,6 +24,8 @@ use bpfnet_tests::{Bg, Output, TestHost, PYTHON};
 pub const FLOW_PY: &str = r#"
 import socket, sys, threading, time
 
+from bnt import tcp_exchange, tcp_listener  # bnt.py, in the same directory
+
 IP_RECVTTL, IP_TTL = 12, 2
 
 def out(*a):
@@ -48,11 +50,7 @@ def tcp_server(addr, *ports):
             threading.Thread(target=serve, args=(c, port, peer[0]), daemon=True).start()
     socks = []
     for p in ports:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((addr, int(p)))
-        s.listen(64)
-        socks.append((s, p))
+        socks.append((tcp_listener(addr, p, 64), p))
     for s, p in socks:
         threading.Thread(target=accept, args=(s, p), daemon=True).start()
     out("ready")
@@ -86,15 +84,7 @@ def try_flow(spec, timeout, res, i):
     msg = ("bnt-%s-%s" % (proto, port)).encode()
     try:
         if proto == "tcp":
-            s = socket.create_connection((ip, int(port)), timeout=timeout)
-            s.sendall(msg)
-            s.shutdown(socket.SHUT_WR)
-            got = b""
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                got += d
+            got = tcp_exchange(ip, port, msg, timeout)
             ok = got == msg
         else:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -279,19 +279,7 @@ impl Datapath {
 
     /// Counters of one endpoint slot, summed over CPUs.
     pub fn counters(&self, slot: u32) -> Result<EndpointCounters> {
-        self.with_maps(|m| {
-            let mut sum = EndpointCounters::default();
-            for c in m.ep_counters.get(&slot, 0)?.iter() {
-                sum.rx_packets += c.rx_packets;
-                sum.rx_bytes += c.rx_bytes;
-                sum.tx_packets += c.tx_packets;
-                sum.tx_bytes += c.tx_bytes;
-                sum.forwarded += c.forwarded;
-                sum.to_host += c.to_host;
-                sum.dropped += c.dropped;
-            }
-            Ok(sum)
-        })
+        self.with_maps(|m| Ok(EndpointCounters::sum(m.ep_counters.get(&slot, 0)?.iter())))
     }
 
     /// Drops per reason, summed over CPUs.

@@ -246,7 +246,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::state::{DriverKind, Endpoint, NetworkMode, Sandbox};
 
-    fn net(name: &str, subnet: &str) -> Network {
+    /// A bridge network on `subnet`, its gateway the first address.
+    pub(crate) fn net(name: &str, subnet: &str) -> Network {
         let subnet: Ipv4Net = subnet.parse().unwrap();
         Network {
             id: format!("{name}-id"),

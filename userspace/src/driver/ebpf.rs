@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context as _, Result};
 use bpfnet_common::{self as common, net_flags, FdbEntry, MAX_FLOOD_PORTS};
 use futures::future::BoxFuture;
 
-use super::{Driver, Host};
+use super::{subnet_and_gateway, Driver, Host};
 use crate::{
     fault,
     netlink::Interface,
@@ -62,10 +62,7 @@ pub fn datapath_endpoint(
 impl Driver for Ebpf {
     fn network_up<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let (subnet, gw) = net
-                .subnet
-                .zip(net.gateway)
-                .context("network without subnet")?;
+            let (subnet, gw) = subnet_and_gateway(net)?;
             // The gateway is a host address; the host-side veths carry no
             // subnet, each endpoint gets a /32 route instead.
             host.nl.add_address(host.lo_index().await?, gw, 32).await?;
@@ -82,10 +79,7 @@ impl Driver for Ebpf {
 
     fn network_down<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let (subnet, gw) = net
-                .subnet
-                .zip(net.gateway)
-                .context("network without subnet")?;
+            let (subnet, gw) = subnet_and_gateway(net)?;
             host.dp
                 .remove_network(net.net_id, &datapath_network(net)?)?;
             host.nl

@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result};
 use futures::future::BoxFuture;
 
-use super::{Driver, Host};
+use super::{subnet_and_gateway, Driver, Host};
 use crate::{
     netlink::{Interface, OWNER_ALIAS},
     state::{Endpoint, Network},
@@ -21,10 +21,7 @@ fn bridge_name(net: &Network) -> Result<&str> {
 impl Driver for LinuxBridge {
     fn network_up<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let (subnet, gw) = net
-                .subnet
-                .zip(net.gateway)
-                .context("network without subnet")?;
+            let (subnet, gw) = subnet_and_gateway(net)?;
             let name = bridge_name(net)?;
             let br = match host.nl.link_by_name(name).await? {
                 Some(l) => l,

@@ -10,10 +10,11 @@
 pub mod ebpf;
 pub mod linux_bridge;
 
-use std::os::fd::OwnedFd;
+use std::{net::Ipv4Addr, os::fd::OwnedFd};
 
 use anyhow::{anyhow, Context as _, Result};
 use futures::future::BoxFuture;
+use ipnet::Ipv4Net;
 
 use crate::{
     datapath::Datapath,
@@ -22,6 +23,14 @@ use crate::{
     netns,
     state::{DriverKind, Endpoint, Network, State},
 };
+
+/// The subnet and gateway of a network a driver realises (every such
+/// network has both).
+fn subnet_and_gateway(net: &Network) -> Result<(Ipv4Net, Ipv4Addr)> {
+    net.subnet
+        .zip(net.gateway)
+        .context("network without subnet")
+}
 
 /// What the drivers act with: netlink in the host namespace and the datapath.
 pub struct Host {

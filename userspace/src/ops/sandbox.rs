@@ -31,6 +31,32 @@ pub struct SandboxCreate {
     pub links: Vec<String>,
 }
 
+/// The plan of a connect or disconnect: the endpoint's step, then the
+/// sandbox's /etc files rewritten for its new set of networks.
+fn endpoint_plan(
+    what: String,
+    recovery: Recovery,
+    step: Step,
+    target: State,
+    network: &str,
+    sandbox: &str,
+) -> Plan {
+    Plan {
+        what,
+        recovery,
+        steps: vec![
+            step,
+            Step::EtcFiles {
+                sandbox: sandbox.into(),
+            },
+        ],
+        target,
+        networks: vec![network.into()],
+        sandbox: Some(sandbox.into()),
+        after: vec![],
+    }
+}
+
 /// `--network` values resolved.
 enum Mode {
     Networks(Vec<String>),
@@ -196,20 +222,14 @@ impl Controller {
         }
         let mut target = self.state().clone();
         let step = plan_endpoint(&mut target, network, sandbox, aliases, ip)?;
-        self.execute(Plan {
-            what: format!("connect {sandbox} to {network}"),
-            recovery: Recovery::RollBack,
-            steps: vec![
-                step,
-                Step::EtcFiles {
-                    sandbox: sandbox.into(),
-                },
-            ],
+        self.execute(endpoint_plan(
+            format!("connect {sandbox} to {network}"),
+            Recovery::RollBack,
+            step,
             target,
-            networks: vec![network.into()],
-            sandbox: Some(sandbox.into()),
-            after: vec![],
-        })
+            network,
+            sandbox,
+        ))
         .await
     }
 
@@ -218,23 +238,17 @@ impl Controller {
         self.sandbox(sandbox)?;
         let mut target = self.state().clone();
         let step = plan_endpoint_removal(&mut target, network, sandbox)?;
-        self.execute(Plan {
-            what: format!("disconnect {sandbox} from {network}"),
-            recovery: Recovery::Complete(Redo::Disconnect {
+        self.execute(endpoint_plan(
+            format!("disconnect {sandbox} from {network}"),
+            Recovery::Complete(Redo::Disconnect {
                 network: network.into(),
                 sandbox: sandbox.into(),
             }),
-            steps: vec![
-                step,
-                Step::EtcFiles {
-                    sandbox: sandbox.into(),
-                },
-            ],
+            step,
             target,
-            networks: vec![network.into()],
-            sandbox: Some(sandbox.into()),
-            after: vec![],
-        })
+            network,
+            sandbox,
+        ))
         .await
     }
 

@@ -1,25 +1,21 @@
-//! A throw-away "host" for one contender: a holder process in its own mount
-//! and network namespace with private tmpfs on `/run/netns` and `/etc/netns`,
-//! a fresh sysfs and a private bpffs. Every command runs inside it through
-//! `nsenter`; dropping the [`Host`] kills what runs inside it and the holder,
-//! which removes the namespaces, veths, bridges, pins and iptables rules with
-//! it. Nothing touches the real host's interfaces or routes.
+//! A throw-away "host" for one contender (the `throwaway-host` crate's
+//! [`Holder`], shared with the integration tests): every command runs inside
+//! it through `nsenter`; dropping the [`Host`] kills what runs inside it and
+//! the holder, which removes the namespaces, veths, bridges, pins and iptables
+//! rules with it. Nothing touches the real host's interfaces or routes.
 //!
 //! Every child gets `PR_SET_PDEATHSIG=SIGKILL`, so a killed bench (Ctrl-C,
 //! panic=abort, OOM) takes its holders and traffic processes with it.
 use std::{
-    collections::HashSet,
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use throwaway_host::{die_with_parent, kill_and_reap, render, spawn_piped, wait_timeout, Holder};
 
 /// Timeout of an ordinary command inside a host (ip, bpfnet, netavark…).
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,32 +58,6 @@ fn last_lines(stderr: &str, stdout: &str) -> String {
     }
 }
 
-fn quote(a: &str) -> String {
-    if !a.is_empty()
-        && a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c))
-    {
-        a.to_string()
-    } else {
-        format!("'{}'", a.replace('\'', r"'\''"))
-    }
-}
-
-pub fn render(args: &[&str]) -> String {
-    args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
-}
-
-/// Kill the child when the bench dies, whatever way it dies.
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            Ok(())
-        });
-    }
-}
-
 fn reader<R: std::io::Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut buf = Vec::new();
@@ -98,22 +68,6 @@ fn reader<R: std::io::Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle
     })
 }
 
-/// Waits for `child` up to `timeout`; `None` on timeout.
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<i32>> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(st) = child.try_wait().context("wait for a child")? {
-            return Ok(Some(st.code().unwrap_or(-1)));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(10));
-    }
-}
-
 /// Runs `cmd` to completion with a timeout (killed then), optional stdin.
 pub fn run_timeout(
     line: &str,
@@ -121,27 +75,11 @@ pub fn run_timeout(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Out> {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    die_with_parent(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{line}`"))?;
-    if let Some(input) = stdin {
-        let mut w = child.stdin.take().context("piped stdin")?;
-        let input = input.to_vec();
-        thread::spawn(move || {
-            let _ = w.write_all(&input);
-        });
-    }
+    let mut child =
+        spawn_piped(&mut cmd, stdin).with_context(|| format!("cannot start `{line}`"))?;
     let out = reader(child.stdout.take());
     let err = reader(child.stderr.take());
-    let code = match wait_timeout(&mut child, timeout)? {
+    let code = match wait_timeout(&mut child, timeout).context("wait for a child")? {
         Some(c) => c,
         None => {
             let _ = child.kill();
@@ -181,7 +119,7 @@ impl Proc {
 
     /// Waits up to `timeout` (then kills) and returns what it printed.
     pub fn finish(mut self, timeout: Duration) -> Result<Out> {
-        let code = match wait_timeout(&mut self.child, timeout)? {
+        let code = match wait_timeout(&mut self.child, timeout).context("wait for a child")? {
             Some(c) => c,
             None => {
                 let _ = self.child.kill();
@@ -220,10 +158,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
     }
 }
 
@@ -234,15 +169,7 @@ pub struct Host {
     pub dir: PathBuf,
     /// `BPFNET_ROOT` of the bpfnet instances of this host.
     pub state: PathBuf,
-    holder: Child,
-    pid: u32,
-    netns: String,
-}
-
-fn ns_of(pid: &str) -> String {
-    fs::read_link(format!("/proc/{pid}/ns/net"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    holder: Holder,
 }
 
 impl Host {
@@ -251,73 +178,23 @@ impl Host {
         let _ = fs::remove_dir_all(&dir);
         let state = dir.join("state");
         fs::create_dir_all(&state).with_context(|| format!("mkdir {}", state.display()))?;
-        for d in ["/run/netns", "/etc/netns"] {
-            fs::create_dir_all(d).with_context(|| format!("mkdir {d}"))?;
-        }
-        let setup = "set -e; \
-            mount -t tmpfs tmpfs /run/netns; \
-            mount --make-shared /run/netns; \
-            mount -t tmpfs tmpfs /etc/netns; \
-            mount -t sysfs sysfs /sys; \
-            mount -t bpf bpf /sys/fs/bpf; \
-            ip link set lo up; \
-            echo ready; \
-            exec sleep infinity";
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--net", "--propagation", "private", "--"])
-            .args(["sh", "-c", setup])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        die_with_parent(&mut cmd);
-        let mut holder = cmd.spawn().context("cannot run unshare (util-linux)")?;
-        let pid = holder.id();
-        let stdout = holder.stdout.take().context("piped stdout")?;
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
         // After a host with thousands of namespaces is gone, the kernel's
         // netns cleanup can hold `unshare` up for tens of seconds.
-        let ready = rx.recv_timeout(Duration::from_secs(90));
-        if ready.as_deref().map(str::trim) != Ok("ready") {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            let mut err = String::new();
-            if let Some(mut e) = holder.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            bail!(
-                "throw-away host {name}: holder did not come up within 90 s: {}",
-                err.trim()
-            );
-        }
-        let netns = ns_of(&pid.to_string());
-        if netns.is_empty() || netns == ns_of("self") {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            bail!("throw-away host {name}: holder is not in a network namespace of its own");
-        }
+        let holder = Holder::start(Duration::from_secs(90))
+            .map_err(|e| anyhow!("throw-away host {name}: {e}"))?;
         Ok(Host {
             name: name.to_string(),
             dir,
             state,
             holder,
-            pid,
-            netns,
         })
     }
 
     fn command(&self, args: &[&str]) -> (String, Command) {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.pid.to_string(), "-m", "-n", "--"])
-            .args(args)
-            .env("BPFNET_ROOT", &self.state);
+        let mut cmd = self.holder.command(args);
+        cmd.env("BPFNET_ROOT", &self.state);
         (format!("[{}] {}", self.name, render(args)), cmd)
     }
-
     /// Runs a command inside the host; it must exit 0.
     pub fn run(&self, args: &[&str]) -> Result<Out> {
         self.run_full(args, None, CMD_TIMEOUT)?.check()
@@ -376,56 +253,13 @@ impl Host {
     /// The netns file of a sandbox, reachable from the real host through the
     /// holder's root (its mount namespace).
     pub fn netns_path(&self, sandbox: &str) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root/run/netns/{sandbox}", self.pid))
-    }
-
-    /// Kills every process in this host's netns or in one of its sandboxes,
-    /// except the holder. Never touches the real host's netns.
-    fn kill_inside(&self) {
-        let own = ns_of("self");
-        let mut targets: HashSet<String> = HashSet::new();
-        targets.insert(self.netns.clone());
-        if let Ok(rd) = fs::read_dir(format!("/proc/{}/root/run/netns", self.pid)) {
-            for e in rd.flatten() {
-                if let Ok(m) = fs::metadata(e.path()) {
-                    use std::os::unix::fs::MetadataExt as _;
-                    targets.insert(format!("net:[{}]", m.ino()));
-                }
-            }
-        }
-        targets.remove(&own);
-        let me = std::process::id();
-        for _ in 0..5 {
-            let mut killed = 0;
-            let Ok(rd) = fs::read_dir("/proc") else {
-                return;
-            };
-            for e in rd.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                    continue;
-                };
-                if pid == me || pid == self.pid {
-                    continue;
-                }
-                if targets.contains(&ns_of(&pid.to_string())) {
-                    // SAFETY: kill(2) of a process living in one of our namespaces.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                    killed += 1;
-                }
-            }
-            if killed == 0 {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.holder.netns_path(sandbox)
     }
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        self.kill_inside();
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
+        self.holder.stop();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
