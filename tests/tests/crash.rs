@@ -224,17 +224,23 @@ fn judge_net3(h: &TestHost, ctx: &str) -> bool {
     listed
 }
 
-fn judge_rule(h: &TestHost, ctx: &str) -> bool {
+/// How many rules there are, after checking that a (net1) reaches d (net2)
+/// exactly when the one allow rule is alone (no rule: isolated; the allow
+/// and a deny over it: denied).
+fn rules_checked(h: &TestHost, ctx: &str) -> usize {
     let rules = h.bpfnet_json(&["policy", "ls", "--format", "json"]);
     let n = rules.as_array().map_or(0, Vec::len);
-    // The rule lets a (net1) reach d (net2) by ping.
     let reaches = sandbox_works(h, "a", "172.19.0.2");
     assert_eq!(
         n == 1,
         reaches,
         "{ctx}: {n} rules but a reaches d: {reaches}"
     );
-    n == 1
+    n
+}
+
+fn judge_rule(h: &TestHost, ctx: &str) -> bool {
+    rules_checked(h, ctx) == 1
 }
 
 /// A load is completed, never undone: everything still forwards.
@@ -249,15 +255,7 @@ fn judge_loaded(h: &TestHost, ctx: &str) -> bool {
 /// A deny added over an allow: whole = both rules and a no longer reaches
 /// d (also on the connection the allow had opened); gone = the allow alone.
 fn judge_deny(h: &TestHost, ctx: &str) -> bool {
-    let rules = h.bpfnet_json(&["policy", "ls", "--format", "json"]);
-    let n = rules.as_array().map_or(0, Vec::len);
-    let reaches = sandbox_works(h, "a", "172.19.0.2");
-    assert_eq!(
-        n == 1,
-        reaches,
-        "{ctx}: {n} rules but a reaches d: {reaches}"
-    );
-    n == 2
+    rules_checked(h, ctx) == 2
 }
 
 #[test]
