@@ -342,6 +342,21 @@ fn gc_cleans_up_after_a_crash_between_attach_steps() {
         ]);
         h.ok(&["tc", "qdisc", "add", "dev", veth, "clsact"]);
     }
+    // The two crashed endpoints' veths carry bpfnet's alias, as bpfnet
+    // names what it makes; other0 is not bpfnet's.
+    for (veth, id) in [
+        ("bn0123456789", "0123456789ff"),
+        ("bnabcdef0123", "abcdef0123ff"),
+    ] {
+        h.ok(&[
+            "ip",
+            "link",
+            "set",
+            veth,
+            "alias",
+            &format!("bpfnet:endpoint:{id}"),
+        ]);
+    }
     h.ok(&[
         "bpftool",
         "prog",
