@@ -52,7 +52,9 @@ impl Paths {
         self.pin_dir().join("progs")
     }
 
-    pub fn links_dir(&self) -> PathBuf {
+    /// Where bpfnet versions that attached with TCX pinned their links;
+    /// removed once the current layout is attached.
+    pub fn legacy_links_dir(&self) -> PathBuf {
         self.pin_dir().join("links")
     }
 }

@@ -93,16 +93,6 @@ impl Datapath {
         })
     }
 
-    /// Removes an endpoint in the reverse order: nobody can reach it, then
-    /// it is forgotten. Missing entries are fine.
-    pub fn remove_endpoint(&self, ifindex: u32, ep: &EndpointEntry) -> Result<()> {
-        self.with_maps(|m| {
-            ignore_missing(m.fdb.remove(&fdb_key(ep)))?;
-            ignore_missing(m.neighbours.remove(&neighbour_key(ep)))?;
-            ignore_missing(m.endpoints.remove(&ifindex))
-        })
-    }
-
     /// Removes an endpoint's entries, but the FDB and neighbour entries only
     /// while they are still its own: once an address is free it may have
     /// been given to another endpoint, whose entries have the same keys. The

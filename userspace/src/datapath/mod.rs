@@ -254,7 +254,7 @@ impl Datapath {
                 tc.delete_filter(ifindex, f.direction, f.prio)?;
             }
         }
-        let legacy_links = paths.pin_dir().join("links");
+        let legacy_links = paths.legacy_links_dir();
         if legacy_links.exists() {
             std::fs::remove_dir_all(&legacy_links)
                 .with_context(|| format!("removing TCX link pins {}", legacy_links.display()))?;
@@ -350,7 +350,7 @@ impl Datapath {
     /// Detaches both programs from `ifname`: its clsact qdisc goes, with
     /// every filter on it. A missing interface is fine.
     pub fn detach(&self, ifname: &str) -> Result<()> {
-        let legacy = self.paths.pin_dir().join("links");
+        let legacy = self.paths.legacy_links_dir();
         if legacy.exists() {
             for hook in ["ingress", "egress"] {
                 let pin = legacy.join(format!("{ifname}-{hook}"));
