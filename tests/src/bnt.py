@@ -54,6 +54,41 @@ def tcp_echo_client(addr, port, msg, timeout="3"):
     print(tcp_exchange(addr, port, msg.encode(), float(timeout)).decode())
 
 
+def tcp_echo_try(addr, port, msg, timeout="2"):
+    """Like tcp-echo, but prints `failed <reason>` instead of raising (for
+    paths that must be closed)."""
+    try:
+        print(tcp_exchange(addr, port, msg.encode(), float(timeout)).decode())
+    except OSError as e:
+        print("failed", type(e).__name__, flush=True)
+
+
+def udp_echo_server(addr, port):
+    """Echo each datagram back; print `served <peer ip>` for each."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, int(port)))
+    print("ready", flush=True)
+    while True:
+        data, peer = s.recvfrom(65536)
+        s.sendto(data, peer)
+        print("served", peer[0], flush=True)
+
+
+def udp_echo_client(addr, port, msg, timeout="2"):
+    """Send MSG (three tries), print the echo or `failed timeout`."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(float(timeout) / 3)
+    for _ in range(3):
+        s.sendto(msg.encode(), (addr, int(port)))
+        try:
+            data, _ = s.recvfrom(65536)
+            print(data.decode(), flush=True)
+            return
+        except socket.timeout:
+            continue
+    print("failed timeout", flush=True)
+
+
 def sink(addr, port):
     """Accept one connection, read to EOF, print `<bytes> <sha256>`."""
     s = tcp_listener(addr, port, 1)
@@ -175,6 +210,9 @@ def arp_who_has(iface, my_mac, my_ip, *targets):
 COMMANDS = {
     "tcp-echo-server": tcp_echo_server,
     "tcp-echo": tcp_echo_client,
+    "tcp-echo-try": tcp_echo_try,
+    "udp-echo-server": udp_echo_server,
+    "udp-echo": udp_echo_client,
     "sink": sink,
     "source": source,
     "sniff": sniff,

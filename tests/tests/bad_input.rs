@@ -374,7 +374,7 @@ fn bad_subnets_gateways_and_options_are_rejected() {
         ),
         c(
             &["-o", "mtu=1400"],
-            "unknown option \"mtu\" (in -o \"mtu=1400\"); bpfnet knows icc, com.docker.network.bridge.enable_icc, bpfnet.flood",
+            "unknown option \"mtu\" (in -o \"mtu=1400\"); bpfnet knows icc, com.docker.network.bridge.enable_icc, bpfnet.flood, com.docker.network.bridge.enable_ip_masquerade",
         ),
         c(
             &["-o", "icc=false", "-o", "icc=true"],

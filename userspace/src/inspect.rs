@@ -131,7 +131,12 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
         "Id": sb.id,
         "Name": format!("/{}", sb.name),
         "Created": sb.created,
-        "HostConfig": { "NetworkMode": sb.mode.display(), "Links": or_null(&links) },
+        "Config": { "ExposedPorts": exposed_ports(sb) },
+        "HostConfig": {
+            "NetworkMode": sb.mode.display(),
+            "Links": or_null(&links),
+            "PortBindings": port_bindings(sb),
+        },
         "NetworkSettings": {
             "SandboxID": sb.id,
             "SandboxKey": sandbox_key,
@@ -140,8 +145,91 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
             "Gateway": top["Gateway"],
             "MacAddress": top["MacAddress"],
             "Networks": networks,
+            "Ports": published_ports(sb),
         },
     })
+}
+
+/// Every port a sandbox exposes or publishes (`Config.ExposedPorts`).
+fn all_ports(sb: &Sandbox) -> std::collections::BTreeSet<crate::ports::Port> {
+    let mut ports: std::collections::BTreeSet<_> = sb.exposed.iter().copied().collect();
+    ports.extend(sb.ports.iter().map(|b| b.container));
+    ports
+}
+
+fn exposed_ports(sb: &Sandbox) -> Value {
+    let ports = all_ports(sb);
+    if ports.is_empty() {
+        return Value::Null;
+    }
+    Value::Object(ports.iter().map(|p| (p.to_string(), json!({}))).collect())
+}
+
+/// `HostConfig.PortBindings`: what was asked for.
+fn port_bindings(sb: &Sandbox) -> Value {
+    let mut m = Map::new();
+    for b in &sb.ports {
+        let entry = m
+            .entry(b.container.to_string())
+            .or_insert_with(|| json!([]));
+        entry.as_array_mut().expect("an array").push(json!({
+            "HostIp": b.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+            "HostPort": b.requested,
+        }));
+    }
+    Value::Object(m)
+}
+
+/// `NetworkSettings.Ports`: what is published where (null for a port
+/// only exposed), as Docker shows it.
+fn published_ports(sb: &Sandbox) -> Value {
+    let mut m = Map::new();
+    for p in all_ports(sb) {
+        let bound: Vec<Value> = sb
+            .ports
+            .iter()
+            .filter(|b| b.container == p)
+            .map(|b| {
+                json!({
+                    "HostIp": b.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
+                    "HostPort": b.host_port.to_string(),
+                })
+            })
+            .collect();
+        m.insert(
+            p.to_string(),
+            if bound.is_empty() {
+                Value::Null
+            } else {
+                json!(bound)
+            },
+        );
+    }
+    Value::Object(m)
+}
+
+/// `bpfnet port NAME [PORT]`: `80/tcp -> 0.0.0.0:8080` lines, or with a
+/// port only the host sides, as `docker port` prints them.
+pub fn port_lines(sb: &Sandbox, only: Option<crate::ports::Port>) -> anyhow::Result<Vec<String>> {
+    let mut bindings: Vec<_> = sb.ports.iter().collect();
+    bindings.sort_by_key(|b| (b.container, b.host_ip, b.host_port));
+    match only {
+        None => Ok(bindings
+            .iter()
+            .map(|b| format!("{} -> {}", b.container, b.host()))
+            .collect()),
+        Some(p) => {
+            let lines: Vec<String> = bindings
+                .iter()
+                .filter(|b| b.container == p)
+                .map(|b| b.host())
+                .collect();
+            if lines.is_empty() {
+                anyhow::bail!("no public port {p} published for sandbox {:?}", sb.name);
+            }
+            Ok(lines)
+        }
+    }
 }
 
 /// Left-aligned columns, as `docker network ls` prints them.

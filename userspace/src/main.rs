@@ -65,6 +65,13 @@ enum Cmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// List a sandbox's published ports (`80/tcp -> 0.0.0.0:8080`), or
+    /// where one port is published.
+    Port {
+        name: String,
+        /// PORT[/tcp|/udp]
+        port: Option<String>,
+    },
     /// Remove sandboxes.
     Rm {
         /// Also when other sandboxes share its namespace.
@@ -164,6 +171,7 @@ fn read_only(cmd: &Cmd) -> bool {
         cmd,
         Cmd::Ps { .. }
             | Cmd::Inspect { .. }
+            | Cmd::Port { .. }
             | Cmd::Stats { .. }
             | Cmd::Network(NetworkCmd::Ls { .. } | NetworkCmd::Inspect { .. })
             | Cmd::Policy(PolicyCmd::Ls { .. })
@@ -188,6 +196,7 @@ async fn dispatch(cmd: Cmd, paths: Paths) -> Result<ExitCode> {
                 Cmd::Run { opts, rm, cmd } => commands::sandbox::run(&mut c, opts, rm, cmd).await,
                 Cmd::Ps { format } => commands::sandbox::ps(&c, format),
                 Cmd::Inspect { names } => commands::sandbox::inspect(&c, &names),
+                Cmd::Port { name, port } => commands::sandbox::port(&c, &name, port.as_deref()),
                 Cmd::Rm { force, names } => commands::sandbox::rm(&mut c, &names, force).await,
                 Cmd::Gc => commands::gc::run(&mut c).await,
                 Cmd::Stats { sandbox, format } => {

@@ -334,6 +334,8 @@ mod tests {
                     }],
                     aliases: vec![],
                     links: vec![],
+                    ports: vec![],
+                    exposed: vec![],
                 },
             );
         }
@@ -471,6 +473,8 @@ mod tests {
                     }],
                     aliases: vec![],
                     links: vec![],
+                    ports: vec![],
+                    exposed: vec![],
                 },
             );
         }

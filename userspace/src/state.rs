@@ -140,6 +140,12 @@ pub struct Sandbox {
     pub aliases: Vec<String>,
     #[serde(default)]
     pub links: Vec<Link>,
+    /// Published ports (`-p`), resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::ports::PortBinding>,
+    /// Exposed ports (`--expose`; with `-P` each is published too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed: Vec<crate::ports::Port>,
 }
 
 /// Layout of the state file; a file from a newer bpfnet is refused.

@@ -104,6 +104,7 @@ pub const NETWORK_OPTIONS: &[&str] = &[
     "icc",
     "com.docker.network.bridge.enable_icc",
     "bpfnet.flood",
+    "com.docker.network.bridge.enable_ip_masquerade",
 ];
 
 /// Parses `-o KEY=VALUE` options of `network create`.

@@ -35,6 +35,11 @@ pub const PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "iproute2",
     "util-linux",
+    // nftables: libnftnl/libmnl to build against, nft for the tests.
+    "libnftnl-dev",
+    "libmnl-dev",
+    "pkg-config",
+    "nftables",
 ];
 
 pub fn bootstrap() -> Result<()> {

@@ -29,7 +29,9 @@ pub enum NetworkCmd {
         #[arg(long)]
         internal: bool,
         /// Driver option KEY=true|false (repeatable): icc,
-        /// com.docker.network.bridge.enable_icc, bpfnet.flood.
+        /// com.docker.network.bridge.enable_icc, bpfnet.flood,
+        /// com.docker.network.bridge.enable_ip_masquerade (false: what
+        /// leaves the host keeps the sandbox's own address).
         #[arg(short = 'o', long = "opt")]
         options: Vec<String>,
         name: String,

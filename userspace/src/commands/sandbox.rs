@@ -29,6 +29,19 @@ pub struct CreateOpts {
     /// the rules of names).
     #[arg(long = "link")]
     links: Vec<String>,
+    /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp]
+    /// (repeatable). Without HOSTPORT a free host port is picked. Reachable
+    /// on the host's addresses (or HOSTIP), from 127.0.0.1 and from other
+    /// sandboxes through a host address.
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Expose a port without publishing it: PORT[-END][/tcp|/udp]
+    /// (repeatable; -P publishes it).
+    #[arg(long)]
+    expose: Vec<String>,
+    /// Publish every --expose port on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
 }
 
 impl From<CreateOpts> for SandboxCreate {
@@ -39,6 +52,9 @@ impl From<CreateOpts> for SandboxCreate {
             aliases: o.aliases,
             ip: o.ip,
             links: o.links,
+            publish: o.publish,
+            expose: o.expose,
+            publish_all: o.publish_all,
         }
     }
 }
@@ -100,4 +116,22 @@ pub fn inspect(c: &Controller, names: &[String]) -> Result<ExitCode> {
 
 pub async fn rm(c: &mut Controller, names: &[String], force: bool) -> Result<ExitCode> {
     each(c, names, async |c, n| c.sandbox_rm(n, force).await).await
+}
+
+/// `bpfnet port NAME [PORT[/PROTO]]`.
+pub fn port(c: &Controller, name: &str, port: Option<&str>) -> Result<ExitCode> {
+    let sb =
+        c.state().sandboxes.get(name).ok_or_else(|| {
+            anyhow!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`")
+        })?;
+    let only = port
+        .map(|p| {
+            p.parse::<bpfnet::ports::Port>()
+                .map_err(|e| anyhow!("invalid port {p:?}: {e}"))
+        })
+        .transpose()?;
+    for line in inspect::port_lines(sb, only)? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

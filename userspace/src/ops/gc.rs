@@ -123,6 +123,7 @@ impl Controller {
             removed.extend(c.gc().await?);
             locked = c.locked;
         }
+        crate::nat::remove(paths)?;
         if Datapath::unload(paths)? {
             removed.push(format!("pins under {}", paths.pin_root().display()));
         }

@@ -12,6 +12,7 @@ pub mod gc;
 pub mod journal;
 pub mod network;
 pub mod policy;
+pub mod ports;
 pub mod recover;
 pub mod sandbox;
 pub mod step;
@@ -25,7 +26,7 @@ use crate::{
     datapath::{Datapath, LoadReport},
     dns,
     driver::{self, with_undo_errors, Host},
-    fault, ipam,
+    fault, ipam, nat,
     netlink::Netlink,
     paths::Paths,
     policy as compile,
@@ -210,6 +211,7 @@ impl Controller {
             bridge.options.insert(ICC_OPTION.into(), icc.to_string());
         }
         self.sync().await?;
+        nat::apply(&self.paths, &nat::Ruleset::of(self.state()))?;
         fault::point("load:synced");
         self.commit_derived(&compile::compile(self.state()))?;
         fault::point("load:committed");
@@ -333,6 +335,10 @@ impl Controller {
                     .await?;
             }
         }
+        let rules = nat::Ruleset::of(&target);
+        if rules != nat::Ruleset::of(self.state()) {
+            nat::apply(&self.paths, &rules)?;
+        }
         let old = std::mem::replace(&mut self.locked.state, target);
         let saved = self.commit_derived(policy);
         if saved.is_err() {
@@ -360,6 +366,7 @@ impl Controller {
                 driver::of(net).sync_members(&self.host, state, net).await?;
             }
         }
+        nat::apply(&self.paths, &nat::Ruleset::of(state))?;
         self.host.dp.set_policy(&compile::compile(state))
     }
 

@@ -11,7 +11,7 @@ use super::{
     Controller, Plan,
 };
 use crate::{
-    ipam, netns,
+    ipam, nat, netns,
     paths::netns_path,
     policy,
     state::{Endpoint, Link, NetworkMode, Sandbox, State},
@@ -29,6 +29,12 @@ pub struct SandboxCreate {
     pub aliases: Vec<String>,
     pub ip: Option<Ipv4Addr>,
     pub links: Vec<String>,
+    /// `--publish` specs, as given.
+    pub publish: Vec<String>,
+    /// `--expose` specs, as given.
+    pub expose: Vec<String>,
+    /// `-P`: publish every exposed port on a random host port.
+    pub publish_all: bool,
 }
 
 /// The plan of a connect or disconnect: the endpoint's step, then the
@@ -137,6 +143,15 @@ impl Controller {
                 bail!("--ip is supported on user-defined networks only, not on the default bridge");
             }
         }
+        let (reaches_out, mode_text) = match &mode {
+            Mode::Networks(nets) => (
+                nets.iter()
+                    .any(|n| nat::reaches_out(&self.state().networks[n])),
+                format!("only --internal networks ({})", nets.join(", ")),
+            ),
+            _ => (false, format!("network mode {}", req.networks[0])),
+        };
+        let (ports, exposed) = self.resolve_ports(&req, &mode_text, reaches_out)?;
         let sandbox = Sandbox {
             id: new_id(),
             name: name.into(),
@@ -150,6 +165,8 @@ impl Controller {
             endpoints: vec![],
             aliases: req.aliases.clone(),
             links,
+            ports,
+            exposed,
         };
         let mut target = self.state().clone();
         target.sandboxes.insert(name.into(), sandbox);
@@ -314,7 +331,9 @@ fn plan_endpoint(
     let index = (0..)
         .find(|i| !sb.endpoints.iter().any(|e| e.ifname == format!("eth{i}")))
         .expect("free index");
-    let default_route = sb.endpoints.is_empty();
+    // The first network that reaches beyond the host carries the default
+    // route; an internal network never does (Docker's behaviour).
+    let default_route = !net.internal && carrier(target, sb).is_none();
     let id = new_id();
     let ep = Endpoint {
         host_ifname: format!("{HOST_VETH_PREFIX}{}", &id[..10]),
@@ -343,17 +362,18 @@ fn plan_endpoint(
 }
 
 /// Removes the endpoint of `network` from `sandbox` in `target` and returns
-/// its step; the first remaining network's gateway becomes the default route
+/// its step; the next network that reaches out carries the default route
 /// when the removed endpoint carried it.
 fn plan_endpoint_removal(target: &mut State, network: &str, sandbox: &str) -> Result<Step> {
-    let sb = target.sandboxes.get_mut(sandbox).expect("checked");
+    let sb = &target.sandboxes[sandbox];
     let Some(pos) = sb.endpoints.iter().position(|e| e.network == network) else {
         bail!("sandbox {sandbox:?} is not connected to network {network:?}");
     };
+    let carried = carrier(target, sb).map(|e| e.network.as_str()) == Some(network);
+    let sb = target.sandboxes.get_mut(sandbox).expect("checked");
     let ep = sb.endpoints.remove(pos);
-    let next = sb.endpoints.first().map(|e| e.network.clone());
-    let next_default = match next {
-        Some(next) if pos == 0 => target.networks[&next].gateway,
+    let next_default = match carrier(target, &target.sandboxes[sandbox]) {
+        Some(next) if carried => target.networks[&next.network].gateway,
         _ => None,
     };
     Ok(Step::EndpointDown {
@@ -362,4 +382,12 @@ fn plan_endpoint_removal(target: &mut State, network: &str, sandbox: &str) -> Re
         endpoint: ep,
         next_default,
     })
+}
+
+/// The endpoint that carries a sandbox's default route: its first on a
+/// network that is not internal.
+fn carrier<'a>(state: &State, sb: &'a Sandbox) -> Option<&'a Endpoint> {
+    sb.endpoints
+        .iter()
+        .find(|e| state.networks.get(&e.network).is_some_and(|n| !n.internal))
 }

@@ -1,0 +1,384 @@
+//! Reaching the world (issue 15): outbound masquerade, published ports
+//! (`-p`, `-P`) from outside, from the host and from other sandboxes,
+//! `--internal` cut off, and removal that leaves nothing.
+//!
+//! "Outside" is a namespace this test makes, joined to the throw-away host
+//! by a veth (198.51.100.0/24) with a server address of its own
+//! (203.0.113.10) and no route back to any sandbox subnet: a connection
+//! that works and shows the host's 198.51.100.1 as its peer proves the
+//! masquerade.
+
+use std::time::Duration;
+
+use bpfnet_tests::{Bg, TestHost, PYTHON};
+
+const HOST_IP: &str = "198.51.100.1";
+const OUTSIDE_IP: &str = "198.51.100.2";
+const SERVER: &str = "203.0.113.10";
+
+fn host(name: &str) -> TestHost {
+    let h = TestHost::new(name);
+    h.sh_ok("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    h.sh_ok(&format!(
+        "set -e; ip link set lo up; ip netns add outside; ip -n outside link set lo up; \
+         ip link add up0 type veth peer name up1 netns outside; \
+         ip addr add {HOST_IP}/24 dev up0; ip link set up0 up; \
+         ip -n outside addr add {OUTSIDE_IP}/24 dev up1; ip -n outside link set up1 up; \
+         ip -n outside addr add {SERVER}/32 dev lo; \
+         ip route add 203.0.113.0/24 via {OUTSIDE_IP}"
+    ));
+    h.bpfnet_ok(&["datapath", "load"]);
+    h
+}
+
+/// A server on `ip` (a UDP server bound to the wildcard would answer
+/// from whichever address routing picks, not the one asked).
+fn serve(h: &TestHost, ns: &str, kind: &str, ip: &str, port: &str) -> Bg {
+    let py = h.py();
+    let mut s = h.spawn_in(ns, &[PYTHON, &py, kind, ip, port]);
+    s.wait_line("ready", Duration::from_secs(10));
+    s
+}
+
+/// One TCP exchange from `from` (None: the host); the echo or `failed …`.
+fn tcp(h: &TestHost, from: Option<&str>, ip: &str, port: &str) -> String {
+    h.py_in(from, &["tcp-echo-try", ip, port, "hello", "2"])
+        .stdout
+        .trim()
+        .to_string()
+}
+
+fn udp(h: &TestHost, from: Option<&str>, ip: &str, port: &str) -> String {
+    h.py_in(from, &["udp-echo", ip, port, "hello", "2"])
+        .stdout
+        .trim()
+        .to_string()
+}
+
+/// The peer address the server printed for its last client.
+fn last_peer(server: &mut Bg, n: usize) -> String {
+    let lines = server.wait_contains("served", n, Duration::from_secs(5));
+    lines
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+fn nft_table(h: &TestHost) -> String {
+    h.run(&["nft", "list", "table", "ip", "bpfnet"]).stdout
+}
+
+#[test]
+fn outbound_is_masqueraded_and_internal_is_cut_off() {
+    let h = host("nat-out");
+    assert_eq!(
+        h.sh_ok("sysctl -n net.ipv4.ip_forward").trim(),
+        "1",
+        "load turns forwarding on"
+    );
+    h.bpfnet_ok(&["network", "create", "--subnet", "10.91.0.0/24", "user"]);
+    h.bpfnet_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.92.0.0/24",
+        "cut",
+    ]);
+    h.bpfnet_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.93.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "routed",
+    ]);
+    h.create("b1", &["bridge"]);
+    h.create("u1", &["user"]);
+    h.create("i1", &["cut"]);
+    h.create("r1", &["routed"]);
+    let mut tcp_server = serve(&h, "outside", "tcp-echo-server", SERVER, "7000");
+    let mut udp_server = serve(&h, "outside", "udp-echo-server", SERVER, "7001");
+    let mut served = 0;
+    for sb in ["b1", "u1"] {
+        assert_eq!(
+            tcp(&h, Some(sb), SERVER, "7000"),
+            "hello",
+            "TCP out of {sb}"
+        );
+        served += 1;
+        assert_eq!(
+            last_peer(&mut tcp_server, served),
+            HOST_IP,
+            "{sb} masqueraded (TCP)"
+        );
+        assert_eq!(
+            udp(&h, Some(sb), SERVER, "7001"),
+            "hello",
+            "UDP out of {sb}"
+        );
+        assert_eq!(
+            last_peer(&mut udp_server, served),
+            HOST_IP,
+            "{sb} masqueraded (UDP)"
+        );
+    }
+    // Internal: no default route, nothing forwarded, even when the sandbox
+    // sends to its gateway's MAC by hand.
+    let routes = h.exec_ok("i1", &["ip", "-4", "route", "show"]);
+    assert!(
+        !routes.contains("default"),
+        "internal sandbox has a default route:\n{routes}"
+    );
+    assert!(tcp(&h, Some("i1"), SERVER, "7000").starts_with("failed"));
+    let gw = h.gateway_of("cut");
+    h.exec_ok("i1", &["ip", "route", "add", "default", "via", &gw]);
+    assert!(
+        tcp(&h, Some("i1"), SERVER, "7000").starts_with("failed"),
+        "internal reached out"
+    );
+    assert!(
+        udp(&h, Some("i1"), SERVER, "7001").starts_with("failed"),
+        "internal reached out (UDP)"
+    );
+    // Masquerade off: the sandbox's own address arrives (given a route back).
+    h.exec_ok(
+        "outside",
+        &["ip", "route", "add", "10.93.0.0/24", "via", HOST_IP],
+    );
+    assert_eq!(tcp(&h, Some("r1"), SERVER, "7000"), "hello");
+    served += 1;
+    assert_eq!(last_peer(&mut tcp_server, served), h.ip_on("r1", "routed"));
+    // Positive control after the internal attempts: still only two
+    // masqueraded clients and one routed, none from 10.92.
+    let all = tcp_server.stop().stdout;
+    assert!(
+        !all.contains("10.92."),
+        "internal sandbox reached the server:\n{all}"
+    );
+    let rules = nft_table(&h);
+    assert!(rules.contains("masquerade"), "{rules}");
+    assert!(
+        !rules.contains("10.92.0.0"),
+        "internal network in the NAT table:\n{rules}"
+    );
+    assert!(
+        !rules.contains("ip saddr 10.93.0.0/24 oifname != \"bn*\" masquerade"),
+        "{rules}"
+    );
+
+    // Unload removes the table and puts forwarding back.
+    h.bpfnet_ok(&["datapath", "unload"]);
+    let tables = h.ok(&["nft", "list", "tables"]);
+    assert!(
+        !tables.contains("bpfnet"),
+        "table left after unload:\n{tables}"
+    );
+    assert_eq!(h.sh_ok("sysctl -n net.ipv4.ip_forward").trim(), "0");
+}
+
+#[test]
+fn published_ports_reach_the_sandbox() {
+    let h = host("nat-ports");
+    h.bpfnet_ok(&["network", "create", "--subnet", "10.94.0.0/24", "other"]);
+    h.bpfnet_ok(&[
+        "create",
+        "--name",
+        "web",
+        "--network",
+        "bridge",
+        "-p",
+        "8080:80",
+        "-p",
+        "8081:81/udp",
+        "-p",
+        "127.0.0.1:8082:80",
+        "-p",
+        "80",
+        "--expose",
+        "90",
+        "--expose",
+        "91/udp",
+        "-P",
+    ]);
+    h.create("client", &["bridge"]);
+    h.create("far", &["other"]);
+    let mut web = serve(&h, "web", "tcp-echo-server", "0.0.0.0", "80");
+    let mut web_udp = serve(&h, "web", "udp-echo-server", "0.0.0.0", "81");
+    let web_ip = h.ip_on("web", "bridge");
+
+    // `port`: Docker's lines, sorted by container port.
+    let ports = h.bpfnet_ok(&["port", "web"]);
+    let lines: Vec<&str> = ports.lines().collect();
+    assert_eq!(lines.len(), 6, "{ports}");
+    assert!(lines.contains(&"80/tcp -> 0.0.0.0:8080"), "{ports}");
+    assert!(lines.contains(&"80/tcp -> 127.0.0.1:8082"), "{ports}");
+    assert!(lines.contains(&"81/udp -> 0.0.0.0:8081"), "{ports}");
+    let random = |p: &str| -> String {
+        lines
+            .iter()
+            .find(|l| l.starts_with(p) && !l.ends_with(":8080") && !l.ends_with(":8082"))
+            .unwrap_or_else(|| panic!("no {p} line:\n{ports}"))
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let random80 = random("80/tcp");
+    let random90 = random("90/tcp");
+    random("91/udp");
+    assert_eq!(
+        h.bpfnet_ok(&["port", "web", "81/udp"]).trim(),
+        "0.0.0.0:8081"
+    );
+    let o = h.bpfnet_fail(&["port", "web", "82"]);
+    assert_eq!(
+        o.stderr.trim(),
+        "Error: no public port 82/tcp published for sandbox \"web\""
+    );
+
+    // inspect: Docker's shapes.
+    let v = h.inspect("web");
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["80/tcp"],
+        serde_json::json!([
+            {"HostIp": "0.0.0.0", "HostPort": "8080"},
+            {"HostIp": "127.0.0.1", "HostPort": "8082"},
+            {"HostIp": "0.0.0.0", "HostPort": random80},
+        ])
+    );
+    assert_eq!(
+        v["HostConfig"]["PortBindings"]["80/tcp"][2],
+        serde_json::json!({"HostIp": "", "HostPort": ""})
+    );
+    assert_eq!(
+        v["HostConfig"]["PortBindings"]["81/udp"][0],
+        serde_json::json!({"HostIp": "", "HostPort": "8081"})
+    );
+    assert!(v["Config"]["ExposedPorts"]["91/udp"].is_object(), "{v:#}");
+
+    // From outside, the client's address preserved.
+    let mut n = 0;
+    for port in ["8080", random80.as_str()] {
+        assert_eq!(
+            tcp(&h, Some("outside"), HOST_IP, port),
+            "hello",
+            "outside -> {port}"
+        );
+        n += 1;
+        assert_eq!(last_peer(&mut web, n), OUTSIDE_IP, "source kept");
+    }
+    assert_eq!(udp(&h, Some("outside"), HOST_IP, "8081"), "hello");
+    assert_eq!(last_peer(&mut web_udp, 1), OUTSIDE_IP, "source kept (UDP)");
+    // 127.0.0.1:8082 is for the host only.
+    assert!(tcp(&h, Some("outside"), HOST_IP, "8082").starts_with("failed"));
+    // Exposed 90 is published (-P) but nothing listens: refused, not hung.
+    assert!(tcp(&h, Some("outside"), HOST_IP, &random90).starts_with("failed"));
+
+    // From the host: 127.0.0.1 and its own address.
+    for (ip, port) in [
+        ("127.0.0.1", "8080"),
+        ("127.0.0.1", "8082"),
+        (HOST_IP, "8080"),
+    ] {
+        assert_eq!(tcp(&h, None, ip, port), "hello", "host -> {ip}:{port}");
+    }
+    assert_eq!(
+        udp(&h, None, "127.0.0.1", "8081"),
+        "hello",
+        "host -> 127.0.0.1:8081/udp"
+    );
+    // From sandboxes, through a host address (hairpin), on the same
+    // network and on another one.
+    for sb in ["client", "far"] {
+        assert_eq!(
+            tcp(&h, Some(sb), HOST_IP, "8080"),
+            "hello",
+            "{sb} -> host:8080"
+        );
+        assert_eq!(
+            udp(&h, Some(sb), HOST_IP, "8081"),
+            "hello",
+            "{sb} -> host:8081/udp"
+        );
+    }
+    // The sandbox's own address is not reachable from outside by routing,
+    // only through the published port.
+    h.exec_ok(
+        "outside",
+        &["ip", "route", "add", "172.17.0.0/16", "via", HOST_IP],
+    );
+    assert!(
+        tcp(&h, Some("outside"), &web_ip, "80").starts_with("failed"),
+        "routed straight in"
+    );
+    assert_eq!(tcp(&h, Some("outside"), HOST_IP, "8080"), "hello");
+
+    // rm removes the mappings, nothing else of the table changes.
+    assert!(nft_table(&h).contains("publish web 80/tcp"));
+    h.bpfnet_ok(&["rm", "web"]);
+    let rules = nft_table(&h);
+    assert!(
+        !rules.contains("dnat to") && !rules.contains("publish web"),
+        "DNAT left after rm:\n{rules}"
+    );
+    assert!(tcp(&h, Some("outside"), HOST_IP, "8080").starts_with("failed"));
+    drop(web);
+    drop(web_udp);
+}
+
+#[test]
+fn bad_and_conflicting_publish_change_nothing() {
+    let h = host("nat-bad");
+    h.bpfnet_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.95.0.0/24",
+        "cut",
+    ]);
+    h.bpfnet_ok(&["create", "--name", "web", "-p", "8080:80"]);
+    let before = (h.snapshot(), nft_table(&h));
+    let cases: &[(&[&str], &str)] = &[
+        (&["-p", "70000:80"], "invalid --publish \"70000:80\": invalid host port \"70000\" (a number from 1 to 65535)"),
+        (&["-p", "abc"], "invalid --publish \"abc\": invalid container port \"abc\" (a number from 1 to 65535)"),
+        (&["-p", "80:80/sctp"], "invalid --publish \"80:80/sctp\": protocol sctp is not supported: bpfnet publishes tcp and udp ports"),
+        (&["-p", "8080:81"], "host port 0.0.0.0:8080/tcp is already published by sandbox \"web\"; pick another host port"),
+        (&["-p", "127.0.0.1:8080:81"], "host port 127.0.0.1:8080/tcp is already published by sandbox \"web\"; pick another host port"),
+        (&["-p", "9000:80", "-p", "9000:81"], "host port 0.0.0.0:9000/tcp is given twice"),
+        (&["-p", "192.0.2.77:9000:80"], "cannot publish on 192.0.2.77:9000/tcp: 192.0.2.77 is not an address of this host"),
+        (&["--network", "cut", "-p", "9000:80"], "--publish needs a network that reaches beyond the host; sandbox \"x\" would use only --internal networks (cut), where ports cannot be published"),
+        (&["--network", "host", "-p", "9000:80"], "--publish needs a network that reaches beyond the host; sandbox \"x\" would use network mode host, where ports cannot be published"),
+        (&["--expose", "x"], "invalid --expose \"x\": invalid port \"x\" (a number from 1 to 65535)"),
+    ];
+    for (extra, line) in cases {
+        let mut args = vec!["create", "--name", "x"];
+        args.extend_from_slice(extra);
+        let o = h.bpfnet_fail(&args);
+        assert_eq!(o.stderr.trim(), format!("Error: {line}"), "{o}");
+        assert_eq!(
+            before,
+            (h.snapshot(), nft_table(&h)),
+            "state changed by {extra:?}"
+        );
+    }
+    // A port a host process holds.
+    let mut holder = h.py_spawn(None, &["tcp-echo-server", "0.0.0.0", "9100"]);
+    holder.wait_line("ready", Duration::from_secs(10));
+    let o = h.bpfnet_fail(&["create", "--name", "x", "-p", "9100:80"]);
+    assert_eq!(
+        o.stderr.trim(),
+        "Error: host port 0.0.0.0:9100/tcp is in use by a process on the host; pick another host port"
+    );
+    assert_eq!(before, (h.snapshot(), nft_table(&h)));
+    // A range takes the first free port.
+    h.bpfnet_ok(&["create", "--name", "x", "-p", "8080-8082:80"]);
+    assert_eq!(h.bpfnet_ok(&["port", "x", "80"]).trim(), "0.0.0.0:8081");
+    h.bpfnet_ok(&["create", "--name", "y", "-p", "7000-7002:7000-7002/udp"]);
+    assert_eq!(h.bpfnet_ok(&["port", "y"]).lines().count(), 3);
+}

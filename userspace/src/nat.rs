@@ -1,0 +1,403 @@
+//! Reaching the world: outbound masquerade, published ports and the guard
+//! on what the host forwards into sandboxes, in one nftables table of
+//! bpfnet's own (`ip bpfnet`).
+//!
+//! The table is derived from the state like the datapath's policy entries:
+//! [`Ruleset::of`] says what it must hold, [`apply`] replaces the whole
+//! table in one atomic batch (add, delete, add with every chain and rule),
+//! so a crash leaves either the old table or the new one, and `gc`/`unload`
+//! make it match the state (or remove it) again. Nothing outside the table
+//! is touched, except `net.ipv4.ip_forward` (set as Docker sets it, put back
+//! by `unload`) and `route_localnet` on the host-side interfaces that
+//! published ports lead to (127.0.0.1 clients; gone with the interface).
+//!
+//! Chains:
+//! - `prerouting`, `output` (nat): packets for one of the host's own
+//!   addresses (`fib daddr type local`) go to `ports`, one DNAT rule per
+//!   published port. The client's source is kept.
+//! - `postrouting` (nat): a published port reached from a sandbox (hairpin)
+//!   or from 127.0.0.1 is SNATed to a gateway address, so the reply comes
+//!   back through the host; what a sandbox sends elsewhere leaves
+//!   masqueraded (per network, `enable_ip_masquerade=false` turns it off).
+//! - `forward` (filter): into a bpfnet interface the host forwards only
+//!   replies, published ports and what comes from another bpfnet interface
+//!   (the datapath judges that); the rest (someone routing straight to a
+//!   sandbox's address) is dropped.
+use std::{
+    ffi::{CStr, CString},
+    net::Ipv4Addr,
+    path::Path,
+    ptr::NonNull,
+};
+
+use anyhow::{anyhow, Context, Result};
+use ipnet::Ipv4Net;
+use nftnl::{
+    expr::{self, ct::ConntrackStatus, Expression, Register},
+    nft_expr, nftnl_sys as sys, Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy,
+    ProtoFamily, Rule, Table,
+};
+
+use crate::{
+    fsutil,
+    paths::Paths,
+    ports::Proto,
+    state::{DriverKind, Network, State},
+};
+
+/// The table's name (family `ip`).
+pub const TABLE: &CStr = c"bpfnet";
+
+/// Every host-side interface bpfnet makes starts with this (`bn…` veths,
+/// `bnbr…` bridges).
+const IFNAME_PREFIX: &[u8] = b"bn";
+
+/// Docker's option that turns masquerading off for a network.
+pub const MASQUERADE_OPTION: &str = "com.docker.network.bridge.enable_ip_masquerade";
+
+/// A network that reaches beyond the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outbound {
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub masquerade: bool,
+}
+
+/// One published port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dnat {
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub proto: Proto,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// For the rule's comment: `SANDBOX PORT/PROTO`.
+    pub what: String,
+}
+
+/// What the table holds for a state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub outbound: Vec<Outbound>,
+    pub ports: Vec<Dnat>,
+    /// Host-side interfaces published ports lead to.
+    pub localnet: Vec<String>,
+}
+
+/// Whether a network's sandboxes reach beyond the host.
+pub fn reaches_out(net: &Network) -> bool {
+    matches!(net.driver, DriverKind::Bridge | DriverKind::LinuxBridge) && !net.internal
+}
+
+/// Whether a network masquerades what leaves it (`-o
+/// com.docker.network.bridge.enable_ip_masquerade=false` turns it off).
+pub fn masquerades(net: &Network) -> bool {
+    net.options.get(MASQUERADE_OPTION).map(String::as_str) != Some("false")
+}
+
+impl Ruleset {
+    pub fn of(state: &State) -> Ruleset {
+        let mut r = Ruleset::default();
+        for net in state.networks.values().filter(|n| reaches_out(n)) {
+            if let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) {
+                r.outbound.push(Outbound {
+                    subnet,
+                    gateway,
+                    masquerade: masquerades(net),
+                });
+            }
+        }
+        for sb in state.sandboxes.values().filter(|s| !s.ports.is_empty()) {
+            // Published on the first network that reaches out, as Docker
+            // publishes through the endpoint that holds the default route.
+            let Some((net, ep)) = sb.endpoints.iter().find_map(|e| {
+                let net = state.networks.get(&e.network)?;
+                reaches_out(net).then_some((net, e))
+            }) else {
+                continue;
+            };
+            for b in &sb.ports {
+                r.ports.push(Dnat {
+                    host_ip: b.host_ip,
+                    host_port: b.host_port,
+                    proto: b.container.proto,
+                    ip: ep.ip,
+                    port: b.container.port,
+                    what: format!("{} {}", sb.name, b.container),
+                });
+            }
+            let dev = match net.driver {
+                DriverKind::LinuxBridge => net.bridge.clone().unwrap_or_default(),
+                _ => ep.host_ifname.clone(),
+            };
+            if !dev.is_empty() && !r.localnet.contains(&dev) {
+                r.localnet.push(dev);
+            }
+        }
+        r
+    }
+
+    fn batch(&self) -> Result<FinalizedBatch> {
+        let table = Table::new(TABLE, ProtoFamily::Ipv4);
+        let mut batch = Batch::new();
+        // Add (a no-op when it exists), delete with everything in it, add
+        // anew: one transaction, so nobody sees a half-built table.
+        batch.add(&table, MsgType::Add);
+        batch.add(&table, MsgType::Del);
+        batch.add(&table, MsgType::Add);
+        let base = |name: &CStr, ty, hook, prio| {
+            let mut c = Chain::new(name, &table);
+            c.set_type(ty);
+            c.set_hook(hook, prio);
+            c.set_policy(Policy::Accept);
+            c
+        };
+        let pre = base(c"prerouting", ChainType::Nat, Hook::PreRouting, -100);
+        let out = base(c"output", ChainType::Nat, Hook::Out, -100);
+        let post = base(c"postrouting", ChainType::Nat, Hook::PostRouting, 100);
+        let fwd = base(c"forward", ChainType::Filter, Hook::Forward, 0);
+        let ports = Chain::new(c"ports", &table);
+        for c in [&pre, &out, &post, &fwd, &ports] {
+            batch.add(c, MsgType::Add);
+        }
+        let mut rules: Vec<Rule> = vec![];
+        for chain in [&pre, &out] {
+            let mut r = Rule::new(chain);
+            r.add_expr(&FibDaddrType);
+            r.add_expr(&nft_expr!(cmp == libc::RTN_LOCAL as u32));
+            r.add_expr(&nft_expr!(verdict jump c"ports".to_owned()));
+            rules.push(r);
+        }
+        for d in &self.ports {
+            let mut r = Rule::new(&ports);
+            if let Some(ip) = d.host_ip {
+                r.add_expr(&nft_expr!(payload ipv4 daddr));
+                r.add_expr(&nft_expr!(cmp == ip));
+            }
+            r.add_expr(&nft_expr!(meta l4proto));
+            r.add_expr(&nft_expr!(cmp == d.proto.number()));
+            // The destination port sits at the same offset in TCP and UDP.
+            r.add_expr(&nft_expr!(payload tcp dport));
+            r.add_expr(&nft_expr!(cmp == d.host_port.to_be()));
+            r.add_expr(&expr::Immediate::new(d.ip.octets(), Register::Reg1));
+            r.add_expr(&expr::Immediate::new(d.port.to_be(), Register::Reg2));
+            r.add_expr(&expr::Nat {
+                nat_type: expr::NatType::DNat,
+                family: ProtoFamily::Ipv4,
+                ip_register: Register::Reg1,
+                port_register: Some(Register::Reg2),
+            });
+            comment(&mut r, &format!("publish {}", d.what))?;
+            rules.push(r);
+        }
+        for o in &self.outbound {
+            // Hairpin: a sandbox reaching a published port through a host
+            // address gets the reply back through its own gateway.
+            let mut r = Rule::new(&post);
+            dnatted(&mut r);
+            match_net(&mut r, Field::Saddr, o.subnet);
+            snat_to(&mut r, o.gateway);
+            rules.push(r);
+            // 127.0.0.1 clients: the sandbox answers the gateway instead.
+            let mut r = Rule::new(&post);
+            dnatted(&mut r);
+            match_net(&mut r, Field::Saddr, "127.0.0.0/8".parse().expect("valid"));
+            match_net(&mut r, Field::Daddr, o.subnet);
+            snat_to(&mut r, o.gateway);
+            rules.push(r);
+        }
+        for o in self.outbound.iter().filter(|o| o.masquerade) {
+            let mut r = Rule::new(&post);
+            match_net(&mut r, Field::Saddr, o.subnet);
+            r.add_expr(&nft_expr!(meta oifname));
+            r.add_expr(&nft_expr!(cmp != IFNAME_PREFIX));
+            r.add_expr(&nft_expr!(masquerade));
+            rules.push(r);
+        }
+        let into_bpfnet = |r: &mut Rule| {
+            r.add_expr(&nft_expr!(meta oifname));
+            r.add_expr(&nft_expr!(cmp == IFNAME_PREFIX));
+        };
+        let mut r = Rule::new(&fwd);
+        into_bpfnet(&mut r);
+        r.add_expr(&nft_expr!(ct state));
+        let est = (expr::ct::States::ESTABLISHED | expr::ct::States::RELATED).bits();
+        r.add_expr(&nft_expr!(bitwise mask est, xor 0u32));
+        r.add_expr(&nft_expr!(cmp != 0u32));
+        r.add_expr(&nft_expr!(verdict accept));
+        rules.push(r);
+        let mut r = Rule::new(&fwd);
+        into_bpfnet(&mut r);
+        dnatted(&mut r);
+        r.add_expr(&nft_expr!(verdict accept));
+        rules.push(r);
+        let mut r = Rule::new(&fwd);
+        into_bpfnet(&mut r);
+        r.add_expr(&nft_expr!(meta iifname));
+        r.add_expr(&nft_expr!(cmp == IFNAME_PREFIX));
+        r.add_expr(&nft_expr!(verdict accept));
+        rules.push(r);
+        let mut r = Rule::new(&fwd);
+        into_bpfnet(&mut r);
+        r.add_expr(&nft_expr!(counter));
+        r.add_expr(&nft_expr!(verdict drop));
+        comment(&mut r, "routed straight to a sandbox: not published")?;
+        rules.push(r);
+        for r in &rules {
+            batch.add(r, MsgType::Add);
+        }
+        Ok(batch.finalize())
+    }
+}
+
+enum Field {
+    Saddr,
+    Daddr,
+}
+
+fn match_net(r: &mut Rule, field: Field, net: Ipv4Net) {
+    match field {
+        Field::Saddr => r.add_expr(&nft_expr!(payload ipv4 saddr)),
+        Field::Daddr => r.add_expr(&nft_expr!(payload ipv4 daddr)),
+    }
+    r.add_expr(&nft_expr!(bitwise mask net.netmask(), xor Ipv4Addr::UNSPECIFIED));
+    r.add_expr(&nft_expr!(cmp == net.network()));
+}
+
+/// `ct status dnat`.
+fn dnatted(r: &mut Rule) {
+    r.add_expr(&nft_expr!(ct status));
+    r.add_expr(&nft_expr!(bitwise mask ConntrackStatus::DST_NAT.bits(), xor 0u32));
+    r.add_expr(&nft_expr!(cmp != 0u32));
+}
+
+fn snat_to(r: &mut Rule, ip: Ipv4Addr) {
+    r.add_expr(&expr::Immediate::new(ip.octets(), Register::Reg1));
+    r.add_expr(&expr::Nat {
+        nat_type: expr::NatType::SNat,
+        family: ProtoFamily::Ipv4,
+        ip_register: Register::Reg1,
+        port_register: None,
+    });
+}
+
+fn comment(r: &mut Rule, text: &str) -> Result<()> {
+    let c = CString::new(text).context("a rule comment with a NUL")?;
+    r.set_comment(&c)
+        .map_err(|e| anyhow!("rule comment {text:?}: {e}"))
+}
+
+/// `fib daddr type` (nftnl 0.9 has no fib expression): the route type of
+/// the destination address, into register 1.
+struct FibDaddrType;
+
+impl Expression for FibDaddrType {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        // SAFETY: nftnl_expr_alloc takes a NUL-terminated name and returns
+        // an owned expression or NULL (checked); the setters take that
+        // expression and plain integers. The caller (nftnl's Rule) takes
+        // ownership of the returned pointer.
+        unsafe {
+            let e = NonNull::new(sys::nftnl_expr_alloc(c"fib".as_ptr()))
+                .expect("nftnl_expr_alloc(fib) out of memory");
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_FIB_DREG as u16,
+                libc::NFT_REG_1 as u32,
+            );
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_FIB_RESULT as u16,
+                NFT_FIB_RESULT_ADDRTYPE,
+            );
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_FIB_FLAGS as u16,
+                NFTA_FIB_F_DADDR,
+            );
+            e
+        }
+    }
+}
+
+/// `enum nft_fib_result` (linux/netfilter/nf_tables.h).
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+/// `enum nft_fib_flags`.
+const NFTA_FIB_F_DADDR: u32 = 2;
+
+fn send(batch: &FinalizedBatch) -> Result<()> {
+    let socket =
+        mnl::Socket::new(mnl::Bus::Netfilter).context("opening a netfilter netlink socket")?;
+    let portid = socket.portid();
+    socket
+        .send_all(batch)
+        .context("sending the nftables batch")?;
+    let mut buffer = vec![0; nftnl::nft_nlmsg_maxsize() as usize];
+    let mut expected = batch.sequence_numbers();
+    while !expected.is_empty() {
+        for message in socket.recv(&mut buffer[..])? {
+            let message = message?;
+            let seq = expected.next().context("an unexpected nftables ACK")?;
+            mnl::cb_run(message, seq, portid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes bpfnet's table what `rules` says, in one transaction, and the
+/// sysctls it needs.
+pub fn apply(paths: &Paths, rules: &Ruleset) -> Result<()> {
+    let batch = rules.batch()?;
+    send(&batch).context("updating nftables table ip bpfnet")?;
+    if !rules.outbound.is_empty() {
+        enable_forwarding(paths)?;
+    }
+    for dev in &rules.localnet {
+        // Gone with its interface; a missing one is gc's business.
+        let _ = crate::netns::sysctl(&format!("net/ipv4/conf/{dev}/route_localnet"), "1");
+    }
+    Ok(())
+}
+
+/// Removes bpfnet's table (nothing else) and puts `ip_forward` back if
+/// bpfnet turned it on.
+pub fn remove(paths: &Paths) -> Result<()> {
+    let table = Table::new(TABLE, ProtoFamily::Ipv4);
+    let mut batch = Batch::new();
+    batch.add(&table, MsgType::Add);
+    batch.add(&table, MsgType::Del);
+    send(&batch.finalize()).context("removing nftables table ip bpfnet")?;
+    let saved = forwarding_file(paths);
+    match std::fs::read_to_string(&saved) {
+        Ok(before) => {
+            crate::netns::sysctl(IP_FORWARD, before.trim())
+                .context("restoring net.ipv4.ip_forward")?;
+            std::fs::remove_file(&saved)
+                .with_context(|| format!("removing {}", saved.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", saved.display())),
+    }
+    Ok(())
+}
+
+const IP_FORWARD: &str = "net/ipv4/ip_forward";
+
+fn forwarding_file(paths: &Paths) -> std::path::PathBuf {
+    paths.state_dir.join("ip_forward.before")
+}
+
+/// Sandboxes reach the world through the host's routing: turn forwarding
+/// on as Docker does, remembering (durably, first) that it was off.
+fn enable_forwarding(paths: &Paths) -> Result<()> {
+    let now = std::fs::read_to_string(Path::new("/proc/sys").join(IP_FORWARD))
+        .context("reading net.ipv4.ip_forward")?;
+    if now.trim() != "0" {
+        return Ok(());
+    }
+    let saved = forwarding_file(paths);
+    if !saved.exists() {
+        fsutil::atomic_write(&saved, b"0\n", 0o600)?;
+    }
+    crate::netns::sysctl(IP_FORWARD, "1").context("setting net.ipv4.ip_forward=1")
+}

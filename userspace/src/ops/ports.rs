@@ -1,0 +1,163 @@
+//! Published ports of a new sandbox: every `--publish`/`--expose` parsed and
+//! every host port chosen and checked before anything is created.
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+
+use anyhow::{bail, Result};
+
+use super::{sandbox::SandboxCreate, Controller};
+use crate::ports::{parse_expose, parse_publish, Port, PortBinding, Proto};
+
+impl Controller {
+    /// The bindings and exposed ports `req` asks for. `reaches_out`: the
+    /// sandbox has a network through which ports can be published.
+    pub(super) fn resolve_ports(
+        &self,
+        req: &SandboxCreate,
+        mode: &str,
+        reaches_out: bool,
+    ) -> Result<(Vec<PortBinding>, Vec<Port>)> {
+        let specs = req
+            .publish
+            .iter()
+            .map(|s| parse_publish(s))
+            .collect::<Result<Vec<_>>>()?;
+        let mut exposed: Vec<Port> = vec![];
+        for e in &req.expose {
+            for p in parse_expose(e)? {
+                if !exposed.contains(&p) {
+                    exposed.push(p);
+                }
+            }
+        }
+        let publishes_exposed = req.publish_all && !exposed.is_empty();
+        if specs.is_empty() && !publishes_exposed {
+            return Ok((vec![], exposed));
+        }
+        let name = &req.name;
+        if !reaches_out {
+            bail!("--publish needs a network that reaches beyond the host; sandbox {name:?} would use {mode}, where ports cannot be published");
+        }
+        let taken: Vec<(&str, &PortBinding)> = self
+            .state()
+            .sandboxes
+            .values()
+            .flat_map(|s| s.ports.iter().map(move |b| (s.name.as_str(), b)))
+            .collect();
+        let mut out: Vec<PortBinding> = vec![];
+        let pick = |container: Port,
+                    host_ip: Option<Ipv4Addr>,
+                    range: Option<(u16, u16)>,
+                    requested: String,
+                    out: &mut Vec<PortBinding>|
+         -> Result<()> {
+            let proto = container.proto;
+            let host_port = match range {
+                Some((lo, hi)) if lo == hi => {
+                    free(&taken, out, proto, host_ip, lo)?;
+                    lo
+                }
+                Some((lo, hi)) => (lo..=hi)
+                    .find(|p| free(&taken, out, proto, host_ip, *p).is_ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "no free host port in {lo}-{hi}/{} for {container}",
+                            proto.as_str()
+                        )
+                    })?,
+                None => random_port(&taken, out, proto, host_ip)?,
+            };
+            out.push(PortBinding {
+                container,
+                host_ip,
+                host_port,
+                requested,
+            });
+            Ok(())
+        };
+        for spec in &specs {
+            for (container, range) in spec.expand() {
+                pick(
+                    container,
+                    spec.host_ip,
+                    range,
+                    spec.requested.clone(),
+                    &mut out,
+                )?;
+            }
+        }
+        if req.publish_all {
+            for p in &exposed {
+                if !out.iter().any(|b| b.container == *p) {
+                    pick(*p, None, None, String::new(), &mut out)?;
+                }
+            }
+        }
+        Ok((out, exposed))
+    }
+}
+
+/// Whether a host port can be published: no sandbox has it, this request
+/// does not take it twice, and no process on the host holds it.
+fn free(
+    taken: &[(&str, &PortBinding)],
+    out: &[PortBinding],
+    proto: Proto,
+    host_ip: Option<Ipv4Addr>,
+    port: u16,
+) -> Result<()> {
+    let at = format!(
+        "{}:{port}/{}",
+        host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        proto.as_str()
+    );
+    if let Some((owner, _)) = taken.iter().find(|(_, b)| b.clashes(proto, host_ip, port)) {
+        bail!("host port {at} is already published by sandbox {owner:?}; pick another host port");
+    }
+    if out.iter().any(|b| b.clashes(proto, host_ip, port)) {
+        bail!("host port {at} is given twice");
+    }
+    let addr = SocketAddrV4::new(host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port);
+    let bound = match proto {
+        Proto::Tcp => TcpListener::bind(addr).map(drop),
+        Proto::Udp => UdpSocket::bind(addr).map(drop),
+    };
+    match bound {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!("host port {at} is in use by a process on the host; pick another host port")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            bail!(
+                "cannot publish on {at}: {} is not an address of this host",
+                addr.ip()
+            )
+        }
+        Err(e) => bail!("cannot check host port {at}: {e}"),
+    }
+}
+
+/// A free port from the kernel's ephemeral range, from a random start.
+fn random_port(
+    taken: &[(&str, &PortBinding)],
+    out: &[PortBinding],
+    proto: Proto,
+    host_ip: Option<Ipv4Addr>,
+) -> Result<u16> {
+    let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .filter(|(lo, hi)| lo <= hi)
+        .unwrap_or((32768, 60999));
+    let span = u32::from(hi - lo) + 1;
+    let start = u32::from_str_radix(&crate::util::new_id()[..8], 16).unwrap_or(0) % span;
+    for i in 0..span {
+        let p = lo + ((start + i) % span) as u16;
+        if free(taken, out, proto, host_ip, p).is_ok() {
+            return Ok(p);
+        }
+    }
+    bail!("no free host port left in {lo}-{hi}/{}", proto.as_str())
+}
