@@ -382,3 +382,166 @@ fn bad_and_conflicting_publish_change_nothing() {
     h.bpfnet_ok(&["create", "--name", "y", "-p", "7000-7002:7000-7002/udp"]);
     assert_eq!(h.bpfnet_ok(&["port", "y"]).lines().count(), 3);
 }
+
+/// The DNS helpers (a fake upstream that prints each query).
+const DNS_PY: &str = include_str!("dns.py");
+
+/// `bpfnet ARGS` with the responder's default upstream set.
+fn bpfnet_upstream(h: &TestHost, upstream: &str, args: &[&str]) {
+    let var = format!("BPFNET_DNS_UPSTREAM={upstream}");
+    let mut v = vec!["env", var.as_str(), h.bin_path()];
+    v.extend_from_slice(args);
+    let o = h.run(&v);
+    assert!(o.success(), "{o}");
+}
+
+fn dig_short(h: &TestHost, sb: &str, args: &[&str]) -> String {
+    let mut v = vec!["dig", "+tries=1", "+timeout=3", "+short"];
+    v.extend_from_slice(args);
+    h.exec_in(sb, &v).stdout.trim().to_string()
+}
+
+#[test]
+fn per_sandbox_dns_hosts_and_resolver_settings() {
+    let h = host("nat-dns");
+    std::fs::write(h.dir.join("dns.py"), DNS_PY).unwrap();
+    let py = h.dir.join("dns.py").display().to_string();
+    h.exec_ok(
+        "outside",
+        &["ip", "addr", "add", "203.0.113.11/32", "dev", "lo"],
+    );
+    // Its own server (answers 10.9.8.7) and the responder's default (10.1.1.1).
+    let mut own = h.spawn_in(
+        "outside",
+        &[PYTHON, &py, "fake-upstream", SERVER, "53", "10.9.8.7"],
+    );
+    let mut dflt = h.spawn_in(
+        "outside",
+        &[
+            PYTHON,
+            &py,
+            "fake-upstream",
+            "203.0.113.11",
+            "53",
+            "10.1.1.1",
+        ],
+    );
+    own.wait_line("ready", Duration::from_secs(10));
+    dflt.wait_line("ready", Duration::from_secs(10));
+    bpfnet_upstream(
+        &h,
+        "203.0.113.11:53",
+        &["network", "create", "--subnet", "10.96.0.0/24", "user"],
+    );
+    h.bpfnet_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.97.0.0/24",
+        "cut",
+    ]);
+    h.bpfnet_ok(&[
+        "create",
+        "--name",
+        "a",
+        "--network",
+        "user",
+        "--dns",
+        SERVER,
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "ndots:2",
+        "--add-host",
+        "db.local:10.5.5.5",
+        "--hostname",
+        "web1",
+    ]);
+    h.create("b", &["user"]);
+    h.bpfnet_ok(&[
+        "create",
+        "--name",
+        "c",
+        "--dns",
+        SERVER,
+        "--dns-search",
+        "corp.example",
+    ]);
+    h.bpfnet_ok(&["create", "--name", "i", "--network", "cut", "--dns", SERVER]);
+
+    // User network: the responder forwards a's other names to a's server,
+    // b's to the default; a still resolves its peers itself.
+    assert_eq!(dig_short(&h, "a", &["www.example.org"]), "10.9.8.7");
+    own.wait_contains("query www.example.org", 1, Duration::from_secs(5));
+    assert_eq!(dig_short(&h, "b", &["other.example.org"]), "10.1.1.1");
+    dflt.wait_contains("query other.example.org", 1, Duration::from_secs(5));
+    assert_eq!(dig_short(&h, "a", &["b"]), h.ip_on("b", "user"));
+    let gw = h.gateway_of("user");
+    let resolv = h.ok(&["cat", "/etc/netns/a/resolv.conf"]);
+    assert!(resolv.contains(&format!("nameserver {gw}\n")), "{resolv}");
+    assert!(
+        resolv.contains("search corp.example\n") && resolv.contains("options ndots:2\n"),
+        "{resolv}"
+    );
+    let hosts = h.ok(&["cat", "/etc/netns/a/hosts"]);
+    assert!(hosts.contains("10.5.5.5\tdb.local\n"), "{hosts}");
+    assert!(
+        hosts.contains(&format!("{}\tweb1 a\n", h.ip_on("a", "user"))),
+        "{hosts}"
+    );
+    // Default bridge: the server goes to resolv.conf and is reached directly.
+    let resolv = h.ok(&["cat", "/etc/netns/c/resolv.conf"]);
+    assert!(
+        resolv.starts_with(&format!("nameserver {SERVER}\n")),
+        "{resolv}"
+    );
+    assert!(!resolv.contains("nameserver 203.0.113.11"), "{resolv}");
+    assert_eq!(dig_short(&h, "c", &["direct.example.org"]), "10.9.8.7");
+    // Internal: never forwarded, --dns or not.
+    let out = h
+        .exec_in("i", &["dig", "+tries=1", "+timeout=3", "leak.example.org"])
+        .stdout;
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    let v = h.inspect("a");
+    assert_eq!(v["HostConfig"]["Dns"], serde_json::json!([SERVER]));
+    assert_eq!(
+        v["HostConfig"]["DnsSearch"],
+        serde_json::json!(["corp.example"])
+    );
+    assert_eq!(
+        v["HostConfig"]["DnsOptions"],
+        serde_json::json!(["ndots:2"])
+    );
+    assert_eq!(
+        v["HostConfig"]["ExtraHosts"],
+        serde_json::json!(["db.local:10.5.5.5"])
+    );
+    assert_eq!(v["Config"]["Hostname"], "web1");
+
+    let before = h.snapshot();
+    for (args, line) in [
+        (vec!["--add-host", "db.local"], "invalid --add-host \"db.local\": expected NAME:IP (an IPv4 address)"),
+        (vec!["--add-host", "bad name:1.2.3.4"], "invalid --add-host \"bad name\": a host name is dot-separated labels of letters, digits and '-' (1-63 each, not starting or ending with '-')"),
+        (vec!["--hostname", "web-"], "invalid --hostname \"web-\": a host name is dot-separated labels of letters, digits and '-' (1-63 each, not starting or ending with '-')"),
+        (vec!["--dns-option", "ndots:2\nnameserver 1.2.3.4"], "invalid --dns-option \"ndots:2\\nnameserver 1.2.3.4\": a resolv.conf option such as ndots:2 (letters, digits, '_', '.', ':', '-')"),
+        (vec!["--network", "host", "--dns", SERVER], "--dns, --dns-search, --dns-option, --add-host and --hostname cannot be used with network mode host; the namespace's resolver files are not the sandbox's own"),
+    ] {
+        let mut a = vec!["create", "--name", "x"];
+        a.extend_from_slice(&args);
+        let o = h.bpfnet_fail(&a);
+        assert_eq!(o.stderr.trim(), format!("Error: {line}"), "{o}");
+    }
+    let o = h.bpfnet_fail(&["create", "--name", "x", "--dns", "1.2.3"]);
+    assert!(
+        o.stderr
+            .starts_with("Error: invalid value '1.2.3' for '--dns <DNS>'"),
+        "{o}"
+    );
+    assert_eq!(before, h.snapshot());
+    let all = own.stop().stdout;
+    assert!(
+        !all.contains("leak.example.org"),
+        "internal query forwarded:\n{all}"
+    );
+}

@@ -131,11 +131,18 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
         "Id": sb.id,
         "Name": format!("/{}", sb.name),
         "Created": sb.created,
-        "Config": { "ExposedPorts": exposed_ports(sb) },
+        "Config": {
+            "Hostname": sb.dns.hostname.clone().unwrap_or_else(|| sb.id[..12.min(sb.id.len())].to_string()),
+            "ExposedPorts": exposed_ports(sb),
+        },
         "HostConfig": {
             "NetworkMode": sb.mode.display(),
             "Links": or_null(&links),
             "PortBindings": port_bindings(sb),
+            "Dns": sb.dns.servers.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "DnsSearch": sb.dns.search,
+            "DnsOptions": sb.dns.options,
+            "ExtraHosts": or_null(&sb.dns.extra_hosts.iter().map(|(n, ip)| format!("{n}:{ip}")).collect::<Vec<_>>()),
         },
         "NetworkSettings": {
             "SandboxID": sb.id,

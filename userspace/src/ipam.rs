@@ -189,6 +189,7 @@ mod tests {
                 links: vec![],
                 ports: vec![],
                 exposed: vec![],
+                dns: Default::default(),
             },
         );
     }

@@ -336,6 +336,7 @@ mod tests {
                     links: vec![],
                     ports: vec![],
                     exposed: vec![],
+                    dns: Default::default(),
                 },
             );
         }
@@ -475,6 +476,7 @@ mod tests {
                     links: vec![],
                     ports: vec![],
                     exposed: vec![],
+                    dns: Default::default(),
                 },
             );
         }

@@ -146,6 +146,33 @@ pub struct Sandbox {
     /// Exposed ports (`--expose`; with `-P` each is published too).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposed: Vec<crate::ports::Port>,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`, `--hostname`.
+    #[serde(default, skip_serializing_if = "DnsSettings::is_empty")]
+    pub dns: DnsSettings,
+}
+
+/// A sandbox's own resolver settings, as Docker's `run` takes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsSettings {
+    /// `--dns`: on user networks the responder forwards this sandbox's
+    /// other names here; on the default bridge they go to resolv.conf.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// `--add-host NAME:IP`, for the hosts file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<(String, Ipv4Addr)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+impl DnsSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == DnsSettings::default()
+    }
 }
 
 /// Layout of the state file; a file from a newer bpfnet is refused.

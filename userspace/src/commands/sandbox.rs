@@ -42,6 +42,24 @@ pub struct CreateOpts {
     /// Publish every --expose port on a free host port.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
+    /// DNS server (repeatable): on user networks the responder forwards
+    /// this sandbox's other names to it; on the default bridge it goes to
+    /// the sandbox's resolv.conf.
+    #[arg(long = "dns")]
+    dns: Vec<Ipv4Addr>,
+    /// DNS search domain for the sandbox's resolv.conf (repeatable).
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// resolv.conf option, e.g. ndots:2 (repeatable).
+    #[arg(long = "dns-option")]
+    dns_options: Vec<String>,
+    /// An extra line of the sandbox's hosts file: NAME:IP (repeatable).
+    #[arg(long = "add-host")]
+    add_hosts: Vec<String>,
+    /// The sandbox's host name, in its hosts file (a sandbox has no UTS
+    /// namespace of its own).
+    #[arg(long)]
+    hostname: Option<String>,
 }
 
 impl From<CreateOpts> for SandboxCreate {
@@ -55,6 +73,11 @@ impl From<CreateOpts> for SandboxCreate {
             publish: o.publish,
             expose: o.expose,
             publish_all: o.publish_all,
+            dns: o.dns,
+            dns_search: o.dns_search,
+            dns_options: o.dns_options,
+            add_hosts: o.add_hosts,
+            hostname: o.hostname,
         }
     }
 }

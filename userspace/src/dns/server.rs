@@ -52,8 +52,12 @@ impl Shared {
         self.table.read().expect("not poisoned").clone()
     }
 
-    fn upstreams(&self) -> Arc<Vec<SocketAddr>> {
-        self.upstreams.read().expect("not poisoned").clone()
+    /// Where `src`'s forwards go: its sandbox's `--dns` servers, else
+    /// the responder's upstreams.
+    fn upstreams(&self, table: &Table, src: Ipv4Addr) -> Arc<Vec<SocketAddr>> {
+        table
+            .upstreams_for(src)
+            .unwrap_or_else(|| self.upstreams.read().expect("not poisoned").clone())
     }
 }
 
@@ -138,7 +142,8 @@ async fn serve_udp(sock: UdpSocket, shared: Arc<Shared>) {
             continue;
         };
         let msg = &buf[..n];
-        match guarded(&shared.table(), *peer4.ip(), msg, Transport::Udp) {
+        let table = shared.table();
+        match guarded(&table, *peer4.ip(), msg, Transport::Udp) {
             QueryAction::Reply(r) if !r.is_empty() => {
                 let _ = sock.send_to(&r, peer).await;
             }
@@ -147,7 +152,11 @@ async fn serve_udp(sock: UdpSocket, shared: Arc<Shared>) {
                     let _ = sock.send_to(&servfail, peer).await;
                     continue;
                 };
-                let (sock, ups, q) = (sock.clone(), shared.upstreams(), msg.to_vec());
+                let (sock, ups, q) = (
+                    sock.clone(),
+                    shared.upstreams(&table, *peer4.ip()),
+                    msg.to_vec(),
+                );
                 tokio::spawn(async move {
                     let r = upstream::forward_udp(&ups, &q).await.unwrap_or(servfail);
                     let _ = sock.send_to(&r, peer).await;
@@ -190,10 +199,11 @@ async fn tcp_conn(mut s: TcpStream, src: Ipv4Addr, shared: Arc<Shared>) -> Optio
         let len = timeout(TCP_IDLE, s.read_u16()).await.ok()?.ok()?;
         let mut msg = vec![0u8; usize::from(len)];
         timeout(TCP_IDLE, s.read_exact(&mut msg)).await.ok()?.ok()?;
-        let reply = match guarded(&shared.table(), src, &msg, Transport::Tcp) {
+        let table = shared.table();
+        let reply = match guarded(&table, src, &msg, Transport::Tcp) {
             QueryAction::Reply(r) => r,
             QueryAction::Forward { servfail, .. } => {
-                upstream::forward_tcp(&shared.upstreams(), &msg)
+                upstream::forward_tcp(&shared.upstreams(&table, src), &msg)
                     .await
                     .unwrap_or(servfail)
             }

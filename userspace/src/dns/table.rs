@@ -20,7 +20,7 @@
 //! - the default `bridge` network resolves nothing.
 use std::{
     collections::{BTreeSet, HashMap},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -75,6 +75,8 @@ struct Requester {
     sandbox: Arc<str>,
     /// Whether names it cannot see may go upstream.
     forward: bool,
+    /// Its sandbox's own upstreams (`--dns`), instead of the host's.
+    upstreams: Option<Arc<Vec<SocketAddr>>>,
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +127,15 @@ impl Table {
                 .iter()
                 .any(|e| state.networks.get(&e.network).is_some_and(|n| !n.internal));
             let id: Arc<str> = sb.id.as_str().into();
+            let upstreams = (!sb.dns.servers.is_empty()).then(|| {
+                Arc::new(
+                    sb.dns
+                        .servers
+                        .iter()
+                        .map(|s| SocketAddr::from((*s, 53)))
+                        .collect::<Vec<_>>(),
+                )
+            });
             for ep in &sb.endpoints {
                 let own = index.get(ep.network.as_str()).copied();
                 let order = own
@@ -137,6 +148,7 @@ impl Table {
                         order,
                         sandbox: id.clone(),
                         forward,
+                        upstreams: upstreams.clone(),
                     },
                 );
                 let Some(i) = own else { continue };
@@ -165,6 +177,11 @@ impl Table {
     /// The sandbox `src` belongs to (the key of its limits), if it may ask.
     pub fn sandbox_of(&self, src: Ipv4Addr) -> Option<Arc<str>> {
         self.requesters.get(&src).map(|r| r.sandbox.clone())
+    }
+
+    /// The upstreams `src`'s sandbox asked for with `--dns`, if any.
+    pub fn upstreams_for(&self, src: Ipv4Addr) -> Option<Arc<Vec<SocketAddr>>> {
+        self.requesters.get(&src).and_then(|r| r.upstreams.clone())
     }
 
     /// Whether names `src` cannot see may be forwarded upstream for it.
@@ -291,6 +308,7 @@ pub(crate) mod tests {
                 links: vec![],
                 ports: vec![],
                 exposed: vec![],
+                dns: Default::default(),
             },
         );
     }

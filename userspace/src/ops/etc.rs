@@ -34,6 +34,18 @@ pub fn write(state: &State, name: &str) -> Result<()> {
     });
     let resolv = match responder {
         Some(gw) => dns::sandbox_resolv_conf(&host_conf, gw),
+        None if !sb.dns.servers.is_empty() => sb
+            .dns
+            .servers
+            .iter()
+            .map(|s| format!("nameserver {s}\n"))
+            .chain(
+                host_conf
+                    .lines()
+                    .filter(|l| !l.starts_with("nameserver"))
+                    .map(|l| format!("{l}\n")),
+            )
+            .collect(),
         // The host's resolvers, minus loopback ones a sandbox cannot reach.
         None => host_conf
             .lines()
@@ -43,15 +55,42 @@ pub fn write(state: &State, name: &str) -> Result<()> {
             .map(|l| format!("{l}\n"))
             .collect(),
     };
-    std::fs::write(dir.join("resolv.conf"), resolv)?;
+    std::fs::write(dir.join("resolv.conf"), with_own_settings(&resolv, sb))?;
     Ok(())
+}
+
+/// `--dns-search` and `--dns-option` replace the search and options lines.
+fn with_own_settings(resolv: &str, sb: &Sandbox) -> String {
+    let (search, options) = (&sb.dns.search, &sb.dns.options);
+    let mut out: String = resolv
+        .lines()
+        .filter(|l| {
+            !(l.starts_with("search") && !search.is_empty()
+                || l.starts_with("options") && !options.is_empty())
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if !search.is_empty() {
+        out.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
 }
 
 fn hosts(state: &State, sb: &Sandbox, net_owner: &Sandbox) -> String {
     let mut hosts =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let own = match &sb.dns.hostname {
+        Some(h) if *h != sb.name => format!("{h} {}", sb.name),
+        _ => sb.name.clone(),
+    };
     for ep in &net_owner.endpoints {
-        hosts.push_str(&format!("{}\t{}\n", ep.ip, sb.name));
+        hosts.push_str(&format!("{}\t{own}\n", ep.ip));
+    }
+    for (name, ip) in &sb.dns.extra_hosts {
+        hosts.push_str(&format!("{ip}\t{name}\n"));
     }
     for link in &sb.links {
         let Some(t) = state.sandboxes.get(&link.target) else {

@@ -14,7 +14,7 @@ use crate::{
     ipam, nat, netns,
     paths::netns_path,
     policy,
-    state::{Endpoint, Link, NetworkMode, Sandbox, State},
+    state::{DnsSettings, Endpoint, Link, NetworkMode, Sandbox, State},
     util::{self, check_name, mac_for, new_id, now_rfc3339},
 };
 
@@ -35,6 +35,71 @@ pub struct SandboxCreate {
     pub expose: Vec<String>,
     /// `-P`: publish every exposed port on a random host port.
     pub publish_all: bool,
+    /// `--dns`.
+    pub dns: Vec<Ipv4Addr>,
+    /// `--dns-search`.
+    pub dns_search: Vec<String>,
+    /// `--dns-option`.
+    pub dns_options: Vec<String>,
+    /// `--add-host NAME:IP`, as given.
+    pub add_hosts: Vec<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+}
+
+/// `--dns*`, `--add-host` and `--hostname` checked.
+fn dns_settings(req: &SandboxCreate, mode: &Mode) -> Result<DnsSettings> {
+    let d = DnsSettings {
+        servers: req.dns.clone(),
+        search: req.dns_search.clone(),
+        options: req.dns_options.clone(),
+        extra_hosts: req
+            .add_hosts
+            .iter()
+            .map(|h| {
+                let bad =
+                    || anyhow!("invalid --add-host {h:?}: expected NAME:IP (an IPv4 address)");
+                let (name, ip) = h.rsplit_once(':').ok_or_else(bad)?;
+                check_hostname("--add-host", name)?;
+                Ok((name.to_string(), ip.parse().map_err(|_| bad())?))
+            })
+            .collect::<Result<_>>()?,
+        hostname: req.hostname.clone(),
+    };
+    for s in &d.search {
+        check_hostname("--dns-search", s.strip_suffix('.').unwrap_or(s))?;
+    }
+    for o in &d.options {
+        let ok = !o.is_empty()
+            && o.len() <= 64
+            && o.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+        if !ok {
+            bail!("invalid --dns-option {o:?}: a resolv.conf option such as ndots:2 (letters, digits, '_', '.', ':', '-')");
+        }
+    }
+    if let Some(h) = &d.hostname {
+        check_hostname("--hostname", h)?;
+    }
+    if !d.is_empty() && matches!(mode, Mode::Host | Mode::Container(_)) {
+        bail!("--dns, --dns-search, --dns-option, --add-host and --hostname cannot be used with network mode {}; the namespace's resolver files are not the sandbox's own", req.networks[0]);
+    }
+    Ok(d)
+}
+
+/// A host name as RFC 1123 spells it: dot-separated labels of letters,
+/// digits and '-', each 1-63 long and not starting or ending with '-'.
+fn check_hostname(what: &str, name: &str) -> Result<()> {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        bail!("invalid {what} {name:?}: a host name is dot-separated labels of letters, digits and '-' (1-63 each, not starting or ending with '-')");
+    }
+    Ok(())
 }
 
 /// The plan of a connect or disconnect: the endpoint's step, then the
@@ -152,6 +217,7 @@ impl Controller {
             _ => (false, format!("network mode {}", req.networks[0])),
         };
         let (ports, exposed) = self.resolve_ports(&req, &mode_text, reaches_out)?;
+        let dns = dns_settings(&req, &mode)?;
         let sandbox = Sandbox {
             id: new_id(),
             name: name.into(),
@@ -167,6 +233,7 @@ impl Controller {
             links,
             ports,
             exposed,
+            dns,
         };
         let mut target = self.state().clone();
         target.sandboxes.insert(name.into(), sandbox);
