@@ -65,8 +65,9 @@ fn with_own_settings(resolv: &str, sb: &Sandbox) -> String {
     let mut out: String = resolv
         .lines()
         .filter(|l| {
-            !(l.starts_with("search") && !search.is_empty()
-                || l.starts_with("options") && !options.is_empty())
+            let replaced_search = l.starts_with("search") && !search.is_empty();
+            let replaced_options = l.starts_with("options") && !options.is_empty();
+            !replaced_search && !replaced_options
         })
         .map(|l| format!("{l}\n"))
         .collect();
