@@ -101,6 +101,15 @@ const C_ON_BOTH: &[&str] = &[
     "net2",
 ];
 const RM_C: &[&[&str]] = &[&["rm", "-f", "c"]];
+const C_PUBLISHING: &[&str] = &[
+    "create",
+    "--name",
+    "c",
+    "--network",
+    "net1",
+    "-p",
+    "8080:80",
+];
 
 struct Case {
     what: &'static str,
@@ -180,6 +189,18 @@ fn judge_c(h: &TestHost, ctx: &str) -> bool {
         assert_accounted_for(h, ctx);
         false
     }
+}
+
+/// c with a published port: whole or gone, and the NAT table follows.
+fn judge_c_published(h: &TestHost, ctx: &str) -> bool {
+    let whole = judge_c(h, ctx);
+    let table = h.run(&["nft", "list", "table", "ip", "bpfnet"]).stdout;
+    assert_eq!(
+        table.contains("publish c 80/tcp"),
+        whole,
+        "{ctx}: the NAT table does not follow the state:\n{table}"
+    );
+    whole
 }
 
 fn connected(h: &TestHost, sandbox: &str, net: &str) -> bool {
@@ -292,6 +313,22 @@ fn every_fault_point_of_every_operation_leaves_whole_or_gone() {
             op: C_ON_BOTH,
             judge: judge_c,
             makes: true,
+            reset: RM_C,
+        },
+        Case {
+            what: "create c publishing 8080",
+            setup: &[],
+            op: C_PUBLISHING,
+            judge: judge_c_published,
+            makes: true,
+            reset: RM_C,
+        },
+        Case {
+            what: "rm c publishing 8080",
+            setup: &[C_PUBLISHING],
+            op: &["rm", "c"],
+            judge: judge_c_published,
+            makes: false,
             reset: RM_C,
         },
         Case {

@@ -276,6 +276,12 @@ fn measure(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Resul
             rec.add(round, name, "cpu_s_per_gb", r.cpu_s_per_gb, r.detail);
         }
     }
+    if let Some(outside) = c.published_pair() {
+        let r = twice(rec, &format!("{name} pub_tcp1_gbps"), || {
+            traffic::tcp_stream(&outside, 1, cfg.secs)
+        })?;
+        rec.add(round, name, "pub_tcp1_gbps", r.gbps, r.detail);
+    }
     let r = twice(rec, &format!("{name} udp64_pps"), || {
         c.udp_flood(cfg.udp_secs)
     })?;
@@ -414,6 +420,7 @@ fn check_plausible(summary: &report::Summary, runs: &[Value]) -> Result<()> {
     for fig in report::CORE {
         let want: Vec<&str> = match *fig {
             "prog_ns_per_pkt" => vec!["bpfnet", "minimal-prog"],
+            "pub_tcp1_gbps" => vec!["bpfnet", "linux-bridge"],
             "setup_ms" | "setup_p95_ms" | "teardown_ms" | "teardown_p95_ms" => {
                 vec!["bpfnet", "linux-bridge", "netavark", "cni-bridge"]
             }

@@ -89,6 +89,9 @@ impl Controller {
         if !removed.is_empty() {
             let networks: Vec<String> = state.networks.keys().cloned().collect();
             self.resync(&networks).await?;
+        } else {
+            // The NAT table as the state says, whatever a crash left.
+            crate::nat::apply(&self.paths, &crate::nat::Ruleset::of(&state))?;
         }
         Ok(removed)
     }

@@ -98,6 +98,11 @@ pub fn extra_name(i: usize) -> String {
     format!("s{i:04}")
 }
 
+/// The namespace published ports are reached from, and the host address
+/// it dials.
+const OUTSIDE: &str = "bench-outside";
+const OUTSIDE_HOST_IP: &str = "198.51.100.1";
+
 pub struct Contender {
     pub kind: Kind,
     pub host: Host,
@@ -106,6 +111,8 @@ pub struct Contender {
     pub mac_b: [u8; 6],
     sleeper_a: Proc,
     sleeper_b: Proc,
+    /// In the outside netns (bpfnet and linux-bridge only).
+    sleeper_out: Option<Proc>,
     /// Extra networks made by the network-scale run.
     pub extra_networks: usize,
 }
@@ -135,7 +142,28 @@ impl Contender {
                     NET,
                 ])?;
                 for (name, ip) in [(A, &a), (B, &b)] {
-                    host.run(&[bin, "create", "--name", name, "--network", NET, "--ip", ip])?;
+                    let mut args =
+                        vec![bin, "create", "--name", name, "--network", NET, "--ip", ip];
+                    if name == B && kind != Kind::Minimal {
+                        // B's iperf3 port, published on the host's address.
+                        args.extend(["-p", "5201:5201"]);
+                    }
+                    host.run(&args)?;
+                }
+                if kind != Kind::Minimal {
+                    // The outside: a namespace whose eth0 faces the host's
+                    // OUTSIDE_HOST_IP, with no route to the sandboxes.
+                    for cmd in [
+                        format!("ip netns add {OUTSIDE}"),
+                        format!("ip link add up0 type veth peer name eth0 netns {OUTSIDE}"),
+                        format!("ip addr add {OUTSIDE_HOST_IP}/24 dev up0"),
+                        "ip link set up0 up".to_string(),
+                        format!("ip -n {OUTSIDE} addr add 198.51.100.2/24 dev eth0"),
+                        format!("ip -n {OUTSIDE} link set eth0 up"),
+                        format!("ip -n {OUTSIDE} link set lo up"),
+                    ] {
+                        host.run(&cmd.split(' ').collect::<Vec<_>>())?;
+                    }
                 }
                 if kind == Kind::Minimal {
                     let (va, vb) = (host_veth(&host, A)?, host_veth(&host, B)?);
@@ -210,6 +238,12 @@ impl Contender {
         let (mac_a, mac_b) = (mac(A)?, mac(B)?);
         let sleeper_a = host.spawn_in(A, &["sleep", "infinity"])?;
         let sleeper_b = host.spawn_in(B, &["sleep", "infinity"])?;
+        let sleeper_out = match kind {
+            Kind::Bpfnet | Kind::LinuxBridge => {
+                Some(host.spawn_in(OUTSIDE, &["sleep", "infinity"])?)
+            }
+            _ => None,
+        };
         let c = Contender {
             kind,
             host,
@@ -218,6 +252,7 @@ impl Contender {
             mac_b,
             sleeper_a,
             sleeper_b,
+            sleeper_out,
             extra_networks: 0,
         };
         c.wait_sleepers()?;
@@ -277,7 +312,23 @@ impl Contender {
             pid_a: self.sleeper_a.pid(),
             pid_b: self.sleeper_b.pid(),
             ip_b: "10.90.0.3",
+            dial: "10.90.0.3",
         }
+    }
+
+    /// From the outside netns to B's port published on the host's address
+    /// (bpfnet's and the linux-bridge driver's nftables DNAT).
+    pub fn published_pair(&self) -> Option<Pair<'_>> {
+        let outside = self.sleeper_out.as_ref()?;
+        Some(Pair {
+            host: &self.host,
+            a: OUTSIDE,
+            b: B,
+            pid_a: outside.pid(),
+            pid_b: self.sleeper_b.pid(),
+            ip_b: "10.90.0.3",
+            dial: OUTSIDE_HOST_IP,
+        })
     }
 
     /// UDP 64-byte flood A → B.

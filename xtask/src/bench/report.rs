@@ -23,6 +23,12 @@ pub const FIGURES: &[Figure] = &[
         what: "TCP stream, 1 connection (iperf3), A→B",
     },
     Figure {
+        key: "pub_tcp1_gbps",
+        unit: "Gbit/s",
+        higher_is_better: true,
+        what: "TCP stream, 1 connection, from an outside netns to B's published port (host address, nftables DNAT)",
+    },
+    Figure {
         key: "tcp4_gbps",
         unit: "Gbit/s",
         higher_is_better: true,
@@ -196,6 +202,7 @@ pub const FIGURES: &[Figure] = &[
 pub const CORE: &[&str] = &[
     "tcp1_gbps",
     "tcp4_gbps",
+    "pub_tcp1_gbps",
     "udp64_pps",
     "rr_p50_us",
     "rr_p99_us",

@@ -441,6 +441,8 @@ pub struct Pair<'a> {
     pub pid_a: u32,
     pub pid_b: u32,
     pub ip_b: &'a str,
+    /// What A dials: B's address, or a host address that publishes B's port.
+    pub dial: &'a str,
 }
 
 pub struct TcpResult {
@@ -462,7 +464,7 @@ pub fn tcp_stream(p: &Pair, streams: u32, secs: u32) -> Result<TcpResult> {
         &[
             "iperf3",
             "-c",
-            p.ip_b,
+            p.dial,
             "-p",
             IPERF_PORT,
             "-t",
