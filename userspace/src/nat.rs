@@ -20,9 +20,10 @@
 //!   back through the host; what a sandbox sends elsewhere leaves
 //!   masqueraded (per network, `enable_ip_masquerade=false` turns it off).
 //! - `forward` (filter): into a bpfnet interface the host forwards only
-//!   replies, published ports and what comes from another bpfnet interface
-//!   (the datapath judges that); the rest (someone routing straight to a
-//!   sandbox's address) is dropped.
+//!   replies, published ports, what comes from another bpfnet interface
+//!   (the datapath judges that) and what is for a network that does not
+//!   masquerade (a routed network); the rest (someone routing straight to
+//!   a sandbox's address) is dropped.
 use std::{
     ffi::{CStr, CString},
     net::Ipv4Addr,
@@ -193,9 +194,13 @@ impl Ruleset {
         for o in &self.outbound {
             // Hairpin: a sandbox reaching a published port through a host
             // address gets the reply back through its own gateway.
+            // Only into a sandbox: another runtime's DNAT to somewhere
+            // beyond the host is masqueraded below as usual.
             let mut r = Rule::new(&post);
             dnatted(&mut r);
             match_net(&mut r, Field::Saddr, o.subnet);
+            r.add_expr(&nft_expr!(meta oifname));
+            r.add_expr(&nft_expr!(cmp == IFNAME_PREFIX));
             snat_to(&mut r, o.gateway);
             rules.push(r);
             // 127.0.0.1 clients: the sandbox answers the gateway instead.
@@ -237,6 +242,15 @@ impl Ruleset {
         r.add_expr(&nft_expr!(cmp == IFNAME_PREFIX));
         r.add_expr(&nft_expr!(verdict accept));
         rules.push(r);
+        // A network that does not masquerade is routed: its addresses are
+        // reachable from wherever a route to them leads.
+        for o in self.outbound.iter().filter(|o| !o.masquerade) {
+            let mut r = Rule::new(&fwd);
+            into_bpfnet(&mut r);
+            match_net(&mut r, Field::Daddr, o.subnet);
+            r.add_expr(&nft_expr!(verdict accept));
+            rules.push(r);
+        }
         let mut r = Rule::new(&fwd);
         into_bpfnet(&mut r);
         r.add_expr(&nft_expr!(counter));
