@@ -83,6 +83,10 @@ pub struct Ruleset {
     pub ports: Vec<Dnat>,
     /// Host-side interfaces published ports lead to.
     pub localnet: Vec<String>,
+    /// Bridges of linux-bridge networks: the host forwards nothing from
+    /// one into another bpfnet interface (Docker's isolation between
+    /// networks, which the eBPF networks have in the datapath).
+    pub bridges: Vec<String>,
 }
 
 /// Whether a network's sandboxes reach beyond the host.
@@ -108,6 +112,12 @@ impl Ruleset {
                 });
             }
         }
+        r.bridges = state
+            .networks
+            .values()
+            .filter(|n| n.driver == DriverKind::LinuxBridge)
+            .filter_map(|n| n.bridge.clone())
+            .collect();
         for sb in state.sandboxes.values().filter(|s| !s.ports.is_empty()) {
             // Published on the first network that reaches out, as Docker
             // publishes through the endpoint that holds the default route.
@@ -223,6 +233,20 @@ impl Ruleset {
             r.add_expr(&nft_expr!(meta oifname));
             r.add_expr(&nft_expr!(cmp == IFNAME_PREFIX));
         };
+        for br in &self.bridges {
+            let mut r = Rule::new(&fwd);
+            // With its NUL: the whole name, not a prefix.
+            let name = CString::new(br.as_str()).context("a bridge name with a NUL")?;
+            let name = name.as_c_str();
+            r.add_expr(&nft_expr!(meta iifname));
+            r.add_expr(&nft_expr!(cmp == name));
+            into_bpfnet(&mut r);
+            r.add_expr(&nft_expr!(meta oifname));
+            r.add_expr(&nft_expr!(cmp != name));
+            r.add_expr(&nft_expr!(verdict drop));
+            comment(&mut r, "linux-bridge network isolation")?;
+            rules.push(r);
+        }
         let mut r = Rule::new(&fwd);
         into_bpfnet(&mut r);
         r.add_expr(&nft_expr!(ct state));

@@ -17,7 +17,7 @@ use crate::{
 
 pub struct Ebpf;
 
-fn datapath_network(net: &Network) -> Result<common::NetworkEntry> {
+pub(super) fn datapath_network(net: &Network) -> Result<common::NetworkEntry> {
     let (subnet, gateway) = net
         .subnet
         .zip(net.gateway)

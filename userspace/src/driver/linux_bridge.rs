@@ -33,12 +33,18 @@ impl Driver for LinuxBridge {
             host.nl
                 .add_address(br.index, gw, subnet.prefix_len())
                 .await?;
+            // Known to the eBPF datapath as a network of its own, so that
+            // isolation holds between it and the eBPF networks both ways.
+            host.dp
+                .set_network(net.net_id, &super::ebpf::datapath_network(net)?)?;
             host.nl.set_up(br.index).await
         })
     }
 
     fn network_down<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            host.dp
+                .remove_network(net.net_id, &super::ebpf::datapath_network(net)?)?;
             match host.nl.link_by_name(bridge_name(net)?).await? {
                 Some(br) => host.nl.delete_link(br.index).await,
                 None => Ok(()),

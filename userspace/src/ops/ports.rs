@@ -4,96 +4,151 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 
 use anyhow::{bail, Result};
 
-use super::{sandbox::SandboxCreate, Controller};
-use crate::ports::{parse_expose, parse_publish, Port, PortBinding, Proto};
+use super::{journal::Recovery, sandbox::SandboxCreate, Controller, Plan};
+use crate::{
+    nat,
+    ports::{parse_expose, parse_publish, Port, PortBinding, Proto},
+    state::State,
+};
 
 impl Controller {
-    /// The bindings and exposed ports `req` asks for. `reaches_out`: the
-    /// sandbox has a network through which ports can be published.
-    pub(super) fn resolve_ports(
-        &self,
-        req: &SandboxCreate,
-        mode: &str,
-        reaches_out: bool,
-    ) -> Result<(Vec<PortBinding>, Vec<Port>)> {
-        let specs = req
-            .publish
-            .iter()
-            .map(|s| parse_publish(s))
-            .collect::<Result<Vec<_>>>()?;
-        let mut exposed: Vec<Port> = vec![];
-        for e in &req.expose {
-            for p in parse_expose(e)? {
-                if !exposed.contains(&p) {
-                    exposed.push(p);
-                }
-            }
-        }
-        let publishes_exposed = req.publish_all && !exposed.is_empty();
-        if specs.is_empty() && !publishes_exposed {
-            return Ok((vec![], exposed));
-        }
-        let name = &req.name;
-        if !reaches_out {
-            bail!("--publish needs a network that reaches beyond the host; sandbox {name:?} would use {mode}, where ports cannot be published");
-        }
-        let taken: Vec<(&str, &PortBinding)> = self
-            .state()
+    /// Replaces the published ports of an existing sandbox with `publish`
+    /// (`--publish` specs; none: unpublish everything), as the Docker
+    /// driver's Program/RevokeExternalConnectivity need. Checked like
+    /// `create -p`; only the NAT table changes.
+    pub async fn set_published(
+        &mut self,
+        name: &str,
+        publish: Vec<String>,
+    ) -> Result<Vec<PortBinding>> {
+        let sb = self.sandbox(name)?.clone();
+        let mut target = self.state().clone();
+        target
             .sandboxes
-            .values()
-            .flat_map(|s| s.ports.iter().map(move |b| (s.name.as_str(), b)))
-            .collect();
-        let mut out: Vec<PortBinding> = vec![];
-        let pick = |container: Port,
-                    host_ip: Option<Ipv4Addr>,
-                    range: Option<(u16, u16)>,
-                    requested: String,
-                    out: &mut Vec<PortBinding>|
-         -> Result<()> {
-            let proto = container.proto;
-            let host_port = match range {
-                Some((lo, hi)) if lo == hi => {
-                    free(&taken, out, proto, host_ip, lo)?;
-                    lo
-                }
-                Some((lo, hi)) => (lo..=hi)
-                    .find(|p| free(&taken, out, proto, host_ip, *p).is_ok())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "no free host port in {lo}-{hi}/{} for {container}",
-                            proto.as_str()
-                        )
-                    })?,
-                None => random_port(&taken, out, proto, host_ip)?,
-            };
-            out.push(PortBinding {
-                container,
-                host_ip,
-                host_port,
-                requested,
-            });
-            Ok(())
+            .get_mut(name)
+            .expect("checked")
+            .ports
+            .clear();
+        let reaches_out = sb.endpoints.iter().any(|e| {
+            target
+                .networks
+                .get(&e.network)
+                .is_some_and(nat::reaches_out)
+        });
+        let req = SandboxCreate {
+            name: name.into(),
+            publish,
+            ..Default::default()
         };
-        for spec in &specs {
-            for (container, range) in spec.expand() {
-                pick(
-                    container,
-                    spec.host_ip,
-                    range,
-                    spec.requested.clone(),
-                    &mut out,
-                )?;
-            }
-        }
-        if req.publish_all {
-            for p in &exposed {
-                if !out.iter().any(|b| b.container == *p) {
-                    pick(*p, None, None, String::new(), &mut out)?;
-                }
-            }
-        }
-        Ok((out, exposed))
+        let mode = format!(
+            "networks {}",
+            sb.endpoints
+                .iter()
+                .map(|e| e.network.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let (ports, _) = resolve_ports(&target, &req, &mode, reaches_out)?;
+        target.sandboxes.get_mut(name).expect("checked").ports = ports.clone();
+        self.execute(Plan {
+            what: format!("publish ports of {name}"),
+            recovery: Recovery::RollBack,
+            steps: vec![],
+            target,
+            networks: vec![],
+            sandbox: None,
+            after: vec![],
+        })
+        .await?;
+        Ok(ports)
     }
+}
+
+/// The bindings and exposed ports `req` asks for, against the bindings
+/// of `state`. `reaches_out`: the sandbox has a network through which
+/// ports can be published.
+pub(super) fn resolve_ports(
+    state: &State,
+    req: &SandboxCreate,
+    mode: &str,
+    reaches_out: bool,
+) -> Result<(Vec<PortBinding>, Vec<Port>)> {
+    let specs = req
+        .publish
+        .iter()
+        .map(|s| parse_publish(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut exposed: Vec<Port> = vec![];
+    for e in &req.expose {
+        for p in parse_expose(e)? {
+            if !exposed.contains(&p) {
+                exposed.push(p);
+            }
+        }
+    }
+    let publishes_exposed = req.publish_all && !exposed.is_empty();
+    if specs.is_empty() && !publishes_exposed {
+        return Ok((vec![], exposed));
+    }
+    let name = &req.name;
+    if !reaches_out {
+        bail!("--publish needs a network that reaches beyond the host; sandbox {name:?} would use {mode}, where ports cannot be published");
+    }
+    let taken: Vec<(&str, &PortBinding)> = state
+        .sandboxes
+        .values()
+        .flat_map(|s| s.ports.iter().map(move |b| (s.name.as_str(), b)))
+        .collect();
+    let mut out: Vec<PortBinding> = vec![];
+    let pick = |container: Port,
+                host_ip: Option<Ipv4Addr>,
+                range: Option<(u16, u16)>,
+                requested: String,
+                out: &mut Vec<PortBinding>|
+     -> Result<()> {
+        let proto = container.proto;
+        let host_port = match range {
+            Some((lo, hi)) if lo == hi => {
+                free(&taken, out, proto, host_ip, lo)?;
+                lo
+            }
+            Some((lo, hi)) => (lo..=hi)
+                .find(|p| free(&taken, out, proto, host_ip, *p).is_ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no free host port in {lo}-{hi}/{} for {container}",
+                        proto.as_str()
+                    )
+                })?,
+            None => random_port(&taken, out, proto, host_ip)?,
+        };
+        out.push(PortBinding {
+            container,
+            host_ip,
+            host_port,
+            requested,
+        });
+        Ok(())
+    };
+    for spec in &specs {
+        for (container, range) in spec.expand() {
+            pick(
+                container,
+                spec.host_ip,
+                range,
+                spec.requested.clone(),
+                &mut out,
+            )?;
+        }
+    }
+    if req.publish_all {
+        for p in &exposed {
+            if !out.iter().any(|b| b.container == *p) {
+                pick(*p, None, None, String::new(), &mut out)?;
+            }
+        }
+    }
+    Ok((out, exposed))
 }
 
 /// Whether a host port can be published: no sandbox has it, this request

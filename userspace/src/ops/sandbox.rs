@@ -216,7 +216,8 @@ impl Controller {
             ),
             _ => (false, format!("network mode {}", req.networks[0])),
         };
-        let (ports, exposed) = self.resolve_ports(&req, &mode_text, reaches_out)?;
+        let (ports, exposed) =
+            super::ports::resolve_ports(self.state(), &req, &mode_text, reaches_out)?;
         let dns = dns_settings(&req, &mode)?;
         let sandbox = Sandbox {
             id: new_id(),
