@@ -248,6 +248,18 @@ fn group_mac_frames_carrying_unicast_ip_do_not_reach_an_icc_false_peer() {
         [("c1", "icc"), ("c2", "icc"), ("o1", "open"), ("o2", "open")],
     );
     let srv = server(&h, "c1", "udp", &[7001]);
+    // Behind the datapath, the sandboxes' own stacks refuse such frames too.
+    for sb in ["c1", "o1"] {
+        let v = h.exec_ok(
+            sb,
+            &[
+                "sysctl",
+                "-n",
+                "net.ipv4.conf.eth0.drop_unicast_in_l2_multicast",
+            ],
+        );
+        assert_eq!(v.trim(), "1", "{sb}");
+    }
     // The control: plain unicast is refused by icc=false.
     expect(&h, "c2", &[flow("udp", &c1, 7001, false)]);
     let before = h.drops("unicast-ip-in-group-frame");

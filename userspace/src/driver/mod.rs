@@ -172,6 +172,12 @@ impl Host {
         let ifname = ep.ifname.clone();
         netns::run_in(ns, move || {
             let _ = netns::sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "1");
+            // Defence in depth behind the datapath's own check: unicast
+            // IPv4 in a group frame is not taken by the sandbox either.
+            let _ = netns::sysctl(
+                &format!("net/ipv4/conf/{ifname}/drop_unicast_in_l2_multicast"),
+                "1",
+            );
             Ok(())
         })?;
         let _ = netns::sysctl(
