@@ -171,6 +171,14 @@ fn outbound_is_masqueraded_and_internal_is_cut_off() {
         "{rules}"
     );
 
+    // network rm takes the network's rules out, nothing else.
+    assert!(rules.contains("10.93.0.0/24"), "{rules}");
+    h.bpfnet_ok(&["rm", "r1"]);
+    h.bpfnet_ok(&["network", "rm", "routed"]);
+    let after = nft_table(&h);
+    assert!(!after.contains("10.93.0.0"), "{after}");
+    assert!(after.contains("10.91.0.0/24"), "{after}");
+
     // Unload removes the table and puts forwarding back.
     h.bpfnet_ok(&["datapath", "unload"]);
     let tables = h.ok(&["nft", "list", "tables"]);
