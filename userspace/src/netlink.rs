@@ -235,6 +235,20 @@ impl Netlink {
             .with_context(|| format!("setting link {index} up"))
     }
 
+    /// Moves a link into the namespace `ns` (it leaves this one at once,
+    /// with its routes and neighbours).
+    pub async fn move_to_netns(&self, index: u32, ns: &impl AsFd) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .setns_by_fd(ns.as_fd().as_raw_fd())
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .with_context(|| format!("moving link {index} into a namespace"))
+    }
+
     pub async fn delete_link(&self, index: u32) -> Result<()> {
         let r = self.handle.link().del(index).execute().await;
         idempotent(r, libc::ENODEV, || format!("deleting link {index}"))

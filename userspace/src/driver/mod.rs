@@ -150,7 +150,7 @@ impl Host {
         }
         .await;
         if let Err(e) = result {
-            let undo = self.endpoint_down(net, ep, Some(host.index)).await;
+            let undo = self.endpoint_down(net, ep, Some(host.index), None).await;
             return Err(with_undo_errors(e, undo.err().into_iter().collect()));
         }
         Ok(host.index)
@@ -214,12 +214,14 @@ impl Host {
     }
 
     /// Takes the endpoint out, then deletes its veth (found by its unique
-    /// name). Missing pieces are fine.
+    /// name) — or, given the sandbox's namespace that is about to go, moves
+    /// it in there to die with it. Missing pieces are fine.
     pub async fn endpoint_down(
         &self,
         net: &Network,
         ep: &Endpoint,
         ifindex: Option<u32>,
+        into: Option<&std::os::fd::OwnedFd>,
     ) -> Result<()> {
         let link = self.nl.link_by_name(&ep.host_ifname).await?;
         let ifindex = link
@@ -229,9 +231,13 @@ impl Host {
             .or((ep.host_ifindex != 0).then_some(ep.host_ifindex));
         of(net).endpoint_detach(self, net, ep, ifindex).await?;
         fault::point("endpoint-down:detached");
-        match link {
-            Some(l) => self.nl.delete_link(l.index).await,
-            None => Ok(()),
+        match (link, into) {
+            (Some(l), Some(ns)) => match self.nl.move_to_netns(l.index, ns).await {
+                Ok(()) => Ok(()),
+                Err(_) => self.nl.delete_link(l.index).await,
+            },
+            (Some(l), None) => self.nl.delete_link(l.index).await,
+            (None, _) => Ok(()),
         }
     }
 }

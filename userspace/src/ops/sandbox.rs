@@ -356,6 +356,8 @@ impl Controller {
                 network: target.networks[&ep.network].clone(),
                 endpoint: ep.clone(),
                 next_default: None,
+                // Its namespace goes too, unless others still share it.
+                retire: sharers.is_empty(),
             });
             networks.push(ep.network.clone());
         }
@@ -449,6 +451,7 @@ fn plan_endpoint_removal(target: &mut State, network: &str, sandbox: &str) -> Re
         network: target.networks[network].clone(),
         endpoint: ep,
         next_default,
+        retire: false,
     })
 }
 

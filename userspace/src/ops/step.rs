@@ -60,6 +60,11 @@ pub enum Step {
         /// The gateway that becomes the sandbox's default route when the
         /// endpoint that carried it goes.
         next_default: Option<Ipv4Addr>,
+        /// The sandbox's namespace goes right after (`rm`): the host side
+        /// is moved into it and dies with it, instead of being deleted
+        /// here — a move costs no wait for the kernel's device teardown.
+        #[serde(default)]
+        retire: bool,
     },
     NetnsDelete {
         name: String,
@@ -178,8 +183,16 @@ impl Controller {
                 network,
                 endpoint,
                 next_default,
+                retire,
             } => {
-                self.host.endpoint_down(network, endpoint, None).await?;
+                let into = if *retire {
+                    netns::open(sandbox).ok()
+                } else {
+                    None
+                };
+                self.host
+                    .endpoint_down(network, endpoint, None, into.as_ref())
+                    .await?;
                 if let Some(gw) = next_default {
                     if let Ok(ns) = netns::open(sandbox) {
                         Netlink::open_in(&ns)?.add_default_route(*gw).await?;
@@ -218,7 +231,9 @@ impl Controller {
                 if committed {
                     return Ok(());
                 }
-                self.host.endpoint_down(network, endpoint, *ifindex).await
+                self.host
+                    .endpoint_down(network, endpoint, *ifindex, None)
+                    .await
             }
             Step::EtcFiles { sandbox } => {
                 if live.sandboxes.contains_key(sandbox) {
