@@ -252,6 +252,28 @@ impl Netlink {
         })
     }
 
+    /// The IPv4 addresses of a link, with their prefix lengths.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .context("listing addresses")?;
+        Ok(addrs
+            .iter()
+            .flat_map(|m| {
+                m.attributes.iter().filter_map(move |a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// Deletes `ip/prefix_len` from the link: only that exact address, not
     /// another one with the same IP (127.0.0.1/8 is not a gateway's /32).
     pub async fn delete_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {

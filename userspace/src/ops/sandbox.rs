@@ -150,6 +150,8 @@ impl Controller {
             endpoints: vec![],
             aliases: req.aliases.clone(),
             links,
+            netns: None,
+            cni: None,
         };
         let mut target = self.state().clone();
         target.sandboxes.insert(name.into(), sandbox);
@@ -179,6 +181,7 @@ impl Controller {
                     name,
                     req.aliases.clone(),
                     ip,
+                    None,
                 )?);
                 networks.push(n.clone());
             }
@@ -221,7 +224,7 @@ impl Controller {
             bail!("--ip is supported on user-defined networks only, not on the default bridge");
         }
         let mut target = self.state().clone();
-        let step = plan_endpoint(&mut target, network, sandbox, aliases, ip)?;
+        let step = plan_endpoint(&mut target, network, sandbox, aliases, ip, None)?;
         self.execute(endpoint_plan(
             format!("connect {sandbox} to {network}"),
             Recovery::RollBack,
@@ -275,10 +278,13 @@ impl Controller {
             networks.push(ep.network.clone());
         }
         target.sandboxes.remove(name);
-        steps.push(Step::NetnsDelete { name: name.into() });
-        steps.push(Step::EtcRemove {
-            sandbox: name.into(),
-        });
+        // A runtime's namespace (and its /etc) stays: it is the runtime's.
+        if sb.netns.is_none() {
+            steps.push(Step::NetnsDelete { name: name.into() });
+            steps.push(Step::EtcRemove {
+                sandbox: name.into(),
+            });
+        }
         self.execute(Plan {
             what: format!("rm {name}"),
             recovery: Recovery::Complete(Redo::SandboxRm { name: name.into() }),
@@ -293,13 +299,15 @@ impl Controller {
 }
 
 /// Adds an endpoint of `network` to `sandbox` in `target` (address,
-/// interface name, counter slot, unique veth name) and returns its step.
-fn plan_endpoint(
+/// interface name — `ifname` when the caller names it, else the first free
+/// `eth<N>` — counter slot, unique veth name) and returns its step.
+pub(super) fn plan_endpoint(
     target: &mut State,
     network: &str,
     sandbox: &str,
     aliases: Vec<String>,
     ip: Option<Ipv4Addr>,
+    ifname: Option<&str>,
 ) -> Result<Step> {
     let net = target.networks[network].clone();
     if net.subnet.is_none() {
@@ -311,17 +319,24 @@ fn plan_endpoint(
         bail!("sandbox {sandbox:?} is already connected to network {network:?}");
     }
     let ip = ipam::allocate(target, &net, ip)?;
-    let index = (0..)
-        .find(|i| !sb.endpoints.iter().any(|e| e.ifname == format!("eth{i}")))
-        .expect("free index");
-    let default_route = sb.endpoints.is_empty();
+    let ifname = match ifname {
+        Some(n) => n.to_string(),
+        None => (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !sb.endpoints.iter().any(|e| &e.ifname == n))
+            .expect("free index"),
+    };
+    // A runtime's container on an internal network gets no default route:
+    // its CNI result says so, and a runtime may hold another interface that
+    // should carry it.
+    let default_route = sb.endpoints.is_empty() && (sb.netns.is_none() || !net.internal);
     let id = new_id();
     let ep = Endpoint {
         host_ifname: format!("{HOST_VETH_PREFIX}{}", &id[..10]),
         host_ifindex: 0,
         id,
         network: network.into(),
-        ifname: format!("eth{index}"),
+        ifname,
         ip,
         mac: mac_for(ip),
         slot: super::capacity::endpoint_slot(target)?,
@@ -345,7 +360,11 @@ fn plan_endpoint(
 /// Removes the endpoint of `network` from `sandbox` in `target` and returns
 /// its step; the first remaining network's gateway becomes the default route
 /// when the removed endpoint carried it.
-fn plan_endpoint_removal(target: &mut State, network: &str, sandbox: &str) -> Result<Step> {
+pub(super) fn plan_endpoint_removal(
+    target: &mut State,
+    network: &str,
+    sandbox: &str,
+) -> Result<Step> {
     let sb = target.sandboxes.get_mut(sandbox).expect("checked");
     let Some(pos) = sb.endpoints.iter().position(|e| e.network == network) else {
         bail!("sandbox {sandbox:?} is not connected to network {network:?}");

@@ -148,7 +148,11 @@ impl Controller {
                 default_route,
                 ifindex,
             } => {
-                let ns = netns::open(sandbox)?;
+                let sb = target
+                    .sandboxes
+                    .get(sandbox.as_str())
+                    .with_context(|| format!("sandbox {sandbox:?} is not in the plan"))?;
+                let ns = netns::open_sandbox(sb)?;
                 let mut noted = |index: u32| {
                     *ifindex = Some(index);
                     journal.note(&Note {
@@ -181,7 +185,11 @@ impl Controller {
             } => {
                 self.host.endpoint_down(network, endpoint, None).await?;
                 if let Some(gw) = next_default {
-                    if let Ok(ns) = netns::open(sandbox) {
+                    let ns = match target.sandboxes.get(sandbox.as_str()) {
+                        Some(sb) => netns::open_sandbox(sb),
+                        None => netns::open(sandbox),
+                    };
+                    if let Ok(ns) = ns {
                         Netlink::open_in(&ns)?.add_default_route(*gw).await?;
                     }
                 }
