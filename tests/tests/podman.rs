@@ -128,9 +128,15 @@ impl<'a> Podman<'a> {
 impl Drop for Podman<'_> {
     fn drop(&mut self) {
         let _ = self.run(&["rm", "-a", "-f", "-t", "0"]);
+        // What is left in the test's cgroups is the test's; then the
+        // cgroups go (they live in the machine's hierarchies).
         let _ = self.h.sh(&format!(
-            "for d in /sys/fs/cgroup/*/{}; do [ -d $d ] && find $d -depth -type d -exec rmdir {{}} \\; ; done; true",
-            self.cgroup
+            "for i in 1 2 3 4 5; do \
+               for d in /sys/fs/cgroup/*/{cg}; do [ -d $d ] || continue; \
+                 find $d -name tasks -exec cat {{}} + | xargs -r kill -9 2>/dev/null; \
+                 find $d -depth -type d -exec rmdir {{}} \\; 2>/dev/null; done; \
+               ls -d /sys/fs/cgroup/*/{cg} >/dev/null 2>&1 || break; sleep 0.2; done; true",
+            cg = self.cgroup
         ));
     }
 }
