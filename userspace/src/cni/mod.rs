@@ -629,3 +629,90 @@ async fn gc(conf: &NetConf, paths: &Paths) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cni_args_are_read_as_podman_and_kubelet_pass_them() {
+        let env = Env {
+            args: Some("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0".into()),
+            ..Env::default()
+        };
+        assert_eq!(env.arg("K8S_POD_NAME"), Some("web-0"));
+        assert_eq!(env.arg("K8S_POD_INFRA_CONTAINER_ID"), None);
+        let empty = Env {
+            args: Some("K8S_POD_NAME=".into()),
+            ..Env::default()
+        };
+        assert_eq!(empty.arg("K8S_POD_NAME"), None);
+    }
+
+    /// After a plugin that made interfaces of its own, ours are appended
+    /// and our IPs point at ours.
+    #[test]
+    fn our_result_is_appended_to_a_prev_result() {
+        let prev = CniResult {
+            interfaces: vec![Interface {
+                name: "lo".into(),
+                ..Interface::default()
+            }],
+            dns: Dns {
+                nameservers: vec!["10.0.0.53".into()],
+                ..Dns::default()
+            },
+            ..CniResult::default()
+        };
+        let ours = CniResult {
+            interfaces: vec![
+                Interface {
+                    name: "bn0".into(),
+                    ..Interface::default()
+                },
+                Interface {
+                    name: "eth0".into(),
+                    sandbox: "/run/netns/x".into(),
+                    ..Interface::default()
+                },
+            ],
+            ips: vec![IpConfig {
+                address: "172.18.0.2/16".into(),
+                interface: Some(1),
+                ..IpConfig::default()
+            }],
+            dns: Dns {
+                nameservers: vec!["172.18.0.1".into()],
+                ..Dns::default()
+            },
+            ..CniResult::default()
+        };
+        let merged = merge(Some(prev), ours);
+        assert_eq!(merged.interfaces.len(), 3);
+        assert_eq!(merged.ips[0].interface, Some(2));
+        assert_eq!(merged.interfaces[2].name, "eth0");
+        assert_eq!(merged.dns.nameservers, vec!["10.0.0.53", "172.18.0.1"]);
+    }
+
+    /// VERSION needs nothing but stdin; a verb unknown is error 4.
+    #[test]
+    fn version_and_unknown_verbs() {
+        let env = Env {
+            command: Some("VERSION".into()),
+            ..Env::default()
+        };
+        let out = run(&env, br#"{"cniVersion": "0.4.0"}"#);
+        assert_eq!(out.status, 0);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+        assert_eq!(v["cniVersion"], "0.4.0");
+        let env = Env {
+            command: Some("ATTACH".into()),
+            ..Env::default()
+        };
+        let out = run(&env, b"{}");
+        assert_eq!(out.status, 1);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+        assert_eq!(v["code"], 4);
+        assert_eq!(v["cniVersion"], LATEST);
+    }
+}
