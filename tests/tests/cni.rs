@@ -633,3 +633,21 @@ fn chained_portmap_and_tuning_work() {
     let nat = h.sh_ok("iptables-save -t nat");
     assert!(!nat.contains("8080"), "portmap left rules:\n{nat}");
 }
+
+/// On an `--internal` network the container gets no default route, and the
+/// result says so (its routes are what is configured).
+#[test]
+fn internal_network_result_has_no_default_route() {
+    let h = TestHost::new("cni-internal");
+    h.bpfnet_ok(&["network", "create", "--internal", "vault"]);
+    netns_add(&h, &["in-ctr"]);
+    let r = cni_ok(
+        &h,
+        &Call::add("internal0000", "/run/netns/in-ctr"),
+        &conf("1.0.0", "vaultconf", "vault"),
+    );
+    assert!(r.get("routes").is_none(), "{r:#}");
+    assert_eq!(r["ips"][0]["gateway"], "172.18.0.1", "{r:#}");
+    let routes = h.exec_ok("in-ctr", &["ip", "route", "show", "default"]);
+    assert!(routes.trim().is_empty(), "{routes}");
+}

@@ -134,6 +134,31 @@ impl Netlink {
         Ok(out)
     }
 
+    /// The default route of the main table: (gateway, output interface).
+    pub async fn ipv4_default_route(&self) -> Result<Option<(Ipv4Addr, u32)>> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")?;
+        Ok(msgs.iter().find_map(|m| {
+            let main = m.header.table == RouteHeader::RT_TABLE_MAIN
+                && m.header.destination_prefix_length == 0;
+            let gw = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let oif = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            main.then_some(gw.zip(oif)).flatten()
+        }))
+    }
+
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Interface>> {
         let mut req = self
             .handle

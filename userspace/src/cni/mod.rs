@@ -378,9 +378,15 @@ async fn result_of(c: &Controller, sb: &Sandbox, ep: &Endpoint) -> anyhow::Resul
         .unwrap_or_default();
     let prefix = net.subnet.map(|s| s.prefix_len()).unwrap_or(32);
     let gateway = net.gateway.map(|g| g.to_string());
-    // The default route is the first endpoint's, as for every sandbox
-    // (none on an internal network).
-    let default_route = sb.endpoints.first().map(|e| &e.id) == Some(&ep.id) && !net.internal;
+    // The default route as configured: through this interface, via this
+    // network's gateway (the first network that reaches out carries it,
+    // never an internal one).
+    let inner = Netlink::open_in(&netns::open_sandbox(sb)?)?;
+    let ifindex = inner.link_by_name(&ep.ifname).await?.map(|l| l.index);
+    let default_route = match (inner.ipv4_default_route().await?, ifindex) {
+        (Some((gw, oif)), Some(index)) => oif == index && Some(gw) == net.gateway,
+        _ => false,
+    };
     let nameservers = match net.gateway {
         Some(gw) if dns::table::resolves_names(net) => vec![gw.to_string()],
         _ => vec![],
