@@ -533,10 +533,10 @@ fn gc_forgets_containers_whose_namespace_is_gone() {
     assert_eq!(h.ipv4_addrs("live", "eth0"), vec!["172.18.0.2/16"]);
 }
 
-/// A crash in the middle of ADD is rolled back by the next command; the
-/// runtime's namespace stays.
+/// A crash in the middle of ADD is rolled back by the next command, one in
+/// the middle of DEL completed; the runtime's namespace stays.
 #[test]
-fn crash_during_add_is_rolled_back() {
+fn crash_during_add_or_del_is_recovered() {
     let h = TestHost::new("cni-crash");
     h.bpfnet_ok(&["network", "create", "web"]);
     netns_add(&h, &["crashed"]);
@@ -560,6 +560,18 @@ fn crash_during_add_is_rolled_back() {
         &Call::add("crash0000000", "/run/netns/crashed"),
         &conf("1.0.0", "webconf", "web"),
     );
+    // A crash in the middle of DEL is completed by the next command: the
+    // endpoint goes, the runtime's namespace stays.
+    let o = h.sh(&format!(
+        "printf '%s' '{conf_s}' | env BPFNET_FAULT=endpoint-down:detached CNI_COMMAND=DEL CNI_CONTAINERID=crash0000000 CNI_NETNS=/run/netns/crashed CNI_IFNAME=eth0 {}",
+        cni_bin()
+    ));
+    assert!(!o.success(), "the fault point did not fire:\n{o}");
+    h.bpfnet_ok(&["gc"]);
+    assert!(ps_names(&h).is_empty());
+    assert_eq!(h.link_names(None), vec!["lo"]);
+    assert_eq!(h.link_names(Some("crashed")), vec!["lo"]);
+    assert!(h.netns_list().contains(&"crashed".to_string()));
 }
 
 /// The stock `portmap` and `tuning` plugins after ours get a valid
@@ -635,7 +647,7 @@ fn chained_portmap_and_tuning_work() {
 }
 
 /// On an `--internal` network the container gets no default route, and the
-/// result says so (its routes are what is configured).
+/// result says so (its routes are what is configured); a 0.3.1 result.
 #[test]
 fn internal_network_result_has_no_default_route() {
     let h = TestHost::new("cni-internal");
@@ -644,8 +656,10 @@ fn internal_network_result_has_no_default_route() {
     let r = cni_ok(
         &h,
         &Call::add("internal0000", "/run/netns/in-ctr"),
-        &conf("1.0.0", "vaultconf", "vault"),
+        &conf("0.3.1", "vaultconf", "vault"),
     );
+    assert_eq!(r["cniVersion"], "0.3.1");
+    assert_eq!(r["ips"][0]["version"], "4", "{r:#}");
     assert!(r.get("routes").is_none(), "{r:#}");
     assert_eq!(r["ips"][0]["gateway"], "172.18.0.1", "{r:#}");
     let routes = h.exec_ok("in-ctr", &["ip", "route", "show", "default"]);
