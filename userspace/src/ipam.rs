@@ -190,6 +190,8 @@ mod tests {
                 ports: vec![],
                 exposed: vec![],
                 dns: Default::default(),
+                netns: None,
+                cni: None,
             },
         );
     }

@@ -2,6 +2,7 @@
 //! network, driver) over an eBPF datapath on veth pairs. The CLI (and any
 //! other front end) calls [`ops::Controller`]; everything it decides lives
 //! in this library.
+pub mod cni;
 pub mod datapath;
 pub mod demo;
 pub mod dns;

@@ -134,6 +134,31 @@ impl Netlink {
         Ok(out)
     }
 
+    /// The default route of the main table: (gateway, output interface).
+    pub async fn ipv4_default_route(&self) -> Result<Option<(Ipv4Addr, u32)>> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")?;
+        Ok(msgs.iter().find_map(|m| {
+            let main = m.header.table == RouteHeader::RT_TABLE_MAIN
+                && m.header.destination_prefix_length == 0;
+            let gw = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let oif = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            main.then_some(gw.zip(oif)).flatten()
+        }))
+    }
+
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Interface>> {
         let mut req = self
             .handle
@@ -264,6 +289,28 @@ impl Netlink {
         idempotent(r, libc::EEXIST, || {
             format!("adding address {ip}/{prefix_len}")
         })
+    }
+
+    /// The IPv4 addresses of a link, with their prefix lengths.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .context("listing addresses")?;
+        Ok(addrs
+            .iter()
+            .flat_map(|m| {
+                m.attributes.iter().filter_map(move |a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
+            .collect())
     }
 
     /// Deletes `ip/prefix_len` from the link: only that exact address, not

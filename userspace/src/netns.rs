@@ -3,7 +3,7 @@
 //! mount namespaces `ip netns exec` creates.
 use std::{
     fs::File,
-    os::fd::{AsFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd as _, OwnedFd},
     path::Path,
 };
 
@@ -116,12 +116,7 @@ fn inode_of(path: &Path) -> std::io::Result<u64> {
 
 /// The inode of the namespace named `name`, if one is bound there.
 pub fn inode(name: &str) -> Option<u64> {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    let path = netns_path(name);
-    let fs = nix::sys::statfs::statfs(&path).ok()?;
-    (fs.filesystem_type().0 == NSFS_MAGIC)
-        .then(|| inode_of(&path).ok())
-        .flatten()
+    nsfs_inode(&netns_path(name))
 }
 
 /// Removes the name `name` if it is bound to the namespace `inode` (or is
@@ -142,6 +137,58 @@ pub fn delete_if(name: &str, inode: u64) -> Result<bool> {
             Ok(placeholder)
         }
     }
+}
+
+/// Whether `path` is still the namespace whose inode was `inode` (a
+/// runtime's namespace: gone when the path is missing or bound elsewhere).
+pub fn foreign_alive(path: &Path, inode: u64) -> bool {
+    nsfs_inode(path) == Some(inode)
+}
+
+fn nsfs_inode(path: &Path) -> Option<u64> {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let fs = nix::sys::statfs::statfs(path).ok()?;
+    (fs.filesystem_type().0 == NSFS_MAGIC)
+        .then(|| inode_of(path).ok())
+        .flatten()
+}
+
+/// The inode of the network namespace at `path` (a runtime's), or an error
+/// saying why it is none.
+pub fn foreign_inode(path: &Path) -> Result<u64> {
+    std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
+    nsfs_inode(path).ok_or_else(|| anyhow!("{} is not a network namespace", path.display()))
+}
+
+/// Opens the namespace of a sandbox: bpfnet's own by its name, a
+/// runtime's at its path, provided it is still the one it was attached to.
+pub fn open_sandbox(sb: &crate::state::Sandbox) -> Result<OwnedFd> {
+    let Some(path) = &sb.netns else {
+        return open(&sb.name);
+    };
+    let fd: OwnedFd = File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .into();
+    if let Some(cni) = &sb.cni {
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("reading a namespace's inode")?;
+        if st.st_ino != cni.netns_inode {
+            anyhow::bail!(
+                "{} is no longer the namespace of sandbox {:?} (inode {} instead of {})",
+                path.display(),
+                sb.name,
+                st.st_ino,
+                cni.netns_inode
+            );
+        }
+    }
+    Ok(fd)
+}
+
+/// Opens the namespace at `path` (a runtime's).
+pub fn open_path(path: &Path) -> Result<OwnedFd> {
+    Ok(File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .into())
 }
 
 pub fn open(name: &str) -> Result<OwnedFd> {

@@ -337,6 +337,8 @@ mod tests {
                     ports: vec![],
                     exposed: vec![],
                     dns: Default::default(),
+                    netns: None,
+                    cni: None,
                 },
             );
         }
@@ -477,6 +479,8 @@ mod tests {
                     ports: vec![],
                     exposed: vec![],
                     dns: Default::default(),
+                    netns: None,
+                    cni: None,
                 },
             );
         }

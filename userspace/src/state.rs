@@ -1,6 +1,6 @@
 //! bpfnet's state, the model: networks, sandboxes and their endpoints,
 //! policy rules. How it is kept on disk and locked is `store`'s business.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{bail, Result};
 use ipnet::Ipv4Net;
@@ -149,6 +149,15 @@ pub struct Sandbox {
     /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`, `--hostname`.
     #[serde(default, skip_serializing_if = "DnsSettings::is_empty")]
     pub dns: DnsSettings,
+    /// A namespace bpfnet did not create and never deletes or unmounts (a
+    /// container runtime's, e.g. podman's `/run/netns/netns-UUID`); `None`:
+    /// bpfnet's own `/run/netns/NAME`. Such a sandbox has no
+    /// `/etc/netns/NAME`: its runtime owns resolv.conf and hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// What the CNI plugin needs to find its attachments again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniAttachment>,
 }
 
 /// A sandbox's own resolver settings, as Docker's `run` takes them.
@@ -173,6 +182,29 @@ impl DnsSettings {
     pub fn is_empty(&self) -> bool {
         *self == DnsSettings::default()
     }
+}
+
+impl Sandbox {
+    /// Where its namespace is bound.
+    pub fn netns_path(&self) -> PathBuf {
+        self.netns
+            .clone()
+            .unwrap_or_else(|| crate::paths::netns_path(&self.name))
+    }
+}
+
+/// A sandbox made by `bpfnet-cni`: one container (`CNI_CONTAINERID`) in a
+/// namespace of its runtime's; each of its endpoints is one CNI attachment
+/// (`CNI_CONTAINERID`, `CNI_IFNAME`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub container_id: String,
+    /// Inode of the runtime's namespace when it was attached: the path
+    /// bound to another namespace means the container is gone.
+    pub netns_inode: u64,
+    /// The network configuration (`name` of the conflist) of each
+    /// attachment, by interface name; `GC` is per configuration.
+    pub configs: BTreeMap<String, String>,
 }
 
 /// Layout of the state file; a file from a newer bpfnet is refused.

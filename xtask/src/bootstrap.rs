@@ -33,6 +33,11 @@ pub const PACKAGES: &[&str] = &[
     "netavark",
     "aardvark-dns",
     "containernetworking-plugins",
+    // A real CNI client for tests/podman.rs: podman 4.3 (CNI backend), runc
+    // (crun refuses this machine's cgroup layout), busybox for the image.
+    "podman",
+    "runc",
+    "busybox-static",
     "iproute2",
     "util-linux",
     // nftables: libnftnl/libmnl to build against, nft for the tests.

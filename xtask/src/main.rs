@@ -19,6 +19,8 @@ use crate::cmd::{cargo, repo_root, run, show};
 
 /// Where `build-and-load` installs the product binary.
 const INSTALLED: &str = "/usr/local/bin/bpfnet";
+/// And the CNI plugin, beside it (runtimes find it through their plugin dirs).
+const INSTALLED_CNI: &str = "/usr/local/bin/bpfnet-cni";
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +40,7 @@ enum Cmd {
     Bootstrap,
     /// Bootstrap the toolchain and build bpfnet (release) with its eBPF object.
     BuildEbpf,
-    /// (root) Build, install /usr/local/bin/bpfnet and load the datapath.
+    /// (root) Build, install /usr/local/bin/bpfnet (and bpfnet-cni) and load the datapath.
     BuildAndLoad {
         /// Inter-container communication on the default `bridge` network
         /// (omitted: keep the current setting; true on a first load).
@@ -119,7 +121,8 @@ fn build_ebpf() -> Result<()> {
     Ok(())
 }
 
-/// Bootstrap, build (release) and install the binary to /usr/local/bin/bpfnet.
+/// Bootstrap, build (release) and install the binaries to /usr/local/bin
+/// (`bpfnet` and the CNI plugin `bpfnet-cni`).
 fn build_and_install() -> Result<PathBuf> {
     bootstrap::bootstrap()?;
     build_release()?;
@@ -127,6 +130,9 @@ fn build_and_install() -> Result<PathBuf> {
     let dest = Path::new(INSTALLED);
     install(&built, dest)?;
     println!("installed {}", dest.display());
+    let cni = Path::new(INSTALLED_CNI);
+    install(&repo_root().join("target/release/bpfnet-cni"), cni)?;
+    println!("installed {}", cni.display());
     Ok(dest.to_path_buf())
 }
 

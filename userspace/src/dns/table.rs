@@ -309,6 +309,8 @@ pub(crate) mod tests {
                 ports: vec![],
                 exposed: vec![],
                 dns: Default::default(),
+                netns: None,
+                cni: None,
             },
         );
     }

@@ -17,7 +17,8 @@ pub fn write(state: &State, name: &str) -> Result<()> {
         .sandboxes
         .get(name)
         .ok_or_else(|| anyhow!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`"))?;
-    if sb.mode == NetworkMode::Host {
+    // The host's own files; a runtime's container has its runtime's.
+    if sb.mode == NetworkMode::Host || sb.netns.is_some() {
         return Ok(());
     }
     // container:OTHER lives in OTHER's namespace: OTHER's interfaces.

@@ -42,7 +42,15 @@ impl Controller {
             .state()
             .sandboxes
             .values()
-            .filter(|s| !netns::exists(&s.name))
+            .filter(|s| match &s.netns {
+                None => !netns::exists(&s.name),
+                // A runtime's namespace is gone when its path is missing or
+                // bound to another namespace; a live one is never touched.
+                Some(path) => s
+                    .cni
+                    .as_ref()
+                    .is_some_and(|c| !netns::foreign_alive(path, c.netns_inode)),
+            })
             .map(|s| s.name.clone())
             .collect();
         for name in gone {

@@ -235,6 +235,8 @@ impl Controller {
             ports,
             exposed,
             dns,
+            netns: None,
+            cni: None,
         };
         let mut target = self.state().clone();
         target.sandboxes.insert(name.into(), sandbox);
@@ -264,6 +266,7 @@ impl Controller {
                     name,
                     req.aliases.clone(),
                     ip,
+                    None,
                 )?);
                 networks.push(n.clone());
             }
@@ -306,7 +309,7 @@ impl Controller {
             bail!("--ip is supported on user-defined networks only, not on the default bridge");
         }
         let mut target = self.state().clone();
-        let step = plan_endpoint(&mut target, network, sandbox, aliases, ip)?;
+        let step = plan_endpoint(&mut target, network, sandbox, aliases, ip, None)?;
         self.execute(endpoint_plan(
             format!("connect {sandbox} to {network}"),
             Recovery::RollBack,
@@ -356,16 +359,20 @@ impl Controller {
                 network: target.networks[&ep.network].clone(),
                 endpoint: ep.clone(),
                 next_default: None,
-                // Its namespace goes too, unless others still share it.
-                retire: sharers.is_empty(),
+                // Its own namespace goes too, unless others still share
+                // it (a runtime's namespace is never bpfnet's to use).
+                retire: sb.netns.is_none() && sharers.is_empty(),
             });
             networks.push(ep.network.clone());
         }
         target.sandboxes.remove(name);
-        steps.push(Step::NetnsDelete { name: name.into() });
-        steps.push(Step::EtcRemove {
-            sandbox: name.into(),
-        });
+        // A runtime's namespace (and its /etc) stays: it is the runtime's.
+        if sb.netns.is_none() {
+            steps.push(Step::NetnsDelete { name: name.into() });
+            steps.push(Step::EtcRemove {
+                sandbox: name.into(),
+            });
+        }
         self.execute(Plan {
             what: format!("rm {name}"),
             recovery: Recovery::Complete(Redo::SandboxRm { name: name.into() }),
@@ -380,13 +387,15 @@ impl Controller {
 }
 
 /// Adds an endpoint of `network` to `sandbox` in `target` (address,
-/// interface name, counter slot, unique veth name) and returns its step.
-fn plan_endpoint(
+/// interface name — `ifname` when the caller names it, else the first free
+/// `eth<N>` — counter slot, unique veth name) and returns its step.
+pub(super) fn plan_endpoint(
     target: &mut State,
     network: &str,
     sandbox: &str,
     aliases: Vec<String>,
     ip: Option<Ipv4Addr>,
+    ifname: Option<&str>,
 ) -> Result<Step> {
     let net = target.networks[network].clone();
     if net.subnet.is_none() {
@@ -398,9 +407,13 @@ fn plan_endpoint(
         bail!("sandbox {sandbox:?} is already connected to network {network:?}");
     }
     let ip = ipam::allocate(target, &net, ip)?;
-    let index = (0..)
-        .find(|i| !sb.endpoints.iter().any(|e| e.ifname == format!("eth{i}")))
-        .expect("free index");
+    let ifname = match ifname {
+        Some(n) => n.to_string(),
+        None => (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !sb.endpoints.iter().any(|e| &e.ifname == n))
+            .expect("free index"),
+    };
     // The first network that reaches beyond the host carries the default
     // route; an internal network never does (Docker's behaviour).
     let default_route = !net.internal && carrier(target, sb).is_none();
@@ -410,7 +423,7 @@ fn plan_endpoint(
         host_ifindex: 0,
         id,
         network: network.into(),
-        ifname: format!("eth{index}"),
+        ifname,
         ip,
         mac: mac_for(ip),
         slot: super::capacity::endpoint_slot(target)?,
@@ -434,7 +447,11 @@ fn plan_endpoint(
 /// Removes the endpoint of `network` from `sandbox` in `target` and returns
 /// its step; the next network that reaches out carries the default route
 /// when the removed endpoint carried it.
-fn plan_endpoint_removal(target: &mut State, network: &str, sandbox: &str) -> Result<Step> {
+pub(super) fn plan_endpoint_removal(
+    target: &mut State,
+    network: &str,
+    sandbox: &str,
+) -> Result<Step> {
     let sb = &target.sandboxes[sandbox];
     let Some(pos) = sb.endpoints.iter().position(|e| e.network == network) else {
         bail!("sandbox {sandbox:?} is not connected to network {network:?}");

@@ -153,7 +153,11 @@ impl Controller {
                 default_route,
                 ifindex,
             } => {
-                let ns = netns::open(sandbox)?;
+                let sb = target
+                    .sandboxes
+                    .get(sandbox.as_str())
+                    .with_context(|| format!("sandbox {sandbox:?} is not in the plan"))?;
+                let ns = netns::open_sandbox(sb)?;
                 let mut noted = |index: u32| {
                     *ifindex = Some(index);
                     journal.note(&Note {
@@ -194,7 +198,11 @@ impl Controller {
                     .endpoint_down(network, endpoint, None, into.as_ref())
                     .await?;
                 if let Some(gw) = next_default {
-                    if let Ok(ns) = netns::open(sandbox) {
+                    let ns = match target.sandboxes.get(sandbox.as_str()) {
+                        Some(sb) => netns::open_sandbox(sb),
+                        None => netns::open(sandbox),
+                    };
+                    if let Ok(ns) = ns {
                         Netlink::open_in(&ns)?.add_default_route(*gw).await?;
                     }
                 }
