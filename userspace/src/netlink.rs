@@ -10,7 +10,7 @@ use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
 use rtnetlink::{
     packet_route::{
-        address::AddressAttribute,
+        address::{AddressAttribute, AddressMessage},
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
         route::{
             RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -291,17 +291,21 @@ impl Netlink {
         })
     }
 
-    /// The IPv4 addresses of a link, with their prefix lengths.
-    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
-        let addrs: Vec<_> = self
-            .handle
+    /// Every address message of a link.
+    async fn address_messages(&self, index: u32) -> Result<Vec<AddressMessage>> {
+        self.handle
             .address()
             .get()
             .set_link_index_filter(index)
             .execute()
             .try_collect()
             .await
-            .context("listing addresses")?;
+            .context("listing addresses")
+    }
+
+    /// The IPv4 addresses of a link, with their prefix lengths.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let addrs = self.address_messages(index).await?;
         Ok(addrs
             .iter()
             .flat_map(|m| {
@@ -316,16 +320,7 @@ impl Netlink {
     /// Deletes `ip/prefix_len` from the link: only that exact address, not
     /// another one with the same IP (127.0.0.1/8 is not a gateway's /32).
     pub async fn delete_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        let addrs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .context("listing addresses")?;
-        for msg in addrs {
+        for msg in self.address_messages(index).await? {
             let matches = msg.header.prefix_len == prefix_len
                 && msg
                     .attributes
