@@ -553,3 +553,29 @@ fn per_sandbox_dns_hosts_and_resolver_settings() {
         "internal query forwarded:\n{all}"
     );
 }
+
+/// The table is replaced in one batch however many networks there are (a
+/// batch of a few hundred rules once overflowed the ACK buffer: ENOBUFS).
+#[test]
+fn a_table_of_hundreds_of_networks_is_one_batch() {
+    let h = host("nat-many");
+    let script = format!(
+        "set -e; for i in $(seq 0 199); do {} network create --subnet 10.120.$i.0/24 n$i >/dev/null; done",
+        h.bin_path()
+    );
+    let o = h.run_full(&["sh", "-c", &script], None, Duration::from_secs(300));
+    assert!(o.success(), "{o}");
+    let table = nft_table(&h);
+    // The default bridge's and the 200 networks' masquerade rules.
+    assert_eq!(table.matches("masquerade").count(), 201, "{table}");
+    h.bpfnet_ok(&[
+        "create",
+        "--name",
+        "web",
+        "--network",
+        "n199",
+        "-p",
+        "8080:80",
+    ]);
+    assert!(nft_table(&h).contains("publish web 80/tcp"));
+}

@@ -31,7 +31,7 @@ use std::{
     ptr::NonNull,
 };
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use ipnet::Ipv4Net;
 use nftnl::{
     expr::{self, ct::ConntrackStatus, Expression, Register},
@@ -363,13 +363,61 @@ const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 /// `enum nft_fib_flags`.
 const NFTA_FIB_F_DADDR: u32 = 2;
 
+/// Room for a batch of `len` bytes in one sendmsg, and for its ACKs: the
+/// kernel runs the whole batch inside that sendmsg and queues an ACK per
+/// message meanwhile, which overflows the default receive buffer at a few
+/// hundred networks (ENOBUFS). ACKs without the request echoed, and
+/// buffers set as root beyond [rw]mem_max (only what is queued is used).
+fn make_room(socket: &mnl::Socket, len: usize) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let rcv: libc::c_int = 64 << 20;
+    let snd = libc::c_int::try_from(len.saturating_add(1 << 16)).unwrap_or(libc::c_int::MAX);
+    let one: libc::c_int = 1;
+    let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is the socket's open descriptor for the duration of the
+    // calls; each option value is a c_int that outlives its call, and its
+    // length is passed. Failure is harmless (the batch then fails loudly).
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&rcv as *const libc::c_int).cast(),
+            int_len,
+        );
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            (&snd as *const libc::c_int).cast(),
+            int_len,
+        );
+        libc::setsockopt(
+            fd,
+            libc::SOL_NETLINK,
+            libc::NETLINK_CAP_ACK,
+            (&one as *const libc::c_int).cast(),
+            int_len,
+        );
+    }
+}
+
 fn send(batch: &FinalizedBatch) -> Result<()> {
     let socket =
         mnl::Socket::new(mnl::Bus::Netfilter).context("opening a netfilter netlink socket")?;
+    // One sendmsg for the whole transaction: nftnl splits a large batch
+    // into pages, and a page sent on its own is no batch (EINVAL).
+    let whole: Vec<u8> = batch.iter().flatten().copied().collect();
+    make_room(&socket, whole.len());
     let portid = socket.portid();
-    socket
-        .send_all(batch)
-        .context("sending the nftables batch")?;
+    let sent = socket.send(&whole).context("sending the nftables batch")?;
+    if sent < whole.len() {
+        bail!(
+            "sending the nftables batch: {sent} of {} bytes sent",
+            whole.len()
+        );
+    }
     let mut buffer = vec![0; nftnl::nft_nlmsg_maxsize() as usize];
     let mut expected = batch.sequence_numbers();
     while !expected.is_empty() {
