@@ -57,7 +57,7 @@ pub fn command(sb: &Sandbox, argv: &[String]) -> Result<Command> {
     let mut cmd = Command::new(prog);
     cmd.args(args);
     if sb.mode != NetworkMode::Host {
-        let ns = std::fs::File::open(crate::paths::netns_path(&sb.name))
+        let ns = std::fs::File::open(sb.netns_path())
             .with_context(|| format!("sandbox {:?} has no namespace; run `bpfnet gc`", sb.name))?;
         let etc = etc_netns_path(&sb.name);
         // SAFETY: `enter` only makes syscalls and touches the filesystem; it

@@ -3,7 +3,6 @@
 use serde_json::{json, Map, Value};
 
 use crate::{
-    paths::netns_path,
     state::{NetworkMode, Sandbox, State},
     util::fmt_mac,
 };
@@ -125,7 +124,7 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
     }
     let sandbox_key = match &sb.mode {
         NetworkMode::Container(_) => String::new(),
-        _ => netns_path(&sb.name).display().to_string(),
+        _ => sb.netns_path().display().to_string(),
     };
     json!({
         "Id": sb.id,

@@ -187,6 +187,8 @@ mod tests {
                 }],
                 aliases: vec![],
                 links: vec![],
+                netns: None,
+                docker: None,
             },
         );
     }

@@ -5,6 +5,7 @@
 pub mod datapath;
 pub mod demo;
 pub mod dns;
+pub mod docker;
 pub mod driver;
 pub mod exec;
 pub mod fault;

@@ -116,11 +116,16 @@ fn inode_of(path: &Path) -> std::io::Result<u64> {
 
 /// The inode of the namespace named `name`, if one is bound there.
 pub fn inode(name: &str) -> Option<u64> {
+    inode_at(&netns_path(name))
+}
+
+/// The inode of the namespace bound at `path` (a `/run/netns` name, a
+/// Docker SandboxKey), if a namespace is bound there.
+pub fn inode_at(path: &Path) -> Option<u64> {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    let path = netns_path(name);
-    let fs = nix::sys::statfs::statfs(&path).ok()?;
+    let fs = nix::sys::statfs::statfs(path).ok()?;
     (fs.filesystem_type().0 == NSFS_MAGIC)
-        .then(|| inode_of(&path).ok())
+        .then(|| inode_of(path).ok())
         .flatten()
 }
 

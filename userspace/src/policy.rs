@@ -334,6 +334,8 @@ mod tests {
                     }],
                     aliases: vec![],
                     links: vec![],
+                    netns: None,
+                    docker: None,
                 },
             );
         }
@@ -471,6 +473,8 @@ mod tests {
                     }],
                     aliases: vec![],
                     links: vec![],
+                    netns: None,
+                    docker: None,
                 },
             );
         }

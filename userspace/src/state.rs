@@ -1,6 +1,6 @@
 //! bpfnet's state, the model: networks, sandboxes and their endpoints,
 //! policy rules. How it is kept on disk and locked is `store`'s business.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{bail, Result};
 use ipnet::Ipv4Net;
@@ -140,6 +140,39 @@ pub struct Sandbox {
     pub aliases: Vec<String>,
     #[serde(default)]
     pub links: Vec<Link>,
+    /// The namespace of a sandbox whose namespace bpfnet does not own (a
+    /// Docker container's SandboxKey): bpfnet never deletes it and writes no
+    /// `/etc/netns` files for it. None: bpfnet's own `/run/netns/NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// What the Docker driver must find again (see `docker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerEndpoint>,
+}
+
+impl Sandbox {
+    /// Where its namespace is bound.
+    pub fn netns_path(&self) -> PathBuf {
+        self.netns
+            .clone()
+            .unwrap_or_else(|| crate::paths::netns_path(&self.name))
+    }
+
+    /// Whether bpfnet made (and so removes) its namespace.
+    pub fn owns_netns(&self) -> bool {
+        self.netns.is_none()
+    }
+}
+
+/// A sandbox that is a Docker container, made through `bpfnet docker-plugin`.
+/// Its endpoints' ids are Docker's EndpointIDs and their networks' ids
+/// Docker's NetworkIDs, so the driver finds them again by Docker's ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerEndpoint {
+    /// Docker's container id, once read from the Docker API (its name is the
+    /// sandbox's name then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// Layout of the state file; a file from a newer bpfnet is refused.

@@ -289,6 +289,8 @@ pub(crate) mod tests {
                 endpoints,
                 aliases: vec![],
                 links: vec![],
+                netns: None,
+                docker: None,
             },
         );
     }

@@ -17,7 +17,8 @@ pub fn write(state: &State, name: &str) -> Result<()> {
         .sandboxes
         .get(name)
         .ok_or_else(|| anyhow!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`"))?;
-    if sb.mode == NetworkMode::Host {
+    if sb.mode == NetworkMode::Host || !sb.owns_netns() {
+        // A namespace bpfnet does not own keeps the files of its owner.
         return Ok(());
     }
     // container:OTHER lives in OTHER's namespace: OTHER's interfaces.

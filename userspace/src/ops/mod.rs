@@ -7,6 +7,7 @@
 //! operation a crash interrupted runs at the start of every mutating
 //! command and in `bpfnet gc`.
 pub mod capacity;
+pub mod docker;
 pub mod etc;
 pub mod gc;
 pub mod journal;

@@ -150,6 +150,8 @@ impl Controller {
             endpoints: vec![],
             aliases: req.aliases.clone(),
             links,
+            netns: None,
+            docker: None,
         };
         let mut target = self.state().clone();
         target.sandboxes.insert(name.into(), sandbox);
@@ -207,6 +209,9 @@ impl Controller {
         ip: Option<Ipv4Addr>,
     ) -> Result<()> {
         let sb = self.sandbox(sandbox)?;
+        if sb.docker.is_some() {
+            bail!("sandbox {sandbox:?} is a Docker container; connect it with `docker network connect`");
+        }
         if !matches!(sb.mode, NetworkMode::Networks(_)) {
             bail!(
                 "sandbox {sandbox:?} uses network mode {}; it cannot join networks",
@@ -275,10 +280,13 @@ impl Controller {
             networks.push(ep.network.clone());
         }
         target.sandboxes.remove(name);
-        steps.push(Step::NetnsDelete { name: name.into() });
-        steps.push(Step::EtcRemove {
-            sandbox: name.into(),
-        });
+        if sb.owns_netns() {
+            // Another's namespace (a Docker container's) is never deleted.
+            steps.push(Step::NetnsDelete { name: name.into() });
+            steps.push(Step::EtcRemove {
+                sandbox: name.into(),
+            });
+        }
         self.execute(Plan {
             what: format!("rm {name}"),
             recovery: Recovery::Complete(Redo::SandboxRm { name: name.into() }),
@@ -352,8 +360,10 @@ fn plan_endpoint_removal(target: &mut State, network: &str, sandbox: &str) -> Re
     };
     let ep = sb.endpoints.remove(pos);
     let next = sb.endpoints.first().map(|e| e.network.clone());
+    let owns = sb.owns_netns();
     let next_default = match next {
-        Some(next) if pos == 0 => target.networks[&next].gateway,
+        // Docker sets the routes of its containers itself.
+        Some(next) if pos == 0 && owns => target.networks[&next].gateway,
         _ => None,
     };
     Ok(Step::EndpointDown {
