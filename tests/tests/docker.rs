@@ -369,6 +369,23 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
         "no cross-network drop:\n{s:#}"
     );
 
+    // One system: bpfnet's exec enters the container's namespace; what
+    // belongs to Docker is changed through Docker, with one line saying so.
+    let (_, b2_ip) = endpoint_of(&h, "b2", "net1");
+    h.bpfnet_ok(&["exec", "b1", "--", "ping", "-c1", "-W2", &b2_ip]);
+    let before = h.snapshot();
+    for (args, line) in [
+        (vec!["rm", "b1"], "Error: sandbox \"b1\" is a Docker container; remove it with `docker rm -f b1`"),
+        (vec!["network", "rm", "net1"], "Error: network \"net1\" is Docker's (docker network create -d bpfnet); remove it with `docker network rm net1`"),
+        (vec!["network", "disconnect", "net1", "b1"], "Error: sandbox \"b1\" is a Docker container; disconnect it with `docker network disconnect net1 b1`"),
+        (vec!["network", "connect", "net2", "b1"], "Error: sandbox \"b1\" is a Docker container; connect it with `docker network connect`"),
+        (vec!["create", "--name", "x", "--network", "net1"], "Error: network \"net1\" is Docker's; run containers on it with `docker run --network net1`"),
+    ] {
+        let o = h.bpfnet_fail(&args);
+        assert_eq!(o.stderr.trim(), line, "{o}");
+    }
+    assert_eq!(h.snapshot(), before, "a refused command changed bpfnet");
+
     // bpfnet policy between Docker's containers, by their Docker names.
     let rule = h.bpfnet_ok(&[
         "policy", "add", "--from", "b1", "--to", "net:net2", "--icmp",
@@ -537,6 +554,9 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
 
     // Seconds per `docker run --rm`: bpfnet against --network none; and
     // bpfnet's own time per container (CreateEndpoint + Join).
+    let log_before = std::fs::read_to_string(h.dir.join("plugin.log"))
+        .unwrap_or_default()
+        .len();
     let (mut on_bpfnet, mut on_none) = (vec![], vec![]);
     for _ in 0..10 {
         for (net, v) in [("net1", &mut on_bpfnet), ("none", &mut on_none)] {
@@ -546,7 +566,7 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
         }
     }
     let log = std::fs::read_to_string(h.dir.join("plugin.log")).unwrap_or_default();
-    let mut own: Vec<f64> = log
+    let mut own: Vec<f64> = log[log_before..]
         .lines()
         .filter_map(|l| {
             l.split(" ms in bpfnet")

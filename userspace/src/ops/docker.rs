@@ -98,6 +98,28 @@ impl Controller {
             .find(|(s, e)| s.docker.is_some() && e.id == id)
     }
 
+    /// For the CLI: Docker's networks are removed through Docker (which
+    /// would otherwise keep a network its driver no longer has).
+    pub fn refuse_docker_network(&self, name: &str) -> Result<()> {
+        match self.state().networks.get(name) {
+            Some(n) if n.options.contains_key(DOCKER_NETWORK_ID) => bail!(
+                "network {name:?} is Docker's (docker network create -d bpfnet); remove it with `docker network rm {name}`"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// For the CLI: Docker's containers change through Docker; `remedy`
+    /// says how.
+    pub fn refuse_docker_sandbox(&self, name: &str, remedy: &str) -> Result<()> {
+        match self.state().sandboxes.get(name) {
+            Some(s) if s.docker.is_some() => {
+                bail!("sandbox {name:?} is a Docker container; {remedy}")
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// CreateNetwork. Docker never sends it again (not after a restart of
     /// dockerd or of the plugin), so the network lives in bpfnet's state.
     /// Named `docker-<id>` until Docker's API tells its name.

@@ -310,6 +310,10 @@ fn plan_endpoint(
     ip: Option<Ipv4Addr>,
 ) -> Result<Step> {
     let net = target.networks[network].clone();
+    if net.options.contains_key(super::docker::DOCKER_NETWORK_ID) {
+        // Docker's IPAM hands out its addresses: it would not know ours.
+        bail!("network {network:?} is Docker's; run containers on it with `docker run --network {network}`");
+    }
     if net.subnet.is_none() {
         bail!("sandbox {sandbox:?} cannot be connected to the {network} network; create it with --network {network} instead");
     }
