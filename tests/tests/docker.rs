@@ -39,7 +39,7 @@ struct Dockerd<'a> {
     dir: String,
     /// Directories of the real /run this test made (mount points).
     made: Vec<String>,
-    _bg: Bg,
+    bg: Bg,
 }
 
 impl<'a> Dockerd<'a> {
@@ -73,26 +73,47 @@ impl<'a> Dockerd<'a> {
             format!("{{\"deprecated-key-path\":\"{dir}/key.json\"}}"),
         )
         .expect("daemon.json");
-        let bg = h.spawn(&[
+        let bg = Self::daemon(h, &dir);
+        let d = Dockerd { h, dir, made, bg };
+        d.wait_for(secs(60), "dockerd to answer", || {
+            d.run(&["version"]).success()
+        });
+        d
+    }
+
+    fn daemon(h: &TestHost, dir: &str) -> Bg {
+        h.spawn(&[
             "sh",
             "-c",
             &format!(
                 "exec {DOCKERD} --config-file {dir}/daemon.json --bridge=none --iptables=false \
                  --ip6tables=false --ip-forward=false --ip-masq=false --data-root {dir}/root \
                  --exec-root {dir}/exec --pidfile {dir}/pid -H unix://{dir}/docker.sock \
-                 >{dir}/dockerd.log 2>&1"
+                 >>{dir}/dockerd.log 2>&1"
             ),
-        ]);
-        let d = Dockerd {
-            h,
-            dir,
-            made,
-            _bg: bg,
-        };
-        d.wait_for(secs(60), "dockerd to answer", || {
-            d.run(&["version"]).success()
+        ])
+    }
+
+    /// SIGTERM to dockerd (by the pid it wrote), then waits until it is gone.
+    fn stop_daemon(&self) {
+        let pid = std::fs::read_to_string(format!("{}/pid", self.dir)).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: kill(2) of dockerd, whose pid it wrote itself.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let until = Instant::now() + secs(60);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < until {
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop_daemon();
+        let _ = self.bg.finish(secs(10));
+        self.bg = Self::daemon(self.h, &self.dir);
+        self.wait_for(secs(60), "dockerd to answer again", || {
+            self.run(&["version"]).success()
         });
-        d
     }
 
     fn host(&self) -> String {
@@ -159,15 +180,7 @@ impl Drop for Dockerd<'_> {
             v.extend(ids);
             let _ = self.run(&v);
         }
-        let pid = std::fs::read_to_string(format!("{}/pid", self.dir)).unwrap_or_default();
-        if let Ok(pid) = pid.trim().parse::<i32>() {
-            // SAFETY: kill(2) of dockerd, whose pid it wrote itself.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let until = Instant::now() + secs(30);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < until {
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
+        self.stop_daemon();
         // The same hierarchies as the host's: dockerd's cgroups go.
         let _ = self.h.sh("rmdir /sys/fs/cgroup/*/docker 2>/dev/null; true");
         for d in PRIVATE_RUN {
@@ -256,7 +269,7 @@ fn stats(v: &mut [f64]) -> String {
 #[test]
 fn docker_drives_bpfnet_through_the_remote_network_driver() {
     let h = TestHost::new("docker");
-    let d = Dockerd::start(&h);
+    let mut d = Dockerd::start(&h);
     let mut plug = plugin(&h, &d);
     h.sh_ok(&format!(
         "set -e; R={dir}/img; mkdir -p $R/bin; cp /bin/busybox $R/bin/; chroot $R /bin/busybox --install -s /bin; tar -C $R -cf {dir}/bb.tar .",
@@ -584,6 +597,79 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
         "bpfnet per container, CreateEndpoint + Join ({} joins): {} ms",
         own.len(),
         stats(&mut own)
+    );
+
+    // The plugin crashes in the middle of a Join (after the veth pair and
+    // the datapath entry, before the programs): the container does not
+    // start, the restarted plugin rolls the Join back from its journal,
+    // nothing is left, and the next container starts.
+    let links = bpfnet_links(&h);
+    let _ = plug.stop();
+    let crashing = h.spawn(&[
+        "sh",
+        "-c",
+        &format!(
+            "BPFNET_FAULT=ebpf-attach:endpoint-entry exec {} docker-plugin --docker-host {} 2>>{}",
+            h.bin_path(),
+            d.host(),
+            h.dir.join("plugin.log").display()
+        ),
+    ]);
+    d.wait_for(secs(30), "the crashing plugin's socket", || {
+        h.sh(&format!("test -S {SOCKET}")).success()
+    });
+    let run = h.spawn(&[
+        "env",
+        &format!("DOCKER_HOST={}", d.host()),
+        DOCKER,
+        "run",
+        "--rm",
+        "--network",
+        "net1",
+        IMAGE,
+        "true",
+    ]);
+    d.wait_for(secs(30), "the plugin to crash", || {
+        std::fs::read_to_string(h.dir.join("plugin.log"))
+            .unwrap_or_default()
+            .contains("fault point")
+    });
+    drop(crashing);
+    plug = plugin(&h, &d);
+    let mut run = run;
+    let o = run.finish(secs(60));
+    assert!(
+        !o.success(),
+        "a container started through a crashed Join:\n{o}"
+    );
+    assert_eq!(bpfnet_links(&h), links, "the crashed Join left links");
+    assert_eq!(d.bpfnet_gc().trim(), "nothing to remove");
+    d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "net1",
+        IMAGE,
+        "ping",
+        "-c1",
+        "-W2",
+        "b2",
+    ]);
+
+    // dockerd restarted: it stops its containers (their endpoints go) and
+    // never sends CreateNetwork again; the networks are still there.
+    d.restart();
+    d.wait_for(secs(15), "the stopped containers to leave bpfnet", || {
+        sandboxes(&h).is_empty()
+    });
+    d.ok(&["start", "b1", "b2"]);
+    d.wait_for(secs(15), "b1 and b2 back in bpfnet ps", || {
+        let s = sandboxes(&h);
+        s.contains(&"b1".into()) && s.contains(&"b2".into())
+    });
+    assert!(
+        d.pings("b1", "b2"),
+        "after dockerd's restart b1 cannot ping b2"
     );
 
     // Everything goes with `docker rm -f` and `docker network rm`.
