@@ -156,6 +156,16 @@ impl<'a> Dockerd<'a> {
         }
     }
 
+    /// [`Dockerd::fail`] with the arguments in one string (split at blanks).
+    fn fail_words(&self, line: &str) -> Output {
+        self.fail(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
+    /// [`Dockerd::ok`] with the arguments in one string (split at blanks).
+    fn ok_words(&self, line: &str) -> String {
+        self.ok(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
     /// `bpfnet gc`, told where dockerd is (DOCKER_HOST).
     fn bpfnet_gc(&self) -> String {
         let kv = format!("DOCKER_HOST={}", self.host());
@@ -331,6 +341,21 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
         "mtu=1400",
         "net2",
     ]);
+    // Subnets keep to the same rails as bpfnet's own networks.
+    // (Docker refuses overlaps among its own networks; bpfnet's are news to it.)
+    h.bpfnet_ok(&["network", "create", "--subnet", "10.66.0.0/24", "native"]);
+    let before = h.snapshot();
+    let o = d.fail_words("network create -d bpfnet --subnet 10.66.0.0/25 dup");
+    assert!(
+        o.stderr.contains("NetworkDriver.CreateNetwork: subnet 10.66.0.0/25 overlaps bpfnet network \"native\" (10.66.0.0/24); choose another --subnet"),
+        "{o}"
+    );
+    h.ok(&["ip", "route", "add", "10.90.0.0/24", "dev", "lo"]);
+    let o = d.fail_words("network create -d bpfnet --subnet 10.90.0.0/24 hostnet");
+    assert!(o.stderr.contains("NetworkDriver.CreateNetwork: subnet 10.90.0.0/24 overlaps the host's own route 10.90.0.0/24 (dev lo); choose another --subnet"), "{o}");
+    h.ok(&["ip", "route", "del", "10.90.0.0/24", "dev", "lo"]);
+    assert_eq!(h.snapshot(), before, "a refused network changed bpfnet");
+    h.bpfnet_ok(&["network", "rm", "native"]);
     d.wait_for(secs(15), "bpfnet to name Docker's networks", || {
         let n = networks(&h);
         n.contains(&"net1".into()) && n.contains(&"net2".into())
@@ -423,6 +448,29 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
     d.ok(&["network", "disconnect", "net2", "b1"]);
     assert!(!d.pings("b1", &b3_ip), "disconnected b1 still reaches b3");
     assert!(d.pings("b1", "b2"));
+
+    // -o icc=false: members do not reach each other, the gateway they do.
+    d.ok_words("network create -d bpfnet --subnet 10.65.0.0/24 -o icc=false quiet");
+    d.ok_words(&format!(
+        "run -d --name q1 --network quiet {IMAGE} sleep 600"
+    ));
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "quiet",
+        IMAGE,
+        "sh",
+        "-c",
+        "ping -c1 -W1 q1 && echo REACHED; ping -c1 -W1 10.65.0.1 && echo GATEWAY; true",
+    ]);
+    assert!(
+        !out.contains("REACHED") && out.contains("GATEWAY"),
+        "icc=false:\n{out}"
+    );
+    assert_eq!(h.network_inspect("quiet")["Options"]["icc"], "false");
+    d.ok_words("rm -f q1");
+    d.ok_words("network rm quiet");
 
     // --internal: no default route, the other networks out of reach.
     d.ok(&[

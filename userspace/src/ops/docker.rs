@@ -130,12 +130,20 @@ impl Controller {
         if req.id.len() < 12 || !req.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("invalid NetworkID {:?}: Docker sends 64 hex digits", req.id);
         }
-        let subnet = req.subnet.trunc();
+        // The same rails as `bpfnet network create --subnet`.
+        let subnet = ipam::parse_subnet(&req.subnet.to_string())?;
         if let Some(other) = ipam::overlapping(self.state(), &subnet) {
             bail!(
-                "subnet {subnet} overlaps bpfnet network {:?} ({}); pick another --subnet",
+                "subnet {subnet} overlaps bpfnet network {:?} ({}); choose another --subnet",
                 other.name,
                 other.subnet.map(|s| s.to_string()).unwrap_or_default()
+            );
+        }
+        if let Some(r) = ipam::host_conflict(&self.host_routes().await?, &subnet) {
+            bail!(
+                "subnet {subnet} overlaps the host's own route {} (dev {}); choose another --subnet",
+                r.dst,
+                r.dev
             );
         }
         ipam::check_gateway(&subnet, req.gateway)?;
