@@ -61,16 +61,25 @@ pub struct PortBinding {
     pub host_port_end: u16,
 }
 
+/// In `docker run -p` syntax (`[IP:][HOST_PORT[-END]]:PORT/PROTO`, or
+/// `[IP::]PORT/PROTO` when the host port is the driver's to choose): the
+/// `--publish` spec bpfnet's own port publishing takes.
 impl std::fmt::Display for PortBinding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(ip) = self.host_ip {
-            write!(f, "{ip}:")?;
+        let ip = match self.host_ip {
+            Some(IpAddr::V6(ip)) => format!("[{ip}]:"),
+            Some(ip) => format!("{ip}:"),
+            None => String::new(),
+        };
+        let (cp, proto) = (self.container_port, self.proto.name());
+        match (self.host_port, self.host_ip) {
+            (0, None) => write!(f, "{cp}/{proto}"),
+            (0, Some(_)) => write!(f, "{ip}:{cp}/{proto}"),
+            (hp, _) if self.host_port_end > hp => {
+                write!(f, "{ip}{hp}-{}:{cp}/{proto}", self.host_port_end)
+            }
+            (hp, _) => write!(f, "{ip}{hp}:{cp}/{proto}"),
         }
-        write!(f, "{}", self.host_port)?;
-        if self.host_port_end > self.host_port {
-            write!(f, "-{}", self.host_port_end)?;
-        }
-        write!(f, ":{}/{}", self.container_port, self.proto.name())
     }
 }
 
@@ -147,9 +156,10 @@ pub fn from_options(options: &Map<String, Value>) -> Result<(Vec<ExposedPort>, V
 
 /// The one place where published ports reach the datapath (called by
 /// ProgramExternalConnectivity with the container's endpoint). Port
-/// publishing comes with the product's own `-p` (nftables DNAT); until it
-/// is wired here, a container asking for ports is refused with a clear line
-/// rather than started unreachable.
+/// publishing comes with the product's own `-p` (nftables DNAT): each
+/// binding's `to_string()` is a `--publish` spec for it. Until it is wired
+/// here, a container asking for ports is refused with a clear line rather
+/// than started unreachable.
 pub fn publish(endpoint: &str, bindings: &[PortBinding]) -> Result<()> {
     if bindings.is_empty() {
         return Ok(());
@@ -198,6 +208,12 @@ mod tests {
         assert_eq!(map[0].to_string(), "127.0.0.1:18080:80/tcp");
         assert_eq!(map[1].to_string(), "5300-5301:53/udp");
         assert_eq!(map[1].host_ip, None);
+        let any = json!({"com.docker.network.portmap": [
+            {"HostIP": "", "HostPort": 0, "HostPortEnd": 0, "Port": 80, "Proto": 6},
+            {"HostIP": "::1", "HostPort": 0, "Port": 80, "Proto": 6}]});
+        let (_, map) = from_options(any.as_object().unwrap()).unwrap();
+        assert_eq!(map[0].to_string(), "80/tcp");
+        assert_eq!(map[1].to_string(), "[::1]::80/tcp");
     }
 
     #[test]
