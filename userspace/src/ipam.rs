@@ -192,6 +192,7 @@ mod tests {
                 dns: Default::default(),
                 netns: None,
                 cni: None,
+                docker: None,
             },
         );
     }

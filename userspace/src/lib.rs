@@ -6,6 +6,7 @@ pub mod cni;
 pub mod datapath;
 pub mod demo;
 pub mod dns;
+pub mod docker;
 pub mod driver;
 pub mod exec;
 pub mod fault;

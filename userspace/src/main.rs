@@ -99,6 +99,19 @@ enum Cmd {
     Datapath(DatapathCmd),
     /// Play the seed tutorial's walkthrough (busybox1..3 on bridge and bridge2).
     Demo,
+    /// Serve Docker as its network driver (libnetwork's remote NetworkDriver
+    /// API): `docker network create -d bpfnet`, `docker run --network NET`.
+    /// Runs in the foreground until SIGTERM or SIGINT.
+    DockerPlugin {
+        /// The plugin socket; its name is the driver's name (`-d bpfnet`).
+        /// Docker finds plugins in /run/docker/plugins.
+        #[arg(long, value_name = "PATH", default_value = bpfnet::docker::plugin::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+        /// dockerd's API socket, where container and network names are read
+        /// (unix:///PATH; default: DOCKER_HOST, else /var/run/docker.sock).
+        #[arg(long, value_name = "URL")]
+        docker_host: Option<String>,
+    },
     /// The DNS responder of the user networks (started by bpfnet itself).
     #[command(hide = true)]
     DnsServer {
@@ -159,6 +172,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Cmd::DockerPlugin {
+        socket,
+        docker_host,
+    } = cli.cmd
+    {
+        let opts = bpfnet::docker::plugin::Opts {
+            socket,
+            docker_host,
+        };
+        bpfnet::docker::plugin::run(paths, opts)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -183,7 +208,9 @@ async fn dispatch(cmd: Cmd, paths: Paths) -> Result<ExitCode> {
         Cmd::Datapath(cmd) => return commands::datapath::run(&paths, cmd).await,
         Cmd::Demo => bpfnet::demo::run(&paths).await?,
         Cmd::Monitor => bpfnet::stats::monitor(&paths).await?,
-        Cmd::Exec { .. } | Cmd::DnsServer { .. } => unreachable!("handled before"),
+        Cmd::Exec { .. } | Cmd::DnsServer { .. } | Cmd::DockerPlugin { .. } => {
+            unreachable!("handled before")
+        }
         cmd => {
             let mut c = if read_only(&cmd) {
                 Controller::open_read_only(&paths).await?
@@ -207,7 +234,8 @@ async fn dispatch(cmd: Cmd, paths: Paths) -> Result<ExitCode> {
                 | Cmd::Demo
                 | Cmd::Monitor
                 | Cmd::Exec { .. }
-                | Cmd::DnsServer { .. } => unreachable!("handled before"),
+                | Cmd::DnsServer { .. }
+                | Cmd::DockerPlugin { .. } => unreachable!("handled before"),
             };
         }
     }

@@ -274,6 +274,16 @@ impl Netlink {
             .with_context(|| format!("moving link {index} into a namespace"))
     }
 
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .with_context(|| format!("setting the MTU of link {index} to {mtu}"))
+    }
+
     pub async fn delete_link(&self, index: u32) -> Result<()> {
         let r = self.handle.link().del(index).execute().await;
         idempotent(r, libc::ENODEV, || format!("deleting link {index}"))

@@ -116,7 +116,17 @@ fn inode_of(path: &Path) -> std::io::Result<u64> {
 
 /// The inode of the namespace named `name`, if one is bound there.
 pub fn inode(name: &str) -> Option<u64> {
-    nsfs_inode(&netns_path(name))
+    inode_at(&netns_path(name))
+}
+
+/// The inode of the namespace bound at `path` (a `/run/netns` name, a
+/// Docker SandboxKey), if a namespace is bound there.
+pub fn inode_at(path: &Path) -> Option<u64> {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let fs = nix::sys::statfs::statfs(path).ok()?;
+    (fs.filesystem_type().0 == NSFS_MAGIC)
+        .then(|| inode_of(path).ok())
+        .flatten()
 }
 
 /// Removes the name `name` if it is bound to the namespace `inode` (or is
@@ -142,22 +152,14 @@ pub fn delete_if(name: &str, inode: u64) -> Result<bool> {
 /// Whether `path` is still the namespace whose inode was `inode` (a
 /// runtime's namespace: gone when the path is missing or bound elsewhere).
 pub fn foreign_alive(path: &Path, inode: u64) -> bool {
-    nsfs_inode(path) == Some(inode)
-}
-
-fn nsfs_inode(path: &Path) -> Option<u64> {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    let fs = nix::sys::statfs::statfs(path).ok()?;
-    (fs.filesystem_type().0 == NSFS_MAGIC)
-        .then(|| inode_of(path).ok())
-        .flatten()
+    inode_at(path) == Some(inode)
 }
 
 /// The inode of the network namespace at `path` (a runtime's), or an error
 /// saying why it is none.
 pub fn foreign_inode(path: &Path) -> Result<u64> {
     std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
-    nsfs_inode(path).ok_or_else(|| anyhow!("{} is not a network namespace", path.display()))
+    inode_at(path).ok_or_else(|| anyhow!("{} is not a network namespace", path.display()))
 }
 
 /// Opens the namespace of a sandbox: bpfnet's own by its name, a

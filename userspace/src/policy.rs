@@ -339,6 +339,7 @@ mod tests {
                     dns: Default::default(),
                     netns: None,
                     cni: None,
+                    docker: None,
                 },
             );
         }
@@ -481,6 +482,7 @@ mod tests {
                     dns: Default::default(),
                     netns: None,
                     cni: None,
+                    docker: None,
                 },
             );
         }

@@ -150,14 +150,18 @@ pub struct Sandbox {
     #[serde(default, skip_serializing_if = "DnsSettings::is_empty")]
     pub dns: DnsSettings,
     /// A namespace bpfnet did not create and never deletes or unmounts (a
-    /// container runtime's, e.g. podman's `/run/netns/netns-UUID`); `None`:
-    /// bpfnet's own `/run/netns/NAME`. Such a sandbox has no
-    /// `/etc/netns/NAME`: its runtime owns resolv.conf and hosts.
+    /// container runtime's, e.g. podman's `/run/netns/netns-UUID`, or a
+    /// Docker container's SandboxKey); `None`: bpfnet's own
+    /// `/run/netns/NAME`. Such a sandbox has no `/etc/netns/NAME`: its
+    /// runtime owns resolv.conf and hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<PathBuf>,
     /// What the CNI plugin needs to find its attachments again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniAttachment>,
+    /// What the Docker driver must find again (see `docker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerEndpoint>,
 }
 
 /// A sandbox's own resolver settings, as Docker's `run` takes them.
@@ -191,6 +195,22 @@ impl Sandbox {
             .clone()
             .unwrap_or_else(|| crate::paths::netns_path(&self.name))
     }
+
+    /// Whether bpfnet made (and so removes) its namespace.
+    pub fn owns_netns(&self) -> bool {
+        self.netns.is_none()
+    }
+}
+
+/// A sandbox that is a Docker container, made through `bpfnet docker-plugin`.
+/// Its endpoints' ids are Docker's EndpointIDs and their networks' ids
+/// Docker's NetworkIDs, so the driver finds them again by Docker's ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerEndpoint {
+    /// Docker's container id, once read from the Docker API (its name is the
+    /// sandbox's name then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// A sandbox made by `bpfnet-cni`: one container (`CNI_CONTAINERID`) in a

@@ -45,6 +45,10 @@ pub const PACKAGES: &[&str] = &[
     "libmnl-dev",
     "pkg-config",
     "nftables",
+    // The Docker test: dockerd 20.10 (not started by the package here:
+    // policy-rc.d; on a systemd host it is, with its docker0 bridge) and the
+    // busybox its image is made of (listed above).
+    "docker.io",
 ];
 
 pub fn bootstrap() -> Result<()> {
@@ -292,7 +296,7 @@ fn packages() -> Result<bool> {
     println!("bootstrap: apt-get install {list}");
     let install = || {
         Command::new("apt-get")
-            .args(["install", "-y", "-q"])
+            .args(["install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()

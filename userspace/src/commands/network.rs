@@ -122,7 +122,11 @@ pub async fn run(c: &mut Controller, cmd: NetworkCmd) -> Result<ExitCode> {
             ));
         }
         NetworkCmd::Rm { names } => {
-            return each(c, &names, async |c, n| c.network_rm(n).await).await;
+            return each(c, &names, async |c, n| {
+                c.refuse_docker_network(n)?;
+                c.network_rm(n).await
+            })
+            .await;
         }
         NetworkCmd::Connect {
             aliases,
@@ -130,7 +134,13 @@ pub async fn run(c: &mut Controller, cmd: NetworkCmd) -> Result<ExitCode> {
             network,
             sandbox,
         } => c.connect(&network, &sandbox, aliases, ip).await?,
-        NetworkCmd::Disconnect { network, sandbox } => c.disconnect(&network, &sandbox).await?,
+        NetworkCmd::Disconnect { network, sandbox } => {
+            c.refuse_docker_sandbox(
+                &sandbox,
+                &format!("disconnect it with `docker network disconnect {network} {sandbox}`"),
+            )?;
+            c.disconnect(&network, &sandbox).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

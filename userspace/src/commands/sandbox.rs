@@ -138,7 +138,11 @@ pub fn inspect(c: &Controller, names: &[String]) -> Result<ExitCode> {
 }
 
 pub async fn rm(c: &mut Controller, names: &[String], force: bool) -> Result<ExitCode> {
-    each(c, names, async |c, n| c.sandbox_rm(n, force).await).await
+    each(c, names, async |c, n| {
+        c.refuse_docker_sandbox(n, &format!("remove it with `docker rm -f {n}`"))?;
+        c.sandbox_rm(n, force).await
+    })
+    .await
 }
 
 /// `bpfnet port NAME [PORT[/PROTO]]`.

@@ -311,6 +311,7 @@ pub(crate) mod tests {
                 dns: Default::default(),
                 netns: None,
                 cni: None,
+                docker: None,
             },
         );
     }

@@ -156,6 +156,56 @@ impl Host {
         Ok(host.index)
     }
 
+    /// A Docker endpoint: the veth pair made in the host namespace, the
+    /// container end (`peer`, with the endpoint's MAC) left there for Docker
+    /// to move into the container and rename; the MTU set on both ends; the
+    /// host end wired in by the driver. On error, what was made is removed.
+    pub async fn docker_endpoint_up(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        peer: &str,
+        mtu: Option<u32>,
+        noted: &mut dyn FnMut(u32) -> Result<()>,
+    ) -> Result<u32> {
+        let here = std::fs::File::open("/proc/thread-self/ns/net")
+            .context("opening the host's network namespace")?;
+        let host = self
+            .nl
+            .create_veth(
+                &ep.host_ifname,
+                &format!("{OWNER_ALIAS}endpoint:{}", ep.id),
+                peer,
+                ep.mac,
+                &here,
+            )
+            .await?;
+        let result = async {
+            noted(host.index)?;
+            fault::point("endpoint-up:veth-created");
+            if let Some(mtu) = mtu {
+                self.nl.set_mtu(host.index, mtu).await?;
+                let p = self
+                    .nl
+                    .link_by_name(peer)
+                    .await?
+                    .ok_or_else(|| anyhow!("veth {peer} vanished after creation"))?;
+                self.nl.set_mtu(p.index, mtu).await?;
+            }
+            let _ = netns::sysctl(
+                &format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
+                "1",
+            );
+            of(net).endpoint_attach(self, net, ep, &host).await
+        }
+        .await;
+        if let Err(e) = result {
+            let undo = self.endpoint_down(net, ep, Some(host.index), None).await;
+            return Err(with_undo_errors(e, undo.err().into_iter().collect()));
+        }
+        Ok(host.index)
+    }
+
     async fn configure_sandbox_side(
         &self,
         net: &Network,

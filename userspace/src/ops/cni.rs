@@ -125,6 +125,7 @@ impl Controller {
                             netns_inode: inode,
                             configs: BTreeMap::new(),
                         }),
+                        docker: None,
                     },
                 );
                 name

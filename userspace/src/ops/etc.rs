@@ -17,8 +17,9 @@ pub fn write(state: &State, name: &str) -> Result<()> {
         .sandboxes
         .get(name)
         .ok_or_else(|| anyhow!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`"))?;
-    // The host's own files; a runtime's container has its runtime's.
-    if sb.mode == NetworkMode::Host || sb.netns.is_some() {
+    // The host's own files; a namespace bpfnet does not own (a runtime's
+    // container) keeps the files of its owner.
+    if sb.mode == NetworkMode::Host || !sb.owns_netns() {
         return Ok(());
     }
     // container:OTHER lives in OTHER's namespace: OTHER's interfaces.

@@ -57,6 +57,24 @@ impl Controller {
             self.sandbox_rm(&name, true).await?;
             removed.push(format!("sandbox {name} (its namespace was gone)"));
         }
+        // Docker's containers: what Docker forgot to tell (DeleteEndpoint
+        // failed, or the plugin was down).
+        if self.state().sandboxes.values().any(|s| s.docker.is_some()) {
+            let listed = match crate::docker::client::Client::from_env()
+                .endpoint_ids()
+                .await
+            {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("warning: {e:#}; Docker's sandboxes are judged by their veths alone");
+                    None
+                }
+            };
+            for (name, why) in self.dead_docker_sandboxes(listed.as_ref()).await? {
+                self.sandbox_rm(&name, true).await?;
+                removed.push(format!("sandbox {name} ({why})"));
+            }
+        }
         let state = self.state().clone();
         let owned: BTreeSet<&str> = state
             .endpoints()

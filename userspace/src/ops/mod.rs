@@ -8,6 +8,7 @@
 //! command and in `bpfnet gc`.
 pub mod capacity;
 pub mod cni;
+pub mod docker;
 pub mod etc;
 pub mod gc;
 pub mod journal;

@@ -30,7 +30,7 @@ pub struct NetworkCreate {
 impl Controller {
     /// The host's routes that are not bpfnet's (none inside a network's
     /// subnet), for the overlap checks of `network create`.
-    async fn host_routes(&self) -> Result<Vec<ipam::HostRoute>> {
+    pub(super) async fn host_routes(&self) -> Result<Vec<ipam::HostRoute>> {
         let names: BTreeMap<u32, String> = self
             .host
             .nl

@@ -237,6 +237,7 @@ impl Controller {
             dns,
             netns: None,
             cni: None,
+            docker: None,
         };
         let mut target = self.state().clone();
         target.sandboxes.insert(name.into(), sandbox);
@@ -295,6 +296,9 @@ impl Controller {
         ip: Option<Ipv4Addr>,
     ) -> Result<()> {
         let sb = self.sandbox(sandbox)?;
+        if sb.docker.is_some() {
+            bail!("sandbox {sandbox:?} is a Docker container; connect it with `docker network connect`");
+        }
         if !matches!(sb.mode, NetworkMode::Networks(_)) {
             bail!(
                 "sandbox {sandbox:?} uses network mode {}; it cannot join networks",
@@ -366,8 +370,9 @@ impl Controller {
             networks.push(ep.network.clone());
         }
         target.sandboxes.remove(name);
-        // A runtime's namespace (and its /etc) stays: it is the runtime's.
-        if sb.netns.is_none() {
+        // A runtime's namespace (and its /etc) stays: it is podman's or
+        // Docker's, never bpfnet's to delete.
+        if sb.owns_netns() {
             steps.push(Step::NetnsDelete { name: name.into() });
             steps.push(Step::EtcRemove {
                 sandbox: name.into(),
@@ -398,6 +403,10 @@ pub(super) fn plan_endpoint(
     ifname: Option<&str>,
 ) -> Result<Step> {
     let net = target.networks[network].clone();
+    if net.options.contains_key(super::docker::DOCKER_NETWORK_ID) {
+        // Docker's IPAM hands out its addresses: it would not know ours.
+        bail!("network {network:?} is Docker's; run containers on it with `docker run --network {network}`");
+    }
     if net.subnet.is_none() {
         bail!("sandbox {sandbox:?} cannot be connected to the {network} network; create it with --network {network} instead");
     }
@@ -459,8 +468,10 @@ pub(super) fn plan_endpoint_removal(
     let carried = carrier(target, sb).map(|e| e.network.as_str()) == Some(network);
     let sb = target.sandboxes.get_mut(sandbox).expect("checked");
     let ep = sb.endpoints.remove(pos);
+    // Docker sets the routes of its containers itself.
+    let docker = sb.docker.is_some();
     let next_default = match carrier(target, &target.sandboxes[sandbox]) {
-        Some(next) if carried => target.networks[&next.network].gateway,
+        Some(next) if carried && !docker => target.networks[&next.network].gateway,
         _ => None,
     };
     Ok(Step::EndpointDown {

@@ -43,6 +43,18 @@ pub enum Step {
         #[serde(default)]
         ifindex: Option<u32>,
     },
+    /// A Docker endpoint: its veth pair made in the host namespace, the
+    /// container end `peer` left for Docker to move (see `docker`).
+    DockerEndpoint {
+        sandbox: String,
+        network: Network,
+        endpoint: Endpoint,
+        peer: String,
+        #[serde(default)]
+        mtu: Option<u32>,
+        #[serde(default)]
+        ifindex: Option<u32>,
+    },
     /// `/etc/netns/NAME/{hosts,resolv.conf}` written from the new state.
     EtcFiles {
         sandbox: String,
@@ -84,6 +96,7 @@ impl Step {
             Step::Netns { .. } => "step:netns",
             Step::NetnsAlias { .. } => "step:netns-alias",
             Step::Endpoint { .. } => "step:endpoint",
+            Step::DockerEndpoint { .. } => "step:docker-endpoint",
             Step::EtcFiles { .. } => "step:etc-files",
             Step::Network { .. } => "step:network",
             Step::EndpointDown { .. } => "step:endpoint-down",
@@ -99,7 +112,9 @@ impl Step {
             Step::Netns { inode, .. } | Step::NetnsAlias { inode, .. } => {
                 *inode = note.inode.or(*inode);
             }
-            Step::Endpoint { ifindex, .. } => *ifindex = note.ifindex.or(*ifindex),
+            Step::Endpoint { ifindex, .. } | Step::DockerEndpoint { ifindex, .. } => {
+                *ifindex = note.ifindex.or(*ifindex)
+            }
             _ => {}
         }
     }
@@ -180,6 +195,36 @@ impl Controller {
                 }
                 Ok(())
             }
+            Step::DockerEndpoint {
+                sandbox,
+                network,
+                endpoint,
+                peer,
+                mtu,
+                ifindex,
+            } => {
+                let mut noted = |index: u32| {
+                    *ifindex = Some(index);
+                    journal.note(&Note {
+                        step: i,
+                        ifindex: Some(index),
+                        ..Note::default()
+                    })
+                };
+                let index = self
+                    .host
+                    .docker_endpoint_up(network, endpoint, peer, *mtu, &mut noted)
+                    .await?;
+                endpoint.host_ifindex = index;
+                if let Some(ep) = target
+                    .sandboxes
+                    .get_mut(sandbox.as_str())
+                    .and_then(|s| s.endpoints.iter_mut().find(|e| e.id == endpoint.id))
+                {
+                    ep.host_ifindex = index;
+                }
+                Ok(())
+            }
             Step::EtcFiles { sandbox } => etc::write(target, sandbox),
             Step::Network { network } => driver::of(network).network_up(&self.host, network).await,
             Step::EndpointDown {
@@ -230,6 +275,12 @@ impl Controller {
                 Ok(())
             }
             Step::Endpoint {
+                network,
+                endpoint,
+                ifindex,
+                ..
+            }
+            | Step::DockerEndpoint {
                 network,
                 endpoint,
                 ifindex,
