@@ -11,7 +11,7 @@
 //! frame as the program left it, and the counters.
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use aya::{
@@ -20,9 +20,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use bpfnet_common::{
-    action, maps, net_flags, progs, CtKey, CtValue, DropEvent, DropReason, EndpointCounters,
-    EndpointEntry, FdbEntry, FdbKey, FloodKey, FragKey, FragPorts, Neighbour, NeighbourKey,
-    NetworkEntry, PolicyKey, PolicyValue,
+    action, maps, net_flags, progs, CtKey, CtValue, DropEvent, DropReason, Endpoint6,
+    EndpointCounters, EndpointEntry, FdbEntry, FdbKey, FloodKey, FragKey, FragPorts, Neighbour,
+    Neighbour6Key, NeighbourKey, Network6, NetworkEntry, PolicyKey, PolicyValue,
 };
 
 use crate::frames::Mac;
@@ -126,6 +126,10 @@ pub struct Maps {
     pub conntrack: HashMap<MapData, CtKey, CtValue>,
     pub rule_hits: PerCpuArray<MapData, u64>,
     pub fragments: HashMap<MapData, FragKey, FragPorts>,
+    pub endpoints6: HashMap<MapData, u32, Endpoint6>,
+    pub networks6: HashMap<MapData, u32, Network6>,
+    pub neighbours6: HashMap<MapData, Neighbour6Key, Neighbour>,
+    pub subnets6: LpmTrie<MapData, [u8; 16], u32>,
 }
 
 impl Maps {
@@ -153,6 +157,10 @@ impl Maps {
             conntrack: take(ebpf, maps::CONNTRACK),
             rule_hits: take(ebpf, maps::RULE_HITS),
             fragments: take(ebpf, maps::FRAGMENTS),
+            endpoints6: take(ebpf, maps::ENDPOINTS6),
+            networks6: take(ebpf, maps::NETWORKS6),
+            neighbours6: take(ebpf, maps::NEIGHBOURS6),
+            subnets6: take(ebpf, maps::SUBNETS6),
         }
     }
 }
@@ -360,6 +368,61 @@ impl ProgRun {
             .expect("FLOOD_PORTS insert");
         self.write_network(net, index + 1);
         ep
+    }
+
+    /// Makes network `net` dual-stack with `subnet6`/`prefix_len`; returns
+    /// its IPv6 gateway (the first address), as bpfnet does.
+    pub fn add_network6(&mut self, net: &Net, subnet6: Ipv6Addr, prefix_len: u32) -> Ipv6Addr {
+        let gateway6 = Ipv6Addr::from(u128::from(subnet6) + 1);
+        self.maps
+            .subnets6
+            .insert(&Key::new(prefix_len, subnet6.octets()), net.id, 0)
+            .expect("SUBNETS6 insert");
+        self.maps
+            .networks6
+            .insert(
+                net.id,
+                Network6 {
+                    gateway6: gateway6.octets(),
+                },
+                0,
+            )
+            .expect("NETWORKS6 insert");
+        gateway6
+    }
+
+    /// Gives endpoint `ep` (of a dual-stack network) IPv6 address `ip6`
+    /// and its EUI-64 link-local one; returns the link-local address.
+    pub fn add_endpoint6(&mut self, ep: &Ep, ip6: Ipv6Addr) -> Ipv6Addr {
+        let ll = crate::frames::link_local(ep.mac);
+        self.maps
+            .endpoints6
+            .insert(
+                ep.ifindex,
+                Endpoint6 {
+                    ip6: ip6.octets(),
+                    link_local: ll.octets(),
+                },
+                0,
+            )
+            .expect("ENDPOINTS6 insert");
+        for a in [ip6, ll] {
+            self.maps
+                .neighbours6
+                .insert(
+                    Neighbour6Key {
+                        net_id: ep.net_id,
+                        ip6: a.octets(),
+                    },
+                    Neighbour {
+                        mac: ep.mac,
+                        _pad: [0; 2],
+                    },
+                    0,
+                )
+                .expect("NEIGHBOURS6 insert");
+        }
+        ll
     }
 
     /// A policy entry from `from` to `to` for `proto` (0: any) and `dport` (0: any).
