@@ -191,10 +191,11 @@ def nd_who_has(iface, my_mac, my_ip, *targets):
     """For each target, a neighbour solicitation to its solicited-node
     group: `answer <ip> <mac> <flags> checksum-ok|checksum-bad` or
     `none <ip>`."""
+    from socket import AF_INET6, inet_ntop, inet_pton
+
     from scapy.all import (
         Ether, IPv6, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr,
-        ICMPv6NDOptSrcLLAddr, conf, in6_getnsma, in6_getnsmac, inet_pton,
-        inet_ntop, srp, AF_INET6,
+        ICMPv6NDOptSrcLLAddr, conf, in6_getnsma, in6_getnsmac, srp,
     )
 
     conf.verb = 0

@@ -105,3 +105,255 @@ fn dual_stack_pair_pings_and_transfers_over_ipv6() {
     assert_eq!(got.last_line(), sent.last_line(), "{got}\n{sent}");
     h.assert_no_kernel_bridge();
 }
+
+/// Neighbour solicitations are answered by the datapath: the asker gets the
+/// right MAC (and a checksum its kernel accepts — ping works), a third
+/// member of the network sees none of them, and an unknown target gets no
+/// answer at all.
+#[test]
+fn neighbour_solicitations_are_answered_in_ebpf_and_not_flooded() {
+    let h = TestHost::new("v6-nd");
+    dual_stack(&h, "ds", V4, V6);
+    h.create("a", &["ds"]);
+    h.create("b", &["ds"]);
+    h.create("c", &["ds"]);
+    let (a, b) = (ip6_on(&h, "a", "ds"), ip6_on(&h, "b", "ds"));
+    let mut sniffer = h.py_spawn(Some("c"), &["ns-count", "eth0"]);
+    sniffer.wait_line("ready", Duration::from_secs(10));
+    h.assert_ping(Some("a"), &b);
+    let amac = h.mac_of("a", "eth0");
+    let o = h.py_in(
+        Some("a"),
+        &[
+            "nd-who-has",
+            "eth0",
+            &amac,
+            &a,
+            &b,
+            "fd42:30::1",
+            "fd42:30::99",
+        ],
+    );
+    let bmac = h.mac_of("b", "eth0");
+    assert!(o.success(), "{o}");
+    let lines = o.stdout.lines().collect::<Vec<_>>();
+    assert_eq!(lines.len(), 3, "{o}");
+    assert_eq!(
+        lines[0],
+        format!("answer {b} {bmac} SO src={b} checksum-ok"),
+        "{o}"
+    );
+    assert!(
+        lines[1].starts_with("answer fd42:30::1 ")
+            && lines[1].ends_with(" RSO src=fd42:30::1 checksum-ok"),
+        "{o}"
+    );
+    assert_eq!(lines[2], "none fd42:30::99", "{o}");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = sniffer.stop();
+    assert!(
+        out.stdout.contains("count ns 0"),
+        "c saw solicitations meant for others:\n{out}"
+    );
+    assert!(h.drops("nd-unknown-target") >= 1);
+}
+
+/// A spoofed IPv6 source and a forged neighbour advertisement are dropped
+/// and counted; the victim receives nothing.
+#[test]
+fn spoofed_ipv6_source_and_forged_na_are_dropped_and_counted() {
+    let h = TestHost::new("v6-spoof");
+    dual_stack(&h, "ds", V4, V6);
+    h.create("a", &["ds"]);
+    h.create("b", &["ds"]);
+    h.create("c", &["ds"]);
+    let (a, b, c) = (
+        ip6_on(&h, "a", "ds"),
+        ip6_on(&h, "b", "ds"),
+        ip6_on(&h, "c", "ds"),
+    );
+    let (amac, bmac) = (h.mac_of("a", "eth0"), h.mac_of("b", "eth0"));
+    let spoofed_before = h.drops("spoofed-source-ip");
+    let na_before = h.drops("nd-not-solicitation");
+    let got = h.count_received("b", "eth0", &["SPOOF6", "HONEST6"], || {
+        let spec = |src: &str, m: &str| format!("{amac},{bmac},{src},{b},{m}");
+        let o = h.py_in(
+            Some("a"),
+            &[
+                "sendp6",
+                "eth0",
+                "3",
+                &spec(&c, "SPOOF6"),
+                &spec(&a, "HONEST6"),
+            ],
+        );
+        assert!(o.success(), "{o}");
+    });
+    assert_eq!(
+        got,
+        vec![0, 3],
+        "spoofed frames must not arrive, honest ones must"
+    );
+    assert_eq!(h.drops("spoofed-source-ip"), spoofed_before + 3);
+    // a claims c's address towards b.
+    let o = h.py_in(
+        Some("a"),
+        &["nd-forge", "eth0", &amac, &a, "na", &c, &bmac, &b],
+    );
+    assert!(o.success(), "{o}");
+    assert_eq!(h.drops("nd-not-solicitation"), na_before + 3);
+    let neigh = h.exec_ok("b", &["ip", "-6", "neigh", "show", &c]);
+    assert!(!neigh.contains(&amac), "b learnt the forged NA: {neigh}");
+    // Router solicitations are dropped deliberately, with their reason.
+    let rs_before = h.drops("router-solicitation");
+    let ll = h.exec_ok(
+        "a",
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+        ],
+    );
+    let ll = ll
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let o = h.py_in(
+        Some("a"),
+        &[
+            "nd-forge",
+            "eth0",
+            &amac,
+            &ll,
+            "rs",
+            "::",
+            "33:33:00:00:00:02",
+            "ff02::2",
+        ],
+    );
+    assert!(o.success(), "{o}");
+    assert_eq!(h.drops("router-solicitation"), rs_before + 3);
+    // The real neighbour still answers.
+    h.assert_ping(Some("b"), &c);
+}
+
+/// Two dual-stack networks are isolated over IPv6 — directly and through
+/// the gateways, with the host forwarding IPv6 — while each reaches its
+/// own and the other's gateway address (the host's).
+#[test]
+fn two_ipv6_networks_are_isolated_also_with_forwarding_on() {
+    let h = TestHost::new("v6-isolation");
+    dual_stack(&h, "n1", "172.31.1.0/24", "fd42:1::/64");
+    dual_stack(&h, "n2", "172.31.2.0/24", "fd42:2::/64");
+    h.create("a", &["n1"]);
+    h.create("b", &["n2"]);
+    let (a, b) = (ip6_on(&h, "a", "n1"), ip6_on(&h, "b", "n2"));
+    h.ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    h.assert_ping(Some("a"), "fd42:1::1");
+    h.assert_no_ping(Some("a"), &b);
+    h.assert_no_ping(Some("b"), &a);
+    let cross = h.drops("cross-network");
+    assert!(cross >= 2, "cross-network drops: {cross}");
+    // TCP through the gateway MAC to the other network: refused.
+    let mut server = h.py_spawn(Some("b"), &["tcp-echo-server", &b, "7070"]);
+    server.wait_line("ready", Duration::from_secs(5));
+    let o = h.py_in(Some("a"), &["tcp-echo-try", &b, "7070", "x", "1"]);
+    assert!(o.stdout.starts_with("failed"), "{o}");
+    h.assert_no_kernel_bridge();
+}
+
+/// `icc=false` holds for IPv6 too: members do not reach each other (links
+/// and policies do not open IPv6 yet: it fails closed), the gateway does.
+#[test]
+fn icc_false_blocks_ipv6_between_members() {
+    let h = TestHost::new("v6-icc");
+    h.bpfnet_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        V4,
+        "--subnet",
+        V6,
+        "-o",
+        "icc=false",
+        "ds",
+    ]);
+    h.create("a", &["ds"]);
+    h.bpfnet_ok(&["create", "--name", "b", "--network", "ds", "--link", "a"]);
+    let a = ip6_on(&h, "a", "ds");
+    h.ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    h.assert_no_ping(Some("b"), &a);
+    h.assert_ping(Some("b"), "fd42:30::1");
+    assert!(h.drops("icc-disabled") >= 1);
+}
+
+/// An IPv4-only network stays closed over IPv6, even when root inside the
+/// sandboxes turns IPv6 back on: no link-local unicast, no multicast, no
+/// neighbour discovery reaches another sandbox or the host.
+#[test]
+fn ipv4_only_network_cannot_be_crossed_over_ipv6() {
+    let h = TestHost::new("v6-closed");
+    h.bpfnet_ok(&["network", "create", "v4net"]);
+    dual_stack(&h, "ds", V4, V6);
+    h.create("x", &["v4net"]);
+    h.create("y", &["v4net"]);
+    h.create("z", &["ds"]);
+    // Docker's way: no IPv6 inside; root turns it back on.
+    let off = h.exec_ok("x", &["sysctl", "-n", "net.ipv6.conf.eth0.disable_ipv6"]);
+    assert_eq!(off.trim(), "1");
+    for s in ["x", "y"] {
+        h.exec_ok(s, &["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"]);
+    }
+    let ll = |s: &str| {
+        let mut found = String::new();
+        for _ in 0..50 {
+            let o = h.exec_ok(
+                s,
+                &[
+                    "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+                ],
+            );
+            if let Some(w) = o.split_whitespace().nth(3) {
+                found = w.split('/').next().unwrap().to_string();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!found.is_empty(), "{s} has no link-local address");
+        found
+    };
+    let (xll, yll) = (ll("x"), ll("y"));
+    let before = h.drops("ipv6-unsupported");
+    h.assert_no_ping(Some("x"), &format!("{yll}%eth0"));
+    h.assert_no_ping(Some("x"), &ip6_on(&h, "z", "ds"));
+    // Crafted frames: link-local and multicast, to y's MAC and the group.
+    let (xmac, ymac) = (h.mac_of("x", "eth0"), h.mac_of("y", "eth0"));
+    let got = h.count_received("y", "eth0", &["LL6", "MC6"], || {
+        let o = h.py_in(
+            Some("x"),
+            &[
+                "sendp6",
+                "eth0",
+                "3",
+                &format!("{xmac},{ymac},{xll},{yll},LL6"),
+                &format!("{xmac},33:33:00:00:00:01,{xll},ff02::1,MC6"),
+            ],
+        );
+        assert!(o.success(), "{o}");
+    });
+    assert_eq!(got, vec![0, 0], "IPv6 crossed an IPv4-only network");
+    assert!(
+        h.drops("ipv6-unsupported") >= before + 6,
+        "drops: {}",
+        h.drops("ipv6-unsupported")
+    );
+    // The host side of an IPv4-only endpoint has no IPv6 at all.
+    let host_v6 = h.sh_ok("ip -6 -o addr show | grep ' bn' || true");
+    assert!(
+        host_v6.trim().is_empty(),
+        "host-side veths with IPv6:\n{host_v6}"
+    );
+}
