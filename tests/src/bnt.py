@@ -55,6 +55,25 @@ def tcp_echo_client(addr, port, msg, timeout="3"):
     print(tcp_exchange(addr, port, msg.encode(), float(timeout)).decode())
 
 
+def tcp_echo6(name, port, msg, timeout="3"):
+    """tcp-echo over IPv6 only: NAME resolved with AF_INET6 (AAAA); prints
+    the address used, then the echo."""
+    addr = socket.getaddrinfo(name, int(port), socket.AF_INET6, socket.SOCK_STREAM)[0][4]
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.settimeout(float(timeout))
+    s.connect(addr)
+    s.sendall(msg.encode())
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    print(addr[0])
+    print(got.decode())
+
+
 def tcp_echo_try(addr, port, msg, timeout="2"):
     """Like tcp-echo, but prints `failed <reason>` instead of raising (for
     paths that must be closed)."""
@@ -306,6 +325,7 @@ COMMANDS = {
     "tcp-echo-server": tcp_echo_server,
     "tcp-echo": tcp_echo_client,
     "tcp-echo-try": tcp_echo_try,
+    "tcp-echo6": tcp_echo6,
     "udp-echo-server": udp_echo_server,
     "udp-echo": udp_echo_client,
     "sink": sink,

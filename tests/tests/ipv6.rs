@@ -357,3 +357,56 @@ fn ipv4_only_network_cannot_be_crossed_over_ipv6() {
         "host-side veths with IPv6:\n{host_v6}"
     );
 }
+
+/// Names over IPv6: the responder answers AAAA for names and aliases and
+/// PTR for IPv6 addresses; ping -6 and TCP by name; `--link` puts both
+/// families in the hosts file.
+#[test]
+fn names_resolve_to_ipv6_aaaa_and_ptr() {
+    let h = TestHost::new("v6-names");
+    dual_stack(&h, "ds", V4, V6);
+    h.bpfnet_ok(&[
+        "create",
+        "--name",
+        "alpha",
+        "--network",
+        "ds",
+        "--network-alias",
+        "web",
+    ]);
+    h.bpfnet_ok(&[
+        "create",
+        "--name",
+        "beta",
+        "--network",
+        "ds",
+        "--link",
+        "alpha:lnk",
+    ]);
+    let a = ip6_on(&h, "alpha", "ds");
+    let dig = |args: &[&str]| -> Vec<String> {
+        let mut v = vec!["dig", "+short", "+tries=1", "+timeout=2"];
+        v.extend_from_slice(args);
+        h.exec_ok("beta", &v).lines().map(str::to_string).collect()
+    };
+    assert_eq!(dig(&["AAAA", "alpha"]), [a.clone()]);
+    assert_eq!(dig(&["AAAA", "web"]), [a.clone()]);
+    assert_eq!(dig(&["A", "alpha"]), [h.ip_on("alpha", "ds")]);
+    assert_eq!(dig(&["-x", &a]), ["alpha."]);
+    let hosts = std::fs::read_to_string(format!(
+        "/proc/{}/root/etc/netns/beta/hosts",
+        h.holder_pid()
+    ))
+    .unwrap();
+    assert!(hosts.contains(&format!("{a}\tlnk a")), "{hosts}");
+    assert!(
+        hosts.contains(&format!("{}\tb", ip6_on(&h, "beta", "ds"))),
+        "{hosts}"
+    );
+    let o = h.exec_in("beta", &["ping", "-6", "-n", "-c", "1", "-W", "2", "web"]);
+    assert!(o.success(), "{o}");
+    let mut server = h.py_spawn(Some("alpha"), &["tcp-echo-server", "::", "7070"]);
+    server.wait_line("ready", Duration::from_secs(5));
+    let o = h.py_in(Some("beta"), &["tcp-echo6", "web", "7070", "hello-v6"]);
+    assert!(o.success() && o.stdout == format!("{a}\nhello-v6\n"), "{o}");
+}
