@@ -398,9 +398,9 @@ fn names_resolve_to_ipv6_aaaa_and_ptr() {
         h.holder_pid()
     ))
     .unwrap();
-    assert!(hosts.contains(&format!("{a}\tlnk a")), "{hosts}");
+    assert!(hosts.contains(&format!("{a}\tlnk alpha\n")), "{hosts}");
     assert!(
-        hosts.contains(&format!("{}\tb", ip6_on(&h, "beta", "ds"))),
+        hosts.contains(&format!("{}\tbeta\n", ip6_on(&h, "beta", "ds"))),
         "{hosts}"
     );
     let o = h.exec_in("beta", &["ping", "-6", "-n", "-c", "1", "-W", "2", "web"]);
