@@ -217,25 +217,6 @@ pub fn parse_ipv4(frame: &[u8]) -> ParsedIpv4 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The header checksum of a known header (RFC 1071's example shape:
-    /// a header that verifies sums to zero).
-    #[test]
-    fn ipv4_header_checksum_verifies() {
-        let p = Ipv4::new(
-            Ipv4Addr::new(10, 1, 0, 2),
-            Ipv4Addr::new(10, 2, 0, 2),
-            IPPROTO_UDP,
-        )
-        .build(&udp(1, 2, b"x"));
-        assert_eq!(checksum(&p[..IPV4_HLEN]), 0);
-        assert_ne!(&p[10..12], &[0, 0]);
-    }
-}
-
 pub const IPPROTO_ICMPV6: u8 = 58;
 pub const IPV6_HLEN: usize = 40;
 
@@ -328,4 +309,23 @@ pub fn echo6(dst_mac: Mac, src_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8
         ETH_P_IPV6,
         &icmp6(src, dst, 128, 0, &[0, 1, 0, 1, b'x']),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header checksum of a known header (RFC 1071's example shape:
+    /// a header that verifies sums to zero).
+    #[test]
+    fn ipv4_header_checksum_verifies() {
+        let p = Ipv4::new(
+            Ipv4Addr::new(10, 1, 0, 2),
+            Ipv4Addr::new(10, 2, 0, 2),
+            IPPROTO_UDP,
+        )
+        .build(&udp(1, 2, b"x"));
+        assert_eq!(checksum(&p[..IPV4_HLEN]), 0);
+        assert_ne!(&p[10..12], &[0, 0]);
+    }
 }

@@ -389,8 +389,8 @@ fn names_resolve_to_ipv6_aaaa_and_ptr() {
         v.extend_from_slice(args);
         h.exec_ok("beta", &v).lines().map(str::to_string).collect()
     };
-    assert_eq!(dig(&["AAAA", "alpha"]), [a.clone()]);
-    assert_eq!(dig(&["AAAA", "web"]), [a.clone()]);
+    assert_eq!(dig(&["AAAA", "alpha"]), std::slice::from_ref(&a));
+    assert_eq!(dig(&["AAAA", "web"]), std::slice::from_ref(&a));
     assert_eq!(dig(&["A", "alpha"]), [h.ip_on("alpha", "ds")]);
     assert_eq!(dig(&["-x", &a]), ["alpha."]);
     let hosts = std::fs::read_to_string(format!(
