@@ -6,15 +6,20 @@
 //! `tc_ingress`, for what a dual-stack sandbox sends, in this order:
 //!   1. source check: its address or its link-local one (the MAC was
 //!      checked before);
-//!   2. neighbour discovery: solicitations answered in place ([`nd`]),
-//!      router solicitations, advertisements and redirects dropped;
+//!   2. neighbour discovery: solicitations answered in place
+//!      ([`solicitation`]), router solicitations, advertisements and
+//!      redirects dropped;
 //!   3. multicast dropped (nothing is flooded: ND is answered here);
 //!   4. the gateway MAC: the host (the gateway address; on an internal
-//!      network nothing else), never another bpfnet network or, on an
-//!      `icc=false` network, a fellow member;
+//!      network nothing else); for another bpfnet network or, on an
+//!      `icc=false` network, a fellow member, policy decides and allowed
+//!      traffic is routed right here (MAC rewrite, hop limit,
+//!      `bpf_redirect_peer`), as for IPv4;
 //!   5. unicast by (network, MAC) with `bpf_redirect_peer`; on `icc=false`
-//!      networks dropped (IPv6 policy — links, rules, conntrack — is not
-//!      there yet: it fails closed).
+//!      networks only along links.
+//!
+//! Policy for IPv6 ([`policy::judge6`]) is IPv4's: per connection, by
+//! endpoint slots, L4 ports and conntrack.
 //!
 //! `tc_egress` keeps the isolation of IPv4 for what the host routes in.
 use aya_ebpf::programs::TcContext;
@@ -24,6 +29,7 @@ use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 use crate::{
     maps,
     packet::{header, Header, Packet},
+    policy,
     verdict::Verdict,
 };
 
@@ -108,12 +114,12 @@ pub fn ingress(
     }
     // 4. The gateway.
     if pkt.dst_mac == ep.gw_mac {
-        return gateway(ctx, ep, ep6, &dst, next);
+        return gateway(ctx, ep, ep6, &dst, next, pkt);
     }
     // 5. Unicast within the network.
     let peer = maps::fdb(ep.net_id, pkt.dst_mac).ok_or(DropReason::UnknownUnicast)?;
     if ep.net_flags & net_flags::ICC_OFF != 0 {
-        return Err(DropReason::IccDisabled);
+        policy::judge6(ctx, ep.slot, peer.slot, pkt, DropReason::IccDisabled)?;
     }
     Ok(Verdict::RedirectPeer {
         ifindex: peer.ifindex,
@@ -129,6 +135,7 @@ fn gateway(
     _ep6: &Endpoint6,
     dst: &[u8; 16],
     next: u8,
+    pkt: &mut Packet,
 ) -> Result<Verdict, DropReason> {
     if next == EXT_HOP_BY_HOP || next == EXT_ROUTING {
         return Err(DropReason::Ipv6ExtensionHeader);
@@ -146,15 +153,49 @@ fn gateway(
         return Err(DropReason::InternalNetwork);
     }
     if let Some(dst_net) = maps::subnet6_of(*dst) {
-        if dst_net == ep.net_id {
-            if ep.net_flags & net_flags::ICC_OFF != 0 {
-                return Err(DropReason::IccDisabled);
-            }
-        } else if !maps::is_gateway6_of(dst_net, dst) {
-            return Err(DropReason::CrossNetwork);
+        // As for IPv4: judged here, or the host (when it forwards) would
+        // carry it around the verdict.
+        let fellow = dst_net == ep.net_id && ep.net_flags & net_flags::ICC_OFF != 0;
+        if fellow || (dst_net != ep.net_id && !maps::is_gateway6_of(dst_net, dst)) {
+            return route(ctx, ep, dst_net, dst, pkt);
         }
     }
     Ok(Verdict::ToHost)
+}
+
+/// Traffic for network `dst_net` (or a fellow member of an `icc=false`
+/// network through the gateway MAC), judged by policy and, if allowed,
+/// routed here: MACs rewritten, hop limit decremented (IPv6 has no header
+/// checksum), `bpf_redirect_peer`.
+#[inline(always)]
+fn route(
+    ctx: &TcContext,
+    ep: &EndpointEntry,
+    dst_net: u32,
+    dst: &[u8; 16],
+    pkt: &mut Packet,
+) -> Result<Verdict, DropReason> {
+    let unallowed = if dst_net == ep.net_id {
+        DropReason::IccDisabled
+    } else {
+        DropReason::CrossNetwork
+    };
+    let neighbour = maps::neighbour6(dst_net, *dst).ok_or(unallowed)?;
+    let peer = maps::fdb(dst_net, neighbour.mac).ok_or(unallowed)?;
+    policy::judge6(ctx, ep.slot, peer.slot, pkt, unallowed)?;
+    let dst_ep = maps::endpoint(peer.ifindex).ok_or(unallowed)?;
+    let ip = header::<Ipv6Hdr>(ctx, EthHdr::LEN).ok_or(DropReason::Malformed)?;
+    if ip.hop_limit <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    ip.hop_limit -= 1;
+    let eth = header::<EthHdr>(ctx, 0).ok_or(DropReason::Malformed)?;
+    eth.dst_addr = neighbour.mac;
+    eth.src_addr = dst_ep.gw_mac;
+    Ok(Verdict::RedirectPeer {
+        ifindex: peer.ifindex,
+        slot: peer.slot,
+    })
 }
 
 /// Step 2: a neighbour solicitation for the gateway or a neighbour of the
@@ -240,6 +281,13 @@ pub fn egress(ctx: &TcContext, ep: &EndpointEntry, pkt: &mut Packet) -> Result<(
     let ip = header::<Ipv6Hdr>(ctx, EthHdr::LEN).ok_or(DropReason::Malformed)?;
     let src = ip.src_addr;
     pkt.ip_proto = ip.next_hdr;
+    // Our own answers to ND (step 2, sent back out of this veth) come
+    // through here with a member's address as source; nobody else can
+    // send an advertisement with hop limit 255 into a sandbox (a routed
+    // one has lost a hop, and the sandbox's kernel ignores it).
+    let advert = ip.next_hdr == PROTO_ICMPV6
+        && ip.hop_limit == 255
+        && header::<Icmp6Head>(ctx, L4).is_some_and(|h| h.kind == ND_NEIGHBOUR_ADVERT);
     let gateway = maps::is_gateway6_of(ep.net_id, &src);
     let mut member = false;
     if let Some(src_net) = maps::subnet6_of(src) {
@@ -248,14 +296,14 @@ pub fn egress(ctx: &TcContext, ep: &EndpointEntry, pkt: &mut Packet) -> Result<(
         }
         member = src_net == ep.net_id && !gateway;
     }
-    if member && ep.net_flags & net_flags::ICC_OFF != 0 {
+    if member && !advert && ep.net_flags & net_flags::ICC_OFF != 0 {
         return Err(DropReason::IccDisabled);
     }
     if ep.net_flags & net_flags::INTERNAL != 0 {
         // SAFETY: `ctx.skb.skb` is the `__sk_buff` the kernel passed to this
         // run of the program; it is valid until the program returns.
         let forwarded = unsafe { (*ctx.skb.skb).ingress_ifindex } != 0;
-        if !member && (!gateway || forwarded) {
+        if !member && !(gateway && (advert || !forwarded)) {
             return Err(DropReason::InternalNetwork);
         }
     }

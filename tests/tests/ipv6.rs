@@ -264,10 +264,10 @@ fn two_ipv6_networks_are_isolated_also_with_forwarding_on() {
     h.assert_no_kernel_bridge();
 }
 
-/// `icc=false` holds for IPv6 too: members do not reach each other (links
-/// and policies do not open IPv6 yet: it fails closed), the gateway does.
+/// `icc=false` holds for IPv6 too: members reach each other only along
+/// links (conntrack lets the replies back), and the gateway.
 #[test]
-fn icc_false_blocks_ipv6_between_members() {
+fn icc_false_and_link_over_ipv6() {
     let h = TestHost::new("v6-icc");
     h.bpfnet_ok(&[
         "network",
@@ -283,11 +283,52 @@ fn icc_false_blocks_ipv6_between_members() {
     ]);
     h.create("a", &["ds"]);
     h.bpfnet_ok(&["create", "--name", "b", "--network", "ds", "--link", "a"]);
+    h.create("c", &["ds"]);
     let a = ip6_on(&h, "a", "ds");
     h.ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    h.assert_no_ping(Some("b"), &a);
-    h.assert_ping(Some("b"), "fd42:30::1");
-    assert!(h.drops("icc-disabled") >= 1);
+    let before = h.drops("icc-disabled");
+    h.assert_ping(Some("b"), &a);
+    h.assert_no_ping(Some("c"), &a);
+    h.assert_ping(Some("c"), "fd42:30::1");
+    let mut server = h.py_spawn(Some("a"), &["tcp-echo-server", &a, "7070"]);
+    server.wait_line("ready", Duration::from_secs(5));
+    let o = h.py_in(Some("b"), &["tcp-echo", &a, "7070", "linked"]);
+    assert!(o.success() && o.stdout == "linked\n", "{o}");
+    let o = h.py_in(Some("c"), &["tcp-echo-try", &a, "7070", "x", "1"]);
+    assert!(o.stdout.starts_with("failed"), "{o}");
+    assert!(h.drops("icc-disabled") > before);
+}
+
+/// A policy rule with a port opens exactly that port over IPv6, one way,
+/// with the replies let back by conntrack; the rest stays closed.
+#[test]
+fn policy_with_a_port_applies_to_ipv6() {
+    let h = TestHost::new("v6-policy");
+    dual_stack(&h, "n1", "172.31.1.0/24", "fd42:1::/64");
+    dual_stack(&h, "n2", "172.31.2.0/24", "fd42:2::/64");
+    h.create("a", &["n1"]);
+    h.create("b", &["n2"]);
+    let (a, b) = (ip6_on(&h, "a", "n1"), ip6_on(&h, "b", "n2"));
+    h.ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    h.bpfnet_ok(&[
+        "policy", "add", "--from", "a", "--to", "net:n2", "--port", "8080/tcp",
+    ]);
+    let mut s1 = h.py_spawn(Some("b"), &["tcp-echo-server", &b, "8080"]);
+    s1.wait_line("ready", Duration::from_secs(5));
+    let mut s2 = h.py_spawn(Some("b"), &["tcp-echo-server", &b, "8081"]);
+    s2.wait_line("ready", Duration::from_secs(5));
+    let mut s3 = h.py_spawn(Some("a"), &["tcp-echo-server", &a, "8080"]);
+    s3.wait_line("ready", Duration::from_secs(5));
+    let o = h.py_in(Some("a"), &["tcp-echo", &b, "8080", "allowed"]);
+    assert!(o.success() && o.stdout == "allowed\n", "{o}");
+    s1.wait_line(&format!("served {a}"), Duration::from_secs(5));
+    let o = h.py_in(Some("a"), &["tcp-echo-try", &b, "8081", "x", "1"]);
+    assert!(o.stdout.starts_with("failed"), "{o}");
+    let o = h.py_in(Some("b"), &["tcp-echo-try", &a, "8080", "x", "1"]);
+    assert!(o.stdout.starts_with("failed"), "{o}");
+    h.assert_no_ping(Some("a"), &b);
+    let p = h.bpfnet_json(&["policy", "ls", "--format", "json"]);
+    assert!(p[0]["Hits"].as_u64().unwrap_or(0) >= 1, "{p:#}");
 }
 
 /// An IPv4-only network stays closed over IPv6, even when root inside the
@@ -409,4 +450,50 @@ fn names_resolve_to_ipv6_aaaa_and_ptr() {
     server.wait_line("ready", Duration::from_secs(5));
     let o = h.py_in(Some("beta"), &["tcp-echo6", "web", "7070", "hello-v6"]);
     assert!(o.success() && o.stdout == format!("{a}\nhello-v6\n"), "{o}");
+}
+
+/// An internal dual-stack network: members reach each other and their
+/// gateway address over IPv6 (ND for it answered), nothing beyond — not
+/// another network's gateway, not a host address elsewhere.
+#[test]
+fn internal_network_confines_ipv6() {
+    let h = TestHost::new("v6-internal");
+    h.bpfnet_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--ipv6",
+        "--subnet",
+        V4,
+        "--subnet",
+        V6,
+        "int",
+    ]);
+    dual_stack(&h, "other", "172.31.9.0/24", "fd42:9::/64");
+    h.create("a", &["int"]);
+    h.create("b", &["int"]);
+    h.assert_ping(Some("a"), &ip6_on(&h, "b", "int"));
+    h.assert_ping(Some("a"), "fd42:30::1");
+    // No default route on an internal network (Docker's way): through the
+    // gateway MAC, crafted, to the other network's gateway.
+    let before = h.drops("internal-network");
+    let amac = h.mac_of("a", "eth0");
+    let gwmac = h.exec_ok("a", &["ip", "-6", "neigh", "show", "fd42:30::1"]);
+    let gwmac = gwmac
+        .split_whitespace()
+        .nth(4)
+        .unwrap_or_default()
+        .to_string();
+    let a = ip6_on(&h, "a", "int");
+    let o = h.py_in(
+        Some("a"),
+        &[
+            "sendp6",
+            "eth0",
+            "2",
+            &format!("{amac},{gwmac},{a},fd42:9::1,OUT6"),
+        ],
+    );
+    assert!(o.success(), "{o}");
+    assert_eq!(h.drops("internal-network"), before + 2);
 }

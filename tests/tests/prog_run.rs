@@ -900,3 +900,44 @@ fn ipv4_cost_per_packet() {
         );
     }
 }
+
+/// On an `icc=false` dual-stack network, IPv6 passes only along links, and
+/// the replies by conntrack (tracked under the endpoints' slots).
+#[test]
+fn icc_disabled_ipv6_forwards_only_along_links() {
+    let mut t = topology("prog-run-icc6");
+    let (c1, c2) = (t.c1, t.c2);
+    let c = bpfnet_tests::prog_run::Net {
+        id: c1.net_id,
+        subnet: ip(10, 4, 0, 0),
+        prefix_len: 24,
+        gateway: c1.gateway,
+        flags: ICC_OFF | FLOOD,
+    };
+    t.dp.add_network6(&c, ip6("fd00:4::"), 64);
+    t.dp.add_endpoint6(&c1, ip6("fd00:4::2"));
+    t.dp.add_endpoint6(&c2, ip6("fd00:4::3"));
+    let req = echo6(c2.mac, c1.mac, ip6("fd00:4::2"), ip6("fd00:4::3"));
+    assert_eq!(t.dp.ingress(c1.ifindex, &req).action, TC_ACT_SHOT);
+    t.dp.policy(&c1, &c2, 0, 0, RULE_LINK, true);
+    let run = t.dp.ingress(c1.ifindex, &req);
+    assert_eq!((run.action, &run.frame), (TC_ACT_REDIRECT, &req));
+    let mut reply = ether(
+        c1.mac,
+        c2.mac,
+        ETH_P_IPV6,
+        &icmp6(
+            ip6("fd00:4::3"),
+            ip6("fd00:4::2"),
+            129,
+            0,
+            &[0, 1, 0, 1, b'x'],
+        ),
+    );
+    assert_eq!(t.dp.ingress(c2.ifindex, &reply).action, TC_ACT_REDIRECT);
+    // A request the other way is a new connection: no link that way.
+    reply[ICMP6] = 128;
+    assert_eq!(t.dp.ingress(c2.ifindex, &reply).action, TC_ACT_SHOT);
+    let drops = t.dp.drops();
+    assert_eq!(drops[DropReason::IccDisabled as usize], 2, "{drops:?}");
+}

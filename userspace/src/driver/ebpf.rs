@@ -194,6 +194,11 @@ impl Driver for Ebpf {
                     .remove_endpoint6(ifindex, net.net_id, &ep6, ep.mac)?;
             }
             let owned = host.dp.remove_endpoint_entries(ifindex, &dp_ep)?;
+            // Its IPv6 connections are tracked under its counter slot,
+            // which the next endpoint may get.
+            let slot = crate::util::slot_key(ep.slot);
+            host.dp
+                .flush_conntrack(|k, _| k.src_ip == slot || k.dst_ip == slot)?;
             if owned {
                 // Its connections must not carry over to whoever gets the
                 // address next.
