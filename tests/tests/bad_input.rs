@@ -755,6 +755,15 @@ fn malformed_state_files_are_refused_and_kept() {
 #[test]
 fn bad_ipv6_input_is_rejected() {
     let h = host("bad-ipv6");
+    // The host's own IPv6: an address on an uplink-like device, a route
+    // through it, and a route over the first /64 of bpfnet's pool.
+    h.sh_ok(
+        "set -e; ip link add uplink0 type veth peer name uplink1; \
+         sysctl -qw net.ipv6.conf.uplink1.disable_ipv6=1 net.ipv6.conf.uplink0.accept_dad=0; \
+         ip addr add fd99:1::1/64 dev uplink0 nodad; ip link set uplink0 up; ip link set uplink1 up; \
+         ip -6 route add fd99:2::/48 via fd99:1::254; \
+         ip -6 route add fd62:706e:6574::/64 via fd99:1::254",
+    );
     h.bpfnet_ok(&[
         "network",
         "create",
@@ -817,6 +826,14 @@ fn bad_ipv6_input_is_rejected() {
             "subnet fd42:42:0:0:8000::/65 overlaps with network \"v6a\" (fd42:42::/64); choose another subnet",
         ),
         c(
+            net(&["--ipv6", "--subnet", "fd99:1::/64"]),
+            "subnet fd99:1::/64 overlaps the host's own route fd99:1::/64 (dev uplink0); choose another subnet",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "fd99:2:0:3::/64"]),
+            "subnet fd99:2:0:3::/64 overlaps the host's own route fd99:2::/48 (dev uplink0); choose another subnet",
+        ),
+        c(
             net(&["--ipv6", "--subnet", "fe80::/64"]),
             "invalid subnet \"fe80::/64\": it overlaps the link-local (fe80::/10) range; choose a unique local range such as fd42:30::/64",
         ),
@@ -870,4 +887,11 @@ fn bad_ipv6_input_is_rejected() {
         ),
     ];
     check_all(&h, &cases);
+    // The pool skips what the host routes already (its first /64).
+    h.bpfnet_ok(&["network", "create", "--ipv6", "auto"]);
+    let n = h.network_inspect("auto");
+    assert_eq!(
+        n["IPAM"]["Config"][1]["Subnet"], "fd62:706e:6574:1::/64",
+        "{n:#}"
+    );
 }

@@ -181,13 +181,34 @@ pub fn overlapping6<'a>(state: &'a State, subnet: &Ipv6Net) -> Option<&'a Networ
         .find(|n| n.subnet6.is_some_and(|s| overlaps6(&s, subnet)))
 }
 
-/// The next free /64 of [`ULA_POOL`].
-pub fn next_subnet6(state: &State) -> Result<Ipv6Net> {
+/// An IPv6 route of the host that bpfnet did not make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRoute6 {
+    pub dst: Ipv6Net,
+    pub dev: String,
+}
+
+/// Whether an IPv6 route lies inside a bpfnet network (its unreachable
+/// route, an endpoint's /128).
+pub fn is_bpfnets6(state: &State, dst: &Ipv6Net) -> bool {
+    state
+        .networks
+        .values()
+        .any(|n| n.subnet6.is_some_and(|s| s.contains(dst)))
+}
+
+/// The host IPv6 route `subnet` overlaps, if any.
+pub fn host_conflict6<'a>(routes: &'a [HostRoute6], subnet: &Ipv6Net) -> Option<&'a HostRoute6> {
+    routes.iter().find(|r| overlaps6(&r.dst, subnet))
+}
+
+/// The next free /64 of [`ULA_POOL`]: no network's, not routed by the host.
+pub fn next_subnet6(state: &State, host: &[HostRoute6]) -> Result<Ipv6Net> {
     let pool: Ipv6Net = ULA_POOL.parse().expect("valid");
     match pool
         .subnets(64)
         .expect("a /48 has /64s")
-        .find(|p| overlapping6(state, p).is_none())
+        .find(|p| overlapping6(state, p).is_none() && host_conflict6(host, p).is_none())
     {
         Some(p) => Ok(p),
         None => bail!(
@@ -464,14 +485,22 @@ mod tests {
     fn ipv6_pool_and_addresses() {
         let mut state = State::default();
         let mut n = net("v6", "10.9.0.0/24");
-        n.subnet6 = Some(next_subnet6(&state).unwrap());
+        n.subnet6 = Some(next_subnet6(&state, &[]).unwrap());
         assert_eq!(n.subnet6.unwrap().to_string(), "fd62:706e:6574::/64");
         n.gateway6 = Some(first6(&n.subnet6.unwrap()));
         assert_eq!(n.gateway6.unwrap().to_string(), "fd62:706e:6574::1");
         state.networks.insert("v6".into(), n.clone());
         assert_eq!(
-            next_subnet6(&state).unwrap().to_string(),
+            next_subnet6(&state, &[]).unwrap().to_string(),
             "fd62:706e:6574:1::/64"
+        );
+        let host = [HostRoute6 {
+            dst: "fd62:706e:6574:1::/64".parse().unwrap(),
+            dev: "eth1".into(),
+        }];
+        assert_eq!(
+            next_subnet6(&state, &host).unwrap().to_string(),
+            "fd62:706e:6574:2::/64"
         );
         let a = allocate6(&state, &n, None).unwrap().unwrap();
         assert_eq!(a.to_string(), "fd62:706e:6574::2");

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use futures::TryStreamExt as _;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rtnetlink::{
     packet_route::{
         address::{AddressAttribute, AddressFlags},
@@ -128,6 +128,39 @@ impl Netlink {
                 }
             }
             if let Some(net) = dst.and_then(|d| Ipv4Net::new(d, len).ok()) {
+                out.push((net, oif));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The IPv6 routes of the main table other than the default route:
+    /// (destination, output interface).
+    pub async fn ipv6_routes(&self) -> Result<Vec<(Ipv6Net, Option<u32>)>> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")?;
+        let mut out = vec![];
+        for m in msgs {
+            let len = m.header.destination_prefix_length;
+            if table_of(&m) != u32::from(RouteHeader::RT_TABLE_MAIN) || len == 0 {
+                continue;
+            }
+            let mut dst = None;
+            let mut oif = None;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(*ip),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            if let Some(net) = dst.and_then(|d| Ipv6Net::new(d, len).ok()) {
                 out.push((net, oif));
             }
         }

@@ -62,6 +62,34 @@ impl Controller {
             .collect())
     }
 
+    /// [`Self::host_routes`] for IPv6 (link-local routes left out: no
+    /// network's subnet can be link-local).
+    async fn host_routes6(&self) -> Result<Vec<ipam::HostRoute6>> {
+        let names: BTreeMap<u32, String> = self
+            .host
+            .nl
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
+        let link_local: ipnet::Ipv6Net = "fe80::/10".parse().expect("valid");
+        Ok(self
+            .host
+            .nl
+            .ipv6_routes()
+            .await?
+            .into_iter()
+            .filter(|(dst, _)| !ipam::is_bpfnets6(self.state(), dst) && !link_local.contains(dst))
+            .map(|(dst, oif)| ipam::HostRoute6 {
+                dst,
+                dev: oif
+                    .and_then(|i| names.get(&i).cloned())
+                    .unwrap_or_else(|| "none".into()),
+            })
+            .collect())
+    }
+
     pub async fn network_create(&mut self, req: NetworkCreate) -> Result<Network> {
         let name = req.name.as_str();
         check_name("network", name)?;
@@ -125,6 +153,11 @@ impl Controller {
             }
             None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
         };
+        let host_routes6 = if req.ipv6 {
+            self.host_routes6().await?
+        } else {
+            vec![]
+        };
         let subnet6 = match (req.ipv6, subnets6.first()) {
             (false, _) => None,
             (true, Some(s)) => {
@@ -136,9 +169,16 @@ impl Controller {
                         other.subnet6.expect("has an IPv6 subnet")
                     );
                 }
+                if let Some(r) = ipam::host_conflict6(&host_routes6, &subnet) {
+                    bail!(
+                        "subnet {subnet} overlaps the host's own route {} (dev {}); choose another subnet",
+                        r.dst,
+                        r.dev
+                    );
+                }
                 Some(subnet)
             }
-            (true, None) => Some(ipam::next_subnet6(self.state())?),
+            (true, None) => Some(ipam::next_subnet6(self.state(), &host_routes6)?),
         };
         let gateway6 = match (subnet6, gateways6.first()) {
             (None, _) => None,
