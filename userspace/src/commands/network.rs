@@ -24,7 +24,8 @@ pub enum NetworkCmd {
         /// Subnet in CIDR form (repeatable: one IPv4 and, with --ipv6, one
         /// IPv6). IPv4 must not overlap another network, an address or route
         /// of the host, or 0/8, 127/8, 169.254/16, 224/4, 240/4; IPv6 must
-        /// not overlap another network, be at most a /126 and be unicast
+        /// not overlap another network or a route of the host, be at most a
+        /// /126 and be unicast
         /// (not ::/8, fe80::/10, fec0::/10, ff00::/8, 2001:db8::/32).
         #[arg(long = "subnet")]
         subnets: Vec<String>,
