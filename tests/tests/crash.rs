@@ -33,13 +33,8 @@ fn sandboxes(st: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// (host-side veth names, count of endpoints on eBPF networks) of the state.
-fn endpoints(st: &Value) -> (BTreeSet<String>, usize) {
-    let (names, ebpf, _) = endpoints6(st);
-    (names, ebpf)
-}
-
-/// [`endpoints`] and the count of endpoints with an IPv6 address.
+/// (host-side veth names, count of endpoints on eBPF networks, count of
+/// those with an IPv6 address) of the state.
 fn endpoints6(st: &Value) -> (BTreeSet<String>, usize, usize) {
     let mut names = BTreeSet::new();
     let mut ebpf = 0;

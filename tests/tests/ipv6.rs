@@ -497,3 +497,56 @@ fn internal_network_confines_ipv6() {
     assert!(o.success(), "{o}");
     assert_eq!(h.drops("internal-network"), before + 2);
 }
+
+/// `bpfnet gc` removes IPv6 datapath entries no live endpoint owns (a
+/// crash outside bpfnet's journal, a hand-made entry) and keeps the live
+/// ones.
+#[test]
+fn gc_sweeps_ipv6_entries_of_dead_endpoints() {
+    let h = TestHost::new("v6-gc");
+    dual_stack(&h, "ds", V4, V6);
+    h.create("a", &["ds"]);
+    let dir = format!("{}/maps", TestHost::pin_dir());
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
+    // A neighbour fd42:30::99 on net 2, an endpoint on ifindex 999.
+    let mut key = vec![2, 0, 0, 0];
+    key.extend_from_slice(
+        &"fd42:30::99"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    let mut args = vec!["bpftool", "map", "update", "pinned"];
+    let path6 = format!("{dir}/NEIGHBOURS6");
+    args.push(&path6);
+    args.push("key");
+    args.push("hex");
+    let k = hex(&key);
+    args.extend(k.iter().map(String::as_str));
+    args.extend([
+        "value", "hex", "02", "42", "00", "00", "00", "99", "00", "00",
+    ]);
+    h.ok(&args);
+    let pathe = format!("{dir}/ENDPOINTS6");
+    let v = hex(&[0x11; 32]);
+    let mut args = vec![
+        "bpftool", "map", "update", "pinned", &pathe, "key", "hex", "e7", "03", "00", "00",
+        "value", "hex",
+    ];
+    args.extend(v.iter().map(String::as_str));
+    h.ok(&args);
+    assert_eq!(h.map_dump("NEIGHBOURS6").len(), 3);
+    assert_eq!(h.map_dump("ENDPOINTS6").len(), 2);
+    let out = h.bpfnet_ok(&["gc"]);
+    assert!(
+        out.contains("2 IPv6 endpoint and neighbour entries"),
+        "{out}"
+    );
+    assert_eq!(
+        h.map_dump("NEIGHBOURS6").len(),
+        2,
+        "a's address and link-local stay"
+    );
+    assert_eq!(h.map_dump("ENDPOINTS6").len(), 1);
+    h.assert_ping(None, &ip6_on(&h, "a", "ds"));
+}

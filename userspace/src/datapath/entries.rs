@@ -224,6 +224,37 @@ impl Datapath {
         })
     }
 
+    /// [`Self::remove_unowned`] for IPv6: endpoint entries of a dead port and
+    /// neighbours whose (network, address) no live endpoint has (its address
+    /// or link-local one); returns how many went.
+    pub fn remove_unowned6(
+        &self,
+        live_ifindex: &std::collections::BTreeSet<u32>,
+        live_addr: &std::collections::BTreeSet<(u32, [u8; 16])>,
+    ) -> Result<usize> {
+        self.with_maps(|m| {
+            let dead: Vec<u32> = m
+                .endpoints6
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !live_ifindex.contains(k))
+                .collect();
+            for k in &dead {
+                ignore_missing(m.endpoints6.remove(k))?;
+            }
+            let stale: Vec<Neighbour6Key> = m
+                .neighbours6
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !live_addr.contains(&(k.net_id, k.ip6)))
+                .collect();
+            for k in &stale {
+                ignore_missing(m.neighbours6.remove(k))?;
+            }
+            Ok(dead.len() + stale.len())
+        })
+    }
+
     pub fn endpoints(&self) -> Result<Vec<(u32, EndpointEntry)>> {
         self.with_maps(|m| Ok(m.endpoints.iter().collect::<Result<_, _>>()?))
     }
