@@ -550,3 +550,18 @@ fn gc_sweeps_ipv6_entries_of_dead_endpoints() {
     assert_eq!(h.map_dump("ENDPOINTS6").len(), 1);
     h.assert_ping(None, &ip6_on(&h, "a", "ds"));
 }
+
+/// The IPv6 default route follows the IPv4 one: on the first dual-stack
+/// network a sandbox joins, and on the next one when that one is left.
+#[test]
+fn ipv6_default_route_moves_with_the_ipv4_one() {
+    let h = TestHost::new("v6-default");
+    dual_stack(&h, "n1", "172.31.1.0/24", "fd42:1::/64");
+    dual_stack(&h, "n2", "172.31.2.0/24", "fd42:2::/64");
+    h.create("a", &["n1", "n2"]);
+    let route = || h.exec_ok("a", &["ip", "-6", "route", "show", "default"]);
+    assert!(route().contains("via fd42:1::1 dev eth0"), "{}", route());
+    h.bpfnet_ok(&["network", "disconnect", "n1", "a"]);
+    assert!(route().contains("via fd42:2::1 dev eth1"), "{}", route());
+    h.assert_ping(Some("a"), "fd42:2::1");
+}
