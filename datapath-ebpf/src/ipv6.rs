@@ -23,7 +23,7 @@
 //!
 //! `tc_egress` keeps the isolation of IPv4 for what the host routes in.
 use aya_ebpf::programs::TcContext;
-use bpfnet_common::{net_flags, DropReason, Endpoint6, EndpointEntry};
+use bpfnet_common::{net_flags, DropReason, EndpointEntry};
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
@@ -114,7 +114,7 @@ pub fn ingress(
     }
     // 4. The gateway.
     if pkt.dst_mac == ep.gw_mac {
-        return gateway(ctx, ep, ep6, &dst, next, pkt);
+        return gateway(ctx, ep, &dst, next, pkt);
     }
     // 5. Unicast within the network.
     let peer = maps::fdb(ep.net_id, pkt.dst_mac).ok_or(DropReason::UnknownUnicast)?;
@@ -132,7 +132,6 @@ pub fn ingress(
 fn gateway(
     ctx: &TcContext,
     ep: &EndpointEntry,
-    _ep6: &Endpoint6,
     dst: &[u8; 16],
     next: u8,
     pkt: &mut Packet,
