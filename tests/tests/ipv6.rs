@@ -175,6 +175,8 @@ fn spoofed_ipv6_source_and_forged_na_are_dropped_and_counted() {
     let (amac, bmac) = (h.mac_of("a", "eth0"), h.mac_of("b", "eth0"));
     let spoofed_before = h.drops("spoofed-source-ip");
     let na_before = h.drops("nd-not-solicitation");
+    let mut monitor = h.bpfnet_spawn(&["monitor"]);
+    std::thread::sleep(Duration::from_millis(500));
     let got = h.count_received("b", "eth0", &["SPOOF6", "HONEST6"], || {
         let spec = |src: &str, m: &str| format!("{amac},{bmac},{src},{b},{m}");
         let o = h.py_in(
@@ -195,6 +197,13 @@ fn spoofed_ipv6_source_and_forged_na_are_dropped_and_counted() {
         "spoofed frames must not arrive, honest ones must"
     );
     assert_eq!(h.drops("spoofed-source-ip"), spoofed_before + 3);
+    // `monitor` shows them (next header and MACs; IPv6 addresses are not
+    // in drop events yet).
+    let line =
+        format!("drop (spoofed-source-ip) from a/eth0 (ds): IPv6 next header 58, {amac} -> {bmac}");
+    let seen = monitor.wait_contains(&line, 3, Duration::from_secs(10));
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    drop(monitor);
     // a claims c's address towards b.
     let o = h.py_in(
         Some("a"),
