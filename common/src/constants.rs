@@ -5,7 +5,7 @@
 
 /// Bump whenever a key, value, map name or map size changes: pins live
 /// under a directory named after it, so an old layout is never reused by mistake.
-pub const MAP_LAYOUT_VERSION: u32 = 5;
+pub const MAP_LAYOUT_VERSION: u32 = 6;
 
 /// Capacity of the per-endpoint maps (endpoints, FDB, neighbours, counters).
 pub const MAX_ENDPOINTS: u32 = 8192;

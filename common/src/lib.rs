@@ -27,7 +27,11 @@ pub mod maps {
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const RULE_HITS: &str = "RULE_HITS";
     pub const FRAGMENTS: &str = "FRAGMENTS";
-    pub const ALL: [&str; 15] = [
+    pub const ENDPOINTS6: &str = "ENDPOINTS6";
+    pub const NETWORKS6: &str = "NETWORKS6";
+    pub const NEIGHBOURS6: &str = "NEIGHBOURS6";
+    pub const SUBNETS6: &str = "SUBNETS6";
+    pub const ALL: [&str; 19] = [
         ENDPOINTS,
         FDB,
         NEIGHBOURS,
@@ -43,6 +47,10 @@ pub mod maps {
         CONNTRACK,
         RULE_HITS,
         FRAGMENTS,
+        ENDPOINTS6,
+        NETWORKS6,
+        NEIGHBOURS6,
+        SUBNETS6,
     ];
 }
 
@@ -71,6 +79,36 @@ pub struct EndpointEntry {
     /// path needs no lookup of the network.
     pub gateway: u32,
     pub net_flags: u32,
+}
+
+/// The IPv6 side of an endpoint of a dual-stack network, keyed like
+/// `ENDPOINTS` by host-side ifindex. An endpoint without one (an IPv4-only
+/// network) gets no IPv6 through the datapath at all. IPv6 addresses are
+/// their 16 octets, as in the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint6 {
+    /// Its address: with `link_local`, the only sources accepted from it.
+    pub ip6: [u8; 16],
+    /// fe80::/64 with the EUI-64 of its MAC (what its kernel configures).
+    pub link_local: [u8; 16],
+}
+
+/// The IPv6 side of a dual-stack network, keyed by net id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network6 {
+    /// The gateway address (a host address on `lo`).
+    pub gateway6: [u8; 16],
+}
+
+/// Neighbour key of IPv6: an address (global or link-local) within one
+/// network; the value is a [`Neighbour`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour6Key {
+    pub net_id: u32,
+    pub ip6: [u8; 16],
 }
 
 /// FDB key: a MAC within one network.
@@ -297,10 +335,16 @@ pub enum DropReason {
     TtlExceeded = 16,
     UnicastInGroupFrame = 17,
     OrphanFragment = 18,
+    Ipv6Multicast = 19,
+    NdUnknownTarget = 20,
+    NdNotSolicitation = 21,
+    RouterSolicitation = 22,
+    SpoofedNd = 23,
+    Ipv6ExtensionHeader = 24,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 25;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -321,6 +365,12 @@ impl DropReason {
         DropReason::TtlExceeded,
         DropReason::UnicastInGroupFrame,
         DropReason::OrphanFragment,
+        DropReason::Ipv6Multicast,
+        DropReason::NdUnknownTarget,
+        DropReason::NdNotSolicitation,
+        DropReason::RouterSolicitation,
+        DropReason::SpoofedNd,
+        DropReason::Ipv6ExtensionHeader,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -349,6 +399,12 @@ impl DropReason {
             DropReason::TtlExceeded => "ttl-exceeded",
             DropReason::UnicastInGroupFrame => "unicast-ip-in-group-frame",
             DropReason::OrphanFragment => "fragment-without-first",
+            DropReason::Ipv6Multicast => "ipv6-multicast",
+            DropReason::NdUnknownTarget => "nd-unknown-target",
+            DropReason::NdNotSolicitation => "nd-not-solicitation",
+            DropReason::RouterSolicitation => "router-solicitation",
+            DropReason::SpoofedNd => "spoofed-nd-sender",
+            DropReason::Ipv6ExtensionHeader => "ipv6-extension-header",
         }
     }
 }
@@ -413,6 +469,12 @@ mod pod {
     unsafe impl aya::Pod for FragKey {}
     // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
     unsafe impl aya::Pod for FragPorts {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
+    unsafe impl aya::Pod for Endpoint6 {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
+    unsafe impl aya::Pod for Network6 {}
+    // SAFETY: #[repr(C)] plain data, every bit pattern valid (above).
+    unsafe impl aya::Pod for Neighbour6Key {}
 }
 
 #[cfg(test)]
@@ -440,10 +502,16 @@ mod tests {
             size_of::<CtValue>(),
             size_of::<FragKey>(),
             size_of::<FragPorts>(),
+            size_of::<Endpoint6>(),
+            size_of::<Network6>(),
+            size_of::<Neighbour6Key>(),
         ];
         assert_eq!(
             (MAP_LAYOUT_VERSION, sizes),
-            (5, [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 16, 12, 4])
+            (
+                6,
+                [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 16, 12, 4, 32, 16, 20]
+            )
         );
     }
 

@@ -8,7 +8,7 @@ use aya_ebpf::programs::TcContext;
 use bpfnet_common::{net_flags, DropReason, EndpointEntry};
 
 use crate::{
-    maps,
+    ipv6, maps,
     packet::{Packet, ETH_ARP, ETH_IPV4, ETH_IPV6},
     verdict::Verdict,
 };
@@ -23,7 +23,7 @@ pub fn decide(ctx: &TcContext, pkt: &mut Packet) -> Result<Verdict, DropReason> 
             source(ctx, ep, pkt)?;
         }
         ETH_ARP => {}
-        ETH_IPV6 => return Err(DropReason::Ipv6),
+        ETH_IPV6 => ipv6::egress(ctx, ep, pkt)?,
         _ => return Err(DropReason::UnsupportedEthertype),
     }
     Ok(Verdict::Pass)

@@ -6,7 +6,7 @@ use bpfnet_common::{net_flags, DropReason, EndpointEntry};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    arp, flood, forward, maps,
+    arp, flood, forward, ipv6, maps,
     packet::{header, Packet, ETH_ARP, ETH_IPV4, ETH_IPV6},
     verdict::Verdict,
 };
@@ -31,7 +31,8 @@ pub fn decide(ctx: &TcContext, pkt: &mut Packet) -> Result<Verdict, DropReason> 
         // 2. ARP.
         ETH_ARP => return arp::answer(ctx, ep, pkt),
         ETH_IPV4 => {}
-        ETH_IPV6 => return Err(DropReason::Ipv6),
+        // IPv6: dual-stack networks only ([`ipv6`]).
+        ETH_IPV6 => return ipv6::ingress(ctx, ep, pkt),
         _ => return Err(DropReason::UnsupportedEthertype),
     }
     pkt.read_ipv4(ctx)?;

@@ -33,6 +33,7 @@ mod egress;
 mod flood;
 mod forward;
 mod ingress;
+mod ipv6;
 mod maps;
 mod packet;
 mod policy;

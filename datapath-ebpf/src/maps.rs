@@ -11,10 +11,10 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use bpfnet_common::{
-    CtKey, CtValue, DropReason, EndpointCounters, EndpointEntry, FdbEntry, FdbKey, FloodKey,
-    FragKey, FragPorts, Neighbour, NeighbourKey, NetworkEntry, PolicyKey, PolicyValue, CT_ENTRIES,
-    DROP_EVENTS_BYTES, FRAGMENT_ENTRIES, MAX_ENDPOINTS, MAX_NETWORKS, MAX_POLICY_ENTRIES,
-    MAX_RULES,
+    CtKey, CtValue, DropReason, Endpoint6, EndpointCounters, EndpointEntry, FdbEntry, FdbKey,
+    FloodKey, FragKey, FragPorts, Neighbour, Neighbour6Key, NeighbourKey, Network6, NetworkEntry,
+    PolicyKey, PolicyValue, CT_ENTRIES, DROP_EVENTS_BYTES, FRAGMENT_ENTRIES, MAX_ENDPOINTS,
+    MAX_NETWORKS, MAX_POLICY_ENTRIES, MAX_RULES,
 };
 
 #[map(name = "ENDPOINTS")]
@@ -49,6 +49,48 @@ static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_ENTRIES, 0)
 static RULE_HITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_RULES, 0);
 #[map(name = "FRAGMENTS")]
 static FRAGMENTS: LruHashMap<FragKey, FragPorts> = LruHashMap::pinned(FRAGMENT_ENTRIES, 0);
+// IPv6, for dual-stack networks only; the IPv4 path never reads these.
+#[map(name = "ENDPOINTS6")]
+static ENDPOINTS6: HashMap<u32, Endpoint6> = HashMap::pinned(MAX_ENDPOINTS, 0);
+#[map(name = "NETWORKS6")]
+static NETWORKS6: HashMap<u32, Network6> = HashMap::pinned(MAX_NETWORKS, 0);
+// Two per endpoint: its address and its link-local one.
+#[map(name = "NEIGHBOURS6")]
+static NEIGHBOURS6: HashMap<Neighbour6Key, Neighbour> = HashMap::pinned(2 * MAX_ENDPOINTS, 0);
+#[map(name = "SUBNETS6")]
+static SUBNETS6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_NETWORKS, 0);
+
+/// The IPv6 side of the endpoint on `ifindex` (none: an IPv4-only network).
+#[inline(always)]
+pub fn endpoint6(ifindex: u32) -> Option<&'static Endpoint6> {
+    // SAFETY: see the module docs (values outlive the program run).
+    unsafe { ENDPOINTS6.get(ifindex) }
+}
+
+#[inline(always)]
+pub fn network6(net_id: u32) -> Option<&'static Network6> {
+    // SAFETY: see the module docs (values outlive the program run).
+    unsafe { NETWORKS6.get(net_id) }
+}
+
+/// The MAC of IPv6 address `ip6` in network `net_id`.
+#[inline(always)]
+pub fn neighbour6(net_id: u32, ip6: [u8; 16]) -> Option<&'static Neighbour> {
+    // SAFETY: see the module docs (values outlive the program run).
+    unsafe { NEIGHBOURS6.get(Neighbour6Key { net_id, ip6 }) }
+}
+
+/// The bpfnet network whose IPv6 subnet holds `ip6`.
+#[inline(always)]
+pub fn subnet6_of(ip6: [u8; 16]) -> Option<u32> {
+    SUBNETS6.get(Key::new(128, ip6)).copied()
+}
+
+/// Whether `ip6` is the IPv6 gateway of network `net_id`.
+#[inline(always)]
+pub fn is_gateway6_of(net_id: u32, ip6: &[u8; 16]) -> bool {
+    network6(net_id).is_some_and(|n| n.gateway6 == *ip6)
+}
 
 /// The endpoint whose host-side veth has `ifindex`.
 #[inline(always)]

@@ -7,7 +7,7 @@ use network_types::{
     arp::ArpHdr,
     eth::{EthHdr, EtherType},
     icmp::Icmpv4Hdr,
-    ip::{IpProto, Ipv4Hdr},
+    ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
     udp::UdpHdr,
 };
@@ -122,6 +122,8 @@ unsafe impl Header for EthHdr {}
 unsafe impl Header for ArpHdr {}
 // SAFETY: as above (byte arrays only, alignment 1).
 unsafe impl Header for Ipv4Hdr {}
+// SAFETY: as above (byte arrays only, alignment 1).
+unsafe impl Header for Ipv6Hdr {}
 // SAFETY: as above (byte arrays only, alignment 1).
 unsafe impl Header for TcpHdr {}
 // SAFETY: as above (byte arrays only, alignment 1).

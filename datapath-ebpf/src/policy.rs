@@ -18,7 +18,7 @@ use bpfnet_common::{
 use network_types::{
     eth::EthHdr,
     icmp::{Icmpv4Hdr, Icmpv4Type},
-    ip::Ipv4Hdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
     udp::UdpHdr,
 };
@@ -82,14 +82,49 @@ pub fn judge(
     unallowed: DropReason,
 ) -> Result<(), DropReason> {
     let f = flow(ctx, pkt)?;
+    let proto = pkt.ip_proto;
+    decide(&f, src, dst, proto, pkt, unallowed)
+}
+
+/// [`judge`] for IPv6 between endpoint slots `src` and `dst`. Connections
+/// are tracked under the slots (as 0.0.0.0/8 keys, which no IPv4 endpoint
+/// has), ICMPv6 echo counts as ICMP for rules (`--icmp` allows ping6).
+/// Extension headers (fragments included) make a packet "other protocol".
+#[inline(always)]
+pub fn judge6(
+    ctx: &TcContext,
+    src: u32,
+    dst: u32,
+    pkt: &mut Packet,
+    unallowed: DropReason,
+) -> Result<(), DropReason> {
+    let f = flow6(ctx, src, dst)?;
+    let proto = if pkt.ip_proto == PROTO_ICMPV6 {
+        PROTO_ICMP
+    } else {
+        pkt.ip_proto
+    };
+    decide(&f, src, dst, proto, pkt, unallowed)
+}
+
+/// The verdict on flow `f` of `proto` from slot `src` to slot `dst`.
+#[inline(always)]
+fn decide(
+    f: &Flow,
+    src: u32,
+    dst: u32,
+    proto: u8,
+    pkt: &mut Packet,
+    unallowed: DropReason,
+) -> Result<(), DropReason> {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let live = match f.kind {
         Kind::Ports | Kind::Error => {
-            tracked(&f.key, &f, false, now) || tracked(&reply(&f.key), &f, true, now)
+            tracked(&f.key, f, false, now) || tracked(&reply(&f.key), f, true, now)
         }
-        Kind::EchoRequest => tracked(&f.key, &f, false, now),
-        Kind::EchoReply => tracked(&reply(&f.key), &f, true, now),
+        Kind::EchoRequest => tracked(&f.key, f, false, now),
+        Kind::EchoReply => tracked(&reply(&f.key), f, true, now),
         Kind::OtherIcmp | Kind::Other => false,
     };
     if live {
@@ -103,7 +138,7 @@ pub fn judge(
         } else {
             0
         },
-        proto: pkt.ip_proto,
+        proto,
         _pad: 0,
     };
     let mut found = None;
@@ -114,7 +149,7 @@ pub fn judge(
         pkey.dport = 0;
         found = maps::policy(&pkey);
         // An ICMP allow entry is `--icmp`: ping, nothing else.
-        let icmp_beyond_echo = pkt.ip_proto == PROTO_ICMP && f.kind != Kind::EchoRequest;
+        let icmp_beyond_echo = proto == PROTO_ICMP && f.kind != Kind::EchoRequest;
         if found.is_some_and(|v| icmp_beyond_echo && v.action == action::ALLOW) {
             found = None;
         }
@@ -134,7 +169,7 @@ pub fn judge(
     // Only what opens a connection creates an entry. Other TCP segments are
     // judged, and pass if allowed, but leave no reply path behind.
     let opens = match f.kind {
-        Kind::Ports if pkt.ip_proto == PROTO_TCP => f.tcp.syn && !f.tcp.ack && !f.tcp.rst,
+        Kind::Ports if proto == PROTO_TCP => f.tcp.syn && !f.tcp.ack && !f.tcp.rst,
         Kind::Ports | Kind::EchoRequest => true,
         _ => false,
     };
@@ -345,6 +380,120 @@ fn flow(ctx: &TcContext, pkt: &Packet) -> Result<Flow, DropReason> {
         );
     }
     Ok(Flow { kind, key, tcp })
+}
+
+/// ICMPv6 (RFC 4443): echo and the errors that quote a packet.
+const PROTO_ICMPV6: u8 = 58;
+const ECHO6_REQUEST: u8 = 128;
+const ECHO6_REPLY: u8 = 129;
+const L4_V6: usize = EthHdr::LEN + Ipv6Hdr::LEN;
+
+/// The conntrack address of endpoint slot `slot` for IPv6 connections:
+/// 0.0.x.y, a range no IPv4 endpoint is ever in.
+#[inline(always)]
+pub fn slot_key(slot: u32) -> u32 {
+    u32::from_ne_bytes([0, (slot >> 16) as u8, (slot >> 8) as u8, slot as u8])
+}
+
+/// [`flow`] for IPv6 from slot `src` to slot `dst`: TCP, UDP and ICMPv6
+/// right after the IPv6 header; anything else (extension headers, other
+/// protocols) is judged per packet as "other".
+#[inline(always)]
+fn flow6(ctx: &TcContext, src: u32, dst: u32) -> Result<Flow, DropReason> {
+    let ip = header::<Ipv6Hdr>(ctx, EthHdr::LEN).ok_or(DropReason::Malformed)?;
+    let next = ip.next_hdr;
+    let (s, d) = (slot_key(src), slot_key(dst));
+    let no_tcp = TcpFlags::default();
+    match next {
+        PROTO_TCP => {
+            pull(ctx, L4_V6 + TcpHdr::LEN);
+            let tcp = header::<TcpHdr>(ctx, L4_V6).ok_or(DropReason::Malformed)?;
+            let flags = TcpFlags {
+                syn: tcp.syn() != 0,
+                ack: tcp.ack() != 0,
+                fin: tcp.fin() != 0,
+                rst: tcp.rst() != 0,
+            };
+            let (sport, dport) = (u16::from_be_bytes(tcp.source), u16::from_be_bytes(tcp.dest));
+            Ok(Flow {
+                kind: Kind::Ports,
+                key: ct_key(s, d, sport, dport, PROTO_TCP),
+                tcp: flags,
+            })
+        }
+        PROTO_UDP => {
+            pull(ctx, L4_V6 + UdpHdr::LEN);
+            let udp = header::<UdpHdr>(ctx, L4_V6).ok_or(DropReason::Malformed)?;
+            Ok(Flow {
+                kind: Kind::Ports,
+                key: ct_key(s, d, udp.src_port(), udp.dst_port(), PROTO_UDP),
+                tcp: no_tcp,
+            })
+        }
+        PROTO_ICMPV6 => {
+            // Room for an error's quote: IPv6 header and 8 bytes of L4.
+            pull(ctx, L4_V6 + 8 + Ipv6Hdr::LEN + 8);
+            let h = header::<Icmpv4Hdr>(ctx, L4_V6).ok_or(DropReason::Malformed)?;
+            let (type_, ident) = (h.type_, u16::from_be_bytes([h.data[0], h.data[1]]));
+            let kind = match type_ {
+                ECHO6_REQUEST => Kind::EchoRequest,
+                ECHO6_REPLY => Kind::EchoReply,
+                // Destination unreachable, packet too big, time exceeded,
+                // parameter problem: about the quoted packet's connection.
+                1..=4 => match quoted6(ctx, d, s) {
+                    Some(k) => {
+                        return Ok(Flow {
+                            kind: Kind::Error,
+                            key: k,
+                            tcp: no_tcp,
+                        })
+                    }
+                    None => Kind::OtherIcmp,
+                },
+                _ => Kind::OtherIcmp,
+            };
+            Ok(Flow {
+                kind,
+                key: ct_key(s, d, ident, 0, PROTO_ICMP),
+                tcp: no_tcp,
+            })
+        }
+        other => Ok(Flow {
+            kind: Kind::Other,
+            key: ct_key(s, d, 0, 0, other),
+            tcp: no_tcp,
+        }),
+    }
+}
+
+/// The connection of the IPv6 packet an ICMPv6 error quotes: one the
+/// error's destination (slot key `from`) sent to its source (`to`), with
+/// the quote's addresses the reverse of the error's own.
+#[inline(always)]
+fn quoted6(ctx: &TcContext, from: u32, to: u32) -> Option<CtKey> {
+    let outer = header::<Ipv6Hdr>(ctx, EthHdr::LEN)?;
+    let (osrc, odst) = (outer.src_addr, outer.dst_addr);
+    let at = L4_V6 + 8;
+    let ip = header::<Ipv6Hdr>(ctx, at)?;
+    if ip.src_addr != odst || ip.dst_addr != osrc {
+        return None;
+    }
+    let next = ip.next_hdr;
+    match next {
+        PROTO_TCP | PROTO_UDP => {
+            let l4 = header::<UdpHdr>(ctx, at + Ipv6Hdr::LEN)?;
+            Some(ct_key(from, to, l4.src_port(), l4.dst_port(), next))
+        }
+        PROTO_ICMPV6 => {
+            let h = header::<Icmpv4Hdr>(ctx, at + Ipv6Hdr::LEN)?;
+            if h.type_ != ECHO6_REQUEST && h.type_ != ECHO6_REPLY {
+                return None;
+            }
+            let ident = u16::from_be_bytes([h.data[0], h.data[1]]);
+            Some(ct_key(from, to, ident, 0, PROTO_ICMP))
+        }
+        _ => None,
+    }
 }
 
 /// The connection of the packet an ICMP error quotes at `at`: a packet this

@@ -2,7 +2,7 @@
 //! What `network create` and `create` take from the command line: names,
 //! `--subnet`, `--gateway`, `-o KEY=VALUE` (one per line). Any input is
 //! refused or accepted consistently: an accepted subnet is a usable,
-//! canonical, non-reserved IPv4 network; an accepted name is one bpfnet can
+//! canonical, non-reserved IPv4 (or IPv6) network; an accepted name is one bpfnet can
 //! use as a file name.
 use bpfnet::{ipam, util};
 use libfuzzer_sys::fuzz_target;
@@ -27,6 +27,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = ipam::parse_gateway(text);
+    // IPv6 (`--ipv6 --subnet`): canonical, at most a /126, unicast, with a
+    // usable first address.
+    if let Ok(net) = ipam::parse_subnet6(text) {
+        assert!(net.prefix_len() <= ipam::MAX_PREFIX6, "{text:?}");
+        assert_eq!(net.trunc(), net, "{text:?}");
+        assert!(!net.network().is_multicast() && !net.network().is_loopback());
+        assert!(!net.network().is_unicast_link_local(), "{text:?}");
+        ipam::check_gateway6(&net, ipam::first6(&net)).expect("the first address is usable");
+    }
     let opts: Vec<String> = text.lines().map(str::to_string).collect();
     if let Ok(parsed) = util::parse_network_options(&opts) {
         assert_eq!(parsed.len(), opts.len());

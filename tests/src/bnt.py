@@ -17,7 +17,8 @@ import time
 
 def tcp_listener(addr, port, backlog):
     """A TCP socket listening on ADDR:PORT (also imported by flow.py)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, int(port)))
     s.listen(backlog)
@@ -52,6 +53,25 @@ def tcp_echo_server(addr, port):
 
 def tcp_echo_client(addr, port, msg, timeout="3"):
     print(tcp_exchange(addr, port, msg.encode(), float(timeout)).decode())
+
+
+def tcp_echo6(name, port, msg, timeout="3"):
+    """tcp-echo over IPv6 only: NAME resolved with AF_INET6 (AAAA); prints
+    the address used, then the echo."""
+    addr = socket.getaddrinfo(name, int(port), socket.AF_INET6, socket.SOCK_STREAM)[0][4]
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.settimeout(float(timeout))
+    s.connect(addr)
+    s.sendall(msg.encode())
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    print(addr[0])
+    print(got.decode())
 
 
 def tcp_echo_try(addr, port, msg, timeout="2"):
@@ -169,6 +189,100 @@ def sendp(iface, count, *specs):
         print("sent", count, marker, flush=True)
 
 
+def sendp6(iface, count, *specs):
+    """Send ICMPv6 echo requests with the given (possibly forged) addresses;
+    each spec is `srcmac,dstmac,srcip,dstip,marker`."""
+    from scapy.all import Ether, IPv6, ICMPv6EchoRequest, conf, sendp as scapy_sendp
+
+    conf.verb = 0
+    for spec in specs:
+        src_mac, dst_mac, src_ip, dst_ip, marker = spec.split(",")
+        pkt = (
+            Ether(src=src_mac, dst=dst_mac)
+            / IPv6(src=src_ip, dst=dst_ip)
+            / ICMPv6EchoRequest(id=4242, data=marker.encode() * 4)
+        )
+        scapy_sendp(pkt, iface=iface, count=int(count), inter=0.01)
+        print("sent", count, marker, flush=True)
+
+
+def nd_who_has(iface, my_mac, my_ip, *targets):
+    """For each target, a neighbour solicitation to its solicited-node
+    group: `answer <ip> <mac> <flags> checksum-ok|checksum-bad` or
+    `none <ip>`."""
+    from socket import AF_INET6, inet_ntop, inet_pton
+
+    from scapy.all import (
+        Ether, IPv6, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr,
+        ICMPv6NDOptSrcLLAddr, conf, in6_getnsma, in6_getnsmac, srp,
+    )
+
+    conf.verb = 0
+    for t in targets:
+        group = inet_ntop(AF_INET6, in6_getnsma(inet_pton(AF_INET6, t)))
+        ns = (
+            Ether(src=my_mac, dst=in6_getnsmac(inet_pton(AF_INET6, group)))
+            / IPv6(src=my_ip, dst=group, hlim=255)
+            / ICMPv6ND_NS(tgt=t)
+            / ICMPv6NDOptSrcLLAddr(lladdr=my_mac)
+        )
+        ans, _ = srp(ns, iface=iface, timeout=1, retry=1,
+                     filter="icmp6 and ip6[40] == 136")
+        if not ans:
+            print("none", t, flush=True)
+            continue
+        na = ans[0][1]
+        got = na[ICMPv6ND_NA].cksum
+        na2 = na.copy()
+        del na2[ICMPv6ND_NA].cksum
+        want = Ether(bytes(na2))[ICMPv6ND_NA].cksum
+        flags = ("R" if na[ICMPv6ND_NA].R else "") + ("S" if na[ICMPv6ND_NA].S else "") + ("O" if na[ICMPv6ND_NA].O else "")
+        print("answer", na[ICMPv6ND_NA].tgt, na[ICMPv6NDOptDstLLAddr].lladdr, flags,
+              "src=" + na[IPv6].src, "checksum-ok" if got == want else "checksum-bad", flush=True)
+
+
+def nd_forge(iface, my_mac, my_ip, kind, claimed_ip, dst_mac, dst_ip):
+    """Send forged ND: `na` (claims `claimed_ip` for my MAC), `rs` or `ra`."""
+    from scapy.all import (
+        Ether, IPv6, ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6ND_RS, ICMPv6NDOptDstLLAddr,
+        ICMPv6NDOptSrcLLAddr, conf, sendp as scapy_sendp,
+    )
+
+    conf.verb = 0
+    ip = IPv6(src=my_ip, dst=dst_ip, hlim=255)
+    if kind == "na":
+        pkt = ip / ICMPv6ND_NA(tgt=claimed_ip, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=my_mac)
+    elif kind == "rs":
+        pkt = ip / ICMPv6ND_RS() / ICMPv6NDOptSrcLLAddr(lladdr=my_mac)
+    else:
+        pkt = ip / ICMPv6ND_RA() / ICMPv6NDOptSrcLLAddr(lladdr=my_mac)
+    scapy_sendp(Ether(src=my_mac, dst=dst_mac) / pkt, iface=iface, count=3, inter=0.01)
+    print("sent", 3, kind, flush=True)
+
+
+def ns_count(iface):
+    """Count neighbour solicitations received on `iface` until SIGTERM;
+    then print `count ns <n>`."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    s.bind((iface, 0))
+    s.settimeout(0.05)
+    n = 0
+    print("ready", flush=True)
+    deadline = time.time() + 120
+    while not stop and time.time() < deadline:
+        try:
+            frame, addr = s.recvfrom(65536)
+        except (socket.timeout, InterruptedError):
+            continue
+        if addr[2] == socket.PACKET_OUTGOING:
+            continue
+        if len(frame) > 54 and frame[12:14] == b"\x86\xdd" and frame[20] == 58 and frame[54] == 135:
+            n += 1
+    print("count ns", n, flush=True)
+
+
 def arp_poison(iface, my_mac, victim_ip, target_ip, target_mac):
     """Claim `victim_ip` with `my_mac`: a unicast reply to the target, a
     gratuitous broadcast reply and a request carrying the forged sender."""
@@ -211,6 +325,7 @@ COMMANDS = {
     "tcp-echo-server": tcp_echo_server,
     "tcp-echo": tcp_echo_client,
     "tcp-echo-try": tcp_echo_try,
+    "tcp-echo6": tcp_echo6,
     "udp-echo-server": udp_echo_server,
     "udp-echo": udp_echo_client,
     "sink": sink,
@@ -219,6 +334,10 @@ COMMANDS = {
     "sendp": sendp,
     "arp-poison": arp_poison,
     "arp-who-has": arp_who_has,
+    "sendp6": sendp6,
+    "nd-who-has": nd_who_has,
+    "nd-forge": nd_forge,
+    "ns-count": ns_count,
 }
 
 if __name__ == "__main__":

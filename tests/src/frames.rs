@@ -3,7 +3,7 @@
 //! ICMP echo and ARP, built byte by byte so a test can also build the frames
 //! the datapath must never accept (truncated, spoofed, wrong version).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub type Mac = [u8; 6];
 
@@ -215,6 +215,100 @@ pub fn parse_ipv4(frame: &[u8]) -> ParsedIpv4 {
         dst: octets(16),
         checksum_ok: checksum(ip) == 0,
     }
+}
+
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPV6_HLEN: usize = 40;
+
+/// The link-local address of an interface with `mac` (EUI-64).
+pub fn link_local(mac: Mac) -> Ipv6Addr {
+    let m = mac;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 2,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+/// An IPv6 packet: header (hop limit `hlim`) and `payload`.
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, hlim: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.push(next);
+    p.push(hlim);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// The ICMPv6 checksum of `msg` (its checksum field as it is) between
+/// `src` and `dst`: 0 when the message's checksum is right.
+pub fn icmp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
+    pseudo.extend_from_slice(msg);
+    checksum(&pseudo)
+}
+
+/// An ICMPv6 message of `kind`/`code` with `body`, its checksum filled in.
+pub fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, kind: u8, code: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, code, 0, 0];
+    m.extend_from_slice(body);
+    let c = icmp6_checksum(src, dst, &m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv6(src, dst, IPPROTO_ICMPV6, 255, &m)
+}
+
+/// The solicited-node group of `target` and its Ethernet group MAC.
+pub fn solicited_node(target: Ipv6Addr) -> (Ipv6Addr, Mac) {
+    let t = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
+    (group, [0x33, 0x33, 0xff, t[13], t[14], t[15]])
+}
+
+/// A neighbour solicitation for `target` from `src` (`sll`: the source
+/// link-layer address option), to the solicited-node group, in a frame.
+pub fn nd_solicit(src_mac: Mac, src: Ipv6Addr, target: Ipv6Addr, sll: Mac) -> Vec<u8> {
+    let (group, group_mac) = solicited_node(target);
+    let mut body = vec![0, 0, 0, 0];
+    body.extend_from_slice(&target.octets());
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&sll);
+    ether(
+        group_mac,
+        src_mac,
+        ETH_P_IPV6,
+        &icmp6(src, group, 135, 0, &body),
+    )
+}
+
+/// An ICMPv6 echo request in a frame.
+pub fn echo6(dst_mac: Mac, src_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+    ether(
+        dst_mac,
+        src_mac,
+        ETH_P_IPV6,
+        &icmp6(src, dst, 128, 0, &[0, 1, 0, 1, b'x']),
+    )
 }
 
 #[cfg(test)]

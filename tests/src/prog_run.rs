@@ -11,7 +11,7 @@
 //! frame as the program left it, and the counters.
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use aya::{
@@ -20,9 +20,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use bpfnet_common::{
-    action, maps, net_flags, progs, CtKey, CtValue, DropEvent, DropReason, EndpointCounters,
-    EndpointEntry, FdbEntry, FdbKey, FloodKey, FragKey, FragPorts, Neighbour, NeighbourKey,
-    NetworkEntry, PolicyKey, PolicyValue,
+    action, maps, net_flags, progs, CtKey, CtValue, DropEvent, DropReason, Endpoint6,
+    EndpointCounters, EndpointEntry, FdbEntry, FdbKey, FloodKey, FragKey, FragPorts, Neighbour,
+    Neighbour6Key, NeighbourKey, Network6, NetworkEntry, PolicyKey, PolicyValue,
 };
 
 use crate::frames::Mac;
@@ -126,6 +126,11 @@ pub struct Maps {
     pub conntrack: HashMap<MapData, CtKey, CtValue>,
     pub rule_hits: PerCpuArray<MapData, u64>,
     pub fragments: HashMap<MapData, FragKey, FragPorts>,
+    /// IPv6 maps: `None` in an object from before IPv6 (`BNT_DATAPATH_OBJECT`).
+    pub endpoints6: Option<HashMap<MapData, u32, Endpoint6>>,
+    pub networks6: Option<HashMap<MapData, u32, Network6>>,
+    pub neighbours6: Option<HashMap<MapData, Neighbour6Key, Neighbour>>,
+    pub subnets6: Option<LpmTrie<MapData, [u8; 16], u32>>,
 }
 
 impl Maps {
@@ -138,6 +143,13 @@ impl Maps {
                 .take_map(name)
                 .unwrap_or_else(|| panic!("map {name} missing from the datapath object"));
             T::try_from(map).unwrap_or_else(|e| panic!("map {name}: {e:?}"))
+        }
+        fn maybe<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Option<T>
+        where
+            T::Error: std::fmt::Debug,
+        {
+            ebpf.map(name)?;
+            Some(take(ebpf, name))
         }
         Maps {
             endpoints: take(ebpf, maps::ENDPOINTS),
@@ -153,6 +165,10 @@ impl Maps {
             conntrack: take(ebpf, maps::CONNTRACK),
             rule_hits: take(ebpf, maps::RULE_HITS),
             fragments: take(ebpf, maps::FRAGMENTS),
+            endpoints6: maybe(ebpf, maps::ENDPOINTS6),
+            networks6: maybe(ebpf, maps::NETWORKS6),
+            neighbours6: maybe(ebpf, maps::NEIGHBOURS6),
+            subnets6: maybe(ebpf, maps::SUBNETS6),
         }
     }
 }
@@ -219,9 +235,16 @@ impl ProgRun {
             !bpfnet::datapath::DATAPATH_OBJECT.is_empty(),
             "bpfnet was built without its datapath (AYA_BUILD_SKIP); run `cargo build -p bpfnet`"
         );
+        // BNT_DATAPATH_OBJECT: another build's object (e.g. main's), to
+        // compare per-packet costs.
+        let other = std::env::var_os("BNT_DATAPATH_OBJECT")
+            .map(|p| fs::read(&p).unwrap_or_else(|e| panic!("{p:?}: {e}")));
+        let object = other
+            .as_deref()
+            .unwrap_or(bpfnet::datapath::DATAPATH_OBJECT);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pins)
-            .load(bpfnet::datapath::DATAPATH_OBJECT)
+            .load(object)
             .expect("loading the datapath object");
         for name in [progs::TC_INGRESS, progs::TC_EGRESS] {
             let prog: &mut SchedClassifier = ebpf
@@ -362,6 +385,69 @@ impl ProgRun {
         ep
     }
 
+    /// Makes network `net` dual-stack with `subnet6`/`prefix_len`; returns
+    /// its IPv6 gateway (the first address), as bpfnet does.
+    pub fn add_network6(&mut self, net: &Net, subnet6: Ipv6Addr, prefix_len: u32) -> Ipv6Addr {
+        let gateway6 = Ipv6Addr::from(u128::from(subnet6) + 1);
+        self.maps
+            .subnets6
+            .as_mut()
+            .expect("an object with IPv6")
+            .insert(&Key::new(prefix_len, subnet6.octets()), net.id, 0)
+            .expect("SUBNETS6 insert");
+        self.maps
+            .networks6
+            .as_mut()
+            .expect("an object with IPv6")
+            .insert(
+                net.id,
+                Network6 {
+                    gateway6: gateway6.octets(),
+                },
+                0,
+            )
+            .expect("NETWORKS6 insert");
+        gateway6
+    }
+
+    /// Gives endpoint `ep` (of a dual-stack network) IPv6 address `ip6`
+    /// and its EUI-64 link-local one; returns the link-local address.
+    pub fn add_endpoint6(&mut self, ep: &Ep, ip6: Ipv6Addr) -> Ipv6Addr {
+        let ll = crate::frames::link_local(ep.mac);
+        self.maps
+            .endpoints6
+            .as_mut()
+            .expect("an object with IPv6")
+            .insert(
+                ep.ifindex,
+                Endpoint6 {
+                    ip6: ip6.octets(),
+                    link_local: ll.octets(),
+                },
+                0,
+            )
+            .expect("ENDPOINTS6 insert");
+        for a in [ip6, ll] {
+            self.maps
+                .neighbours6
+                .as_mut()
+                .expect("an object with IPv6")
+                .insert(
+                    Neighbour6Key {
+                        net_id: ep.net_id,
+                        ip6: a.octets(),
+                    },
+                    Neighbour {
+                        mac: ep.mac,
+                        _pad: [0; 2],
+                    },
+                    0,
+                )
+                .expect("NEIGHBOURS6 insert");
+        }
+        ll
+    }
+
     /// A policy entry from `from` to `to` for `proto` (0: any) and `dport` (0: any).
     pub fn policy(&mut self, from: &Ep, to: &Ep, proto: u8, dport: u16, rule: u32, allow: bool) {
         let key = PolicyKey {
@@ -408,6 +494,40 @@ impl ProgRun {
             action: result.return_value as i32,
             frame: out,
         }
+    }
+
+    /// Mean run time of `tc_ingress` (or `tc_egress`) over `repeat` runs
+    /// of `frame` on port `ifindex` (BPF_PROG_TEST_RUN's own timing).
+    pub fn time(
+        &self,
+        ingress: bool,
+        ifindex: u32,
+        frame: &[u8],
+        repeat: u32,
+    ) -> std::time::Duration {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(if ingress {
+                progs::TC_INGRESS
+            } else {
+                progs::TC_EGRESS
+            })
+            .expect("program")
+            .try_into()
+            .expect("a classifier");
+        let mut skb = [0u32; 11];
+        skb[10] = ifindex;
+        let ctx: Vec<u8> = skb.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + 256];
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"))
+        .duration
     }
 
     /// Runs `tc_ingress` on `frame` as if the sandbox behind `ifindex` sent it.

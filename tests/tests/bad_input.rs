@@ -314,7 +314,7 @@ fn bad_subnets_gateways_and_options_are_rejected() {
         ),
         c(
             &["--subnet", "fd00::/64"],
-            "invalid subnet \"fd00::/64\": IPv6 is not supported; give an IPv4 CIDR such as 10.10.0.0/16",
+            "invalid subnet \"fd00::/64\": an IPv6 subnet needs --ipv6 (a dual-stack network)",
         ),
         c(
             &["--subnet", "10.30.0.0/31"],
@@ -748,4 +748,150 @@ fn malformed_state_files_are_refused_and_kept() {
     );
     h.create("z", &["net1"]);
     h.assert_ping(Some("z"), &h.ip_on("a", "net1"));
+}
+
+/// IPv6 (`--ipv6`, `--subnet`, `--gateway`, `--ip6`): each wrong use is
+/// refused with its line, and nothing changes.
+#[test]
+fn bad_ipv6_input_is_rejected() {
+    let h = host("bad-ipv6");
+    // The host's own IPv6: an address on an uplink-like device, a route
+    // through it, and a route over the first /64 of bpfnet's pool.
+    h.sh_ok(
+        "set -e; ip link add uplink0 type veth peer name uplink1; \
+         sysctl -qw net.ipv6.conf.uplink1.disable_ipv6=1 net.ipv6.conf.uplink0.accept_dad=0; \
+         ip addr add fd99:1::1/64 dev uplink0 nodad; ip link set uplink0 up; ip link set uplink1 up; \
+         ip -6 route add fd99:2::/48 via fd99:1::254; \
+         ip -6 route add fd62:706e:6574::/64 via fd99:1::254",
+    );
+    h.bpfnet_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.42.0.0/24",
+        "--subnet",
+        "fd42:42::/64",
+        "v6a",
+    ]);
+    h.bpfnet_ok(&["network", "create", "--subnet", "10.50.0.0/24", "v4only"]);
+    h.bpfnet_ok(&[
+        "create",
+        "--name",
+        "a",
+        "--network",
+        "v6a",
+        "--ip6",
+        "fd42:42::5",
+    ]);
+    h.bpfnet_ok(&["create", "--name", "b", "--network", "v4only"]);
+    // The kernel adds the multicast route of a's host-side veth once the
+    // link's carrier is seen (linkwatch, up to a second later): let it
+    // settle before the state snapshots start.
+    let settled = (0..50).any(|_| {
+        let o = h.run(&["ip", "-6", "route", "show", "table", "local", "ff00::/8"]);
+        if o.stdout.contains("dev bn") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    assert!(settled, "no multicast route for a's host-side veth");
+    let net = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["network".to_string(), "create".to_string()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.push("n".into());
+        v
+    };
+    let c = |args: Vec<String>, line: &str| Case {
+        args,
+        line: line.to_string(),
+    };
+    let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let cases = [
+        c(
+            net(&["--ipv6", "--subnet", "10.41.0.0/24"]),
+            "--ipv6 with only IPv4 subnets (10.41.0.0/24): add an IPv6 subnet (--subnet fd42:30::/64), or leave out --subnet to take both from the pools",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "10.41.0.0/24", "--subnet", "fd42:41::/127"]),
+            "invalid subnet \"fd42:41::/127\": a prefix longer than /126 leaves no address for endpoints; use a /64",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "10.43.0.0/24", "--subnet", "fd42:42::/48"]),
+            "subnet fd42:42::/48 overlaps with network \"v6a\" (fd42:42::/64); choose another subnet",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "fd42:42:0:0:8000::/65"]),
+            "subnet fd42:42:0:0:8000::/65 overlaps with network \"v6a\" (fd42:42::/64); choose another subnet",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "fd99:1::/64"]),
+            "subnet fd99:1::/64 overlaps the host's own route fd99:1::/64 (dev uplink0); choose another subnet",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "fd99:2:0:3::/64"]),
+            "subnet fd99:2:0:3::/64 overlaps the host's own route fd99:2::/48 (dev uplink0); choose another subnet",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "fe80::/64"]),
+            "invalid subnet \"fe80::/64\": it overlaps the link-local (fe80::/10) range; choose a unique local range such as fd42:30::/64",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "fd42:44::1/64"]),
+            "invalid subnet \"fd42:44::1/64\": it has host bits set; did you mean fd42:44::/64?",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "fd42:44::/64", "--subnet", "fd42:45::/64"]),
+            "--subnet is given 2 times; a network has one IPv4 subnet and, with --ipv6, one IPv6 subnet",
+        ),
+        c(
+            net(&["--ipv6", "--subnet", "fd42:46::/64", "--gateway", "fd42:47::1"]),
+            "gateway fd42:47::1 is outside the usable addresses of subnet fd42:46::/64",
+        ),
+        c(
+            net(&["--gateway", "fd42:47::1"]),
+            "invalid gateway \"fd42:47::1\": an IPv6 gateway needs --ipv6 (a dual-stack network)",
+        ),
+        c(
+            net(&["-d", "linux-bridge", "--ipv6"]),
+            "the linux-bridge driver does not support --ipv6 (network \"n\"); use the bridge driver (eBPF) for a dual-stack network",
+        ),
+        c(
+            argv(&["create", "--name", "x", "--network", "v4only", "--ip6", "fd42:42::9"]),
+            "--ip6 fd42:42::9: network \"v4only\" has no IPv6; create it with --ipv6",
+        ),
+        c(
+            argv(&["create", "--name", "x", "--network", "v6a", "--ip6", "fd42:43::9"]),
+            "address fd42:43::9 is outside network \"v6a\" (fd42:42::/64)",
+        ),
+        c(
+            argv(&["create", "--name", "x", "--network", "v6a", "--ip6", "fd42:42::5"]),
+            "address fd42:42::5 is already in use on network \"v6a\" (by a)",
+        ),
+        c(
+            argv(&["create", "--name", "x", "--network", "v6a", "--ip6", "fd42:42::1"]),
+            "address fd42:42::1 is the gateway of network \"v6a\"; choose another",
+        ),
+        c(
+            argv(&["create", "--name", "x", "--ip6", "fd42:42::9"]),
+            "--ip6 is supported on user-defined networks only, not on the default bridge",
+        ),
+        c(
+            argv(&["network", "connect", "--ip6", "fd42:42::5", "v6a", "b"]),
+            "address fd42:42::5 is already in use on network \"v6a\" (by a)",
+        ),
+        c(
+            argv(&["network", "connect", "--ip6", "fd42:42::9", "v4only", "a"]),
+            "--ip6 fd42:42::9: network \"v4only\" has no IPv6; create it with --ipv6",
+        ),
+    ];
+    check_all(&h, &cases);
+    // The pool skips what the host routes already (its first /64).
+    h.bpfnet_ok(&["network", "create", "--ipv6", "auto"]);
+    let n = h.network_inspect("auto");
+    assert_eq!(
+        n["IPAM"]["Config"][1]["Subnet"], "fd62:706e:6574:1::/64",
+        "{n:#}"
+    );
 }

@@ -33,10 +33,12 @@ fn sandboxes(st: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// (host-side veth names, count of endpoints on eBPF networks) of the state.
-fn endpoints(st: &Value) -> (BTreeSet<String>, usize) {
+/// (host-side veth names, count of endpoints on eBPF networks, count of
+/// those with an IPv6 address) of the state.
+fn endpoints6(st: &Value) -> (BTreeSet<String>, usize, usize) {
     let mut names = BTreeSet::new();
     let mut ebpf = 0;
+    let mut v6 = 0;
     for sb in st["sandboxes"]
         .as_object()
         .into_iter()
@@ -47,10 +49,11 @@ fn endpoints(st: &Value) -> (BTreeSet<String>, usize) {
             let net = ep["network"].as_str().unwrap();
             if st["networks"][net]["driver"] == "bridge" {
                 ebpf += 1;
+                v6 += usize::from(ep.get("ip6").is_some());
             }
         }
     }
-    (names, ebpf)
+    (names, ebpf, v6)
 }
 
 /// Nothing exists that the committed state does not account for.
@@ -72,7 +75,7 @@ fn assert_accounted_for(h: &TestHost, ctx: &str) {
         .map(str::to_string)
         .collect();
     assert_eq!(etc, sbs, "{ctx}: /etc/netns dirs vs sandboxes");
-    let (veths, ebpf) = endpoints(&st);
+    let (veths, ebpf, v6) = endpoints6(&st);
     let links: BTreeSet<String> = h
         .link_names(None)
         .into_iter()
@@ -83,6 +86,19 @@ fn assert_accounted_for(h: &TestHost, ctx: &str) {
         let n = h.map_dump(map).len();
         assert_eq!(n, ebpf, "{ctx}: {map} has {n} entries for {ebpf} endpoints");
     }
+    // IPv6 (net1 is dual-stack): one entry per IPv6 endpoint, two
+    // neighbours (address and link-local).
+    let n = h.map_dump("ENDPOINTS6").len();
+    assert_eq!(
+        n, v6,
+        "{ctx}: ENDPOINTS6 has {n} entries for {v6} IPv6 endpoints"
+    );
+    let n = h.map_dump("NEIGHBOURS6").len();
+    assert_eq!(
+        n,
+        2 * v6,
+        "{ctx}: NEIGHBOURS6 has {n} entries for {v6} IPv6 endpoints"
+    );
 }
 
 /// The object an operation makes or removes, seen from outside.
@@ -237,10 +253,17 @@ fn judge_net3(h: &TestHost, ctx: &str) -> bool {
     let route = h
         .ok(&["ip", "route", "show", "type", "unreachable"])
         .contains("172.20.0.0/16");
+    // Its IPv6 side: the second /64 of the pool (net1 has the first).
+    let gw6 = h
+        .ok(&["ip", "-o", "-6", "addr", "show", "dev", "lo"])
+        .contains("fd62:706e:6574:1::1/128");
+    let route6 = h
+        .ok(&["ip", "-6", "route", "show", "type", "unreachable"])
+        .contains("fd62:706e:6574:1::/64");
     assert_eq!(
-        (gw, route),
-        (listed, listed),
-        "{ctx}: net3 listed={listed} but gateway address={gw}, unreachable route={route}"
+        (gw, route, gw6, route6),
+        (listed, listed, listed, listed),
+        "{ctx}: net3 listed={listed} but gateway address={gw}, unreachable route={route}, IPv6 gateway={gw6}, IPv6 unreachable route={route6}"
     );
     listed
 }
@@ -284,7 +307,7 @@ fn every_fault_point_of_every_operation_leaves_whole_or_gone() {
     let h = TestHost::new("crash-points");
     let probe = {
         let mut v = vec!["env", "BPFNET_FAULT_LIST=1", h.bin_path()];
-        v.extend_from_slice(&["network", "create", "net1"]);
+        v.extend_from_slice(&["network", "create", "--ipv6", "net1"]);
         h.run(&v)
     };
     assert!(probe.success(), "{probe}");
@@ -358,14 +381,14 @@ fn every_fault_point_of_every_operation_leaves_whole_or_gone() {
         Case {
             what: "network create net3",
             setup: &[],
-            op: &["network", "create", "net3"],
+            op: &["network", "create", "--ipv6", "net3"],
             judge: judge_net3,
             makes: true,
             reset: &[&["network", "rm", "net3"]],
         },
         Case {
             what: "network rm net3",
-            setup: &[&["network", "create", "net3"]],
+            setup: &[&["network", "create", "--ipv6", "net3"]],
             op: &["network", "rm", "net3"],
             judge: judge_net3,
             makes: false,
@@ -468,7 +491,7 @@ fn assert_listed_sandboxes_work(h: &TestHost, ctx: &str) {
 #[test]
 fn a_hundred_random_kills_during_a_mixed_workload_leave_whole_or_gone() {
     let h = TestHost::new("crash-random");
-    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.bpfnet_ok(&["network", "create", "--ipv6", "net1"]);
     h.bpfnet_ok(&["network", "create", "net2"]);
     h.create("a", &["net1"]);
     h.create("b", &["net1"]);
@@ -529,7 +552,7 @@ fn a_hundred_random_kills_during_a_mixed_workload_leave_whole_or_gone() {
 #[test]
 fn sixteen_concurrent_clis_of_fifty_operations_keep_the_state_whole() {
     let h = TestHost::new("crash-concurrent");
-    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.bpfnet_ok(&["network", "create", "--ipv6", "net1"]);
     h.bpfnet_ok(&["network", "create", "net2"]);
     h.create("a", &["net1"]);
     h.create("b", &["net1"]);

@@ -113,7 +113,7 @@ async fn steps(c: &mut Controller) -> Result<()> {
         show(c.state());
     }
     step("bpfnet network connect bridge2 busybox2");
-    c.connect("bridge2", "busybox2", vec![], None).await?;
+    c.connect("bridge2", "busybox2", vec![], None, None).await?;
     show(c.state());
     step("bpfnet create --name busybox3 --network bridge2");
     c.sandbox_create(SandboxCreate {

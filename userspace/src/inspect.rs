@@ -19,11 +19,14 @@ pub fn network_json(state: &State, name: &str) -> Value {
                 "EndpointID": ep.id,
                 "MacAddress": fmt_mac(&ep.mac),
                 "IPv4Address": format!("{}/{prefix}", ep.ip),
-                "IPv6Address": "",
+                "IPv6Address": match (ep.ip6, net.subnet6) {
+                    (Some(ip6), Some(s6)) => format!("{ip6}/{}", s6.prefix_len()),
+                    _ => String::new(),
+                },
             }),
         );
     }
-    let config: Vec<Value> = net
+    let mut config: Vec<Value> = net
         .subnet
         .map(|s| {
             vec![json!({
@@ -32,13 +35,19 @@ pub fn network_json(state: &State, name: &str) -> Value {
             })]
         })
         .unwrap_or_default();
+    if let Some(s6) = net.subnet6 {
+        config.push(json!({
+            "Subnet": s6.to_string(),
+            "Gateway": net.gateway6.map(|g| g.to_string()).unwrap_or_default(),
+        }));
+    }
     json!({
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
         "Scope": "local",
         "Driver": net.driver.docker_name(),
-        "EnableIPv6": false,
+        "EnableIPv6": net.ipv6(),
         "IPAM": { "Driver": "default", "Options": null, "Config": config },
         "Internal": net.internal,
         "Attachable": false,
@@ -57,6 +66,15 @@ pub fn network_json(state: &State, name: &str) -> Value {
     })
 }
 
+/// `IPAMConfig`: null, as Docker shows an endpoint whose addresses were
+/// picked by IPAM; with IPv6, both addresses (what the endpoint holds).
+fn ipam_config(ep: &crate::state::Endpoint) -> Value {
+    match ep.ip6 {
+        Some(ip6) => json!({ "IPv4Address": ep.ip.to_string(), "IPv6Address": ip6.to_string() }),
+        None => Value::Null,
+    }
+}
+
 fn or_null(v: &[String]) -> Value {
     if v.is_empty() {
         Value::Null
@@ -69,6 +87,7 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
     let mut networks = Map::new();
     let mut top = json!({
         "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",
+        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
     });
     let links: Vec<String> = sb
         .links
@@ -79,10 +98,16 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
         let net = &state.networks[&ep.network];
         let prefix = net.subnet.map(|s| s.prefix_len()).unwrap_or(0);
         let gw = net.gateway.map(|g| g.to_string()).unwrap_or_default();
+        let (ip6, prefix6, gw6) = match (ep.ip6, net.subnet6, net.gateway6) {
+            (Some(ip6), Some(s6), Some(g6)) => (ip6.to_string(), s6.prefix_len(), g6.to_string()),
+            _ => (String::new(), 0, String::new()),
+        };
         if ep.network == "bridge" {
             top = json!({
                 "IPAddress": ep.ip.to_string(), "IPPrefixLen": prefix,
                 "Gateway": gw, "MacAddress": fmt_mac(&ep.mac),
+                "GlobalIPv6Address": ip6, "GlobalIPv6PrefixLen": prefix6,
+                "IPv6Gateway": gw6,
             });
         }
         let mut aliases = sb.aliases.clone();
@@ -90,7 +115,7 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
         networks.insert(
             ep.network.clone(),
             json!({
-                "IPAMConfig": null,
+                "IPAMConfig": ipam_config(ep),
                 "Links": or_null(if ep.network == "bridge" { &links } else { &[] }),
                 "Aliases": or_null(&aliases),
                 "NetworkID": net.id,
@@ -98,9 +123,9 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
                 "Gateway": gw,
                 "IPAddress": ep.ip.to_string(),
                 "IPPrefixLen": prefix,
-                "IPv6Gateway": "",
-                "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0,
+                "IPv6Gateway": gw6,
+                "GlobalIPv6Address": ip6,
+                "GlobalIPv6PrefixLen": prefix6,
                 "MacAddress": fmt_mac(&ep.mac),
                 "DriverOpts": null,
             }),
@@ -150,6 +175,9 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
             "IPPrefixLen": top["IPPrefixLen"],
             "Gateway": top["Gateway"],
             "MacAddress": top["MacAddress"],
+            "GlobalIPv6Address": top["GlobalIPv6Address"],
+            "GlobalIPv6PrefixLen": top["GlobalIPv6PrefixLen"],
+            "IPv6Gateway": top["IPv6Gateway"],
             "Networks": networks,
             "Ports": published_ports(sb),
         },

@@ -1,10 +1,12 @@
 //! Address management, Docker's way: user networks take the next free /16
 //! from 172.18.0.0 (then /20s of 192.168.0.0/16); endpoints take the lowest
-//! free address from .2, so released addresses are reused.
-use std::net::Ipv4Addr;
+//! free address from .2, so released addresses are reused. IPv6 (`--ipv6`)
+//! the same way: a /64 of bpfnet's own ULA pool unless `--subnet` gives one,
+//! the gateway at `::1`, endpoints from `::2`.
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{anyhow, bail, Result};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::state::{Network, State};
 
@@ -72,7 +74,7 @@ pub fn next_subnet(state: &State, host: &[HostRoute]) -> Result<Ipv4Net> {
 pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
     let Ok(net) = s.parse::<Ipv4Net>() else {
         if s.parse::<ipnet::Ipv6Net>().is_ok() {
-            bail!("invalid subnet {s:?}: IPv6 is not supported; give an IPv4 CIDR such as 10.10.0.0/16");
+            bail!("invalid subnet {s:?}: an IPv6 subnet needs --ipv6 (a dual-stack network)");
         }
         if s.parse::<Ipv4Addr>().is_ok() {
             bail!("invalid subnet {s:?}: the prefix length is missing, e.g. {s}/24");
@@ -158,6 +160,163 @@ pub fn allocate(state: &State, net: &Network, requested: Option<Ipv4Addr>) -> Re
     }
 }
 
+/// bpfnet's own ULA pool (RFC 4193: `fd` and a 40-bit global id, here the
+/// bytes of "bpnet"): `network create --ipv6` without an IPv6 `--subnet`
+/// takes the next free /64 of it, as Docker 27+ takes one of its own.
+pub const ULA_POOL: &str = "fd62:706e:6574::/48";
+
+/// Longest IPv6 prefix a network may have: a /126 holds the gateway and
+/// two endpoints; a /127 or /128 none.
+pub const MAX_PREFIX6: u8 = 126;
+
+fn overlaps6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The network whose IPv6 subnet overlaps `subnet`, if any.
+pub fn overlapping6<'a>(state: &'a State, subnet: &Ipv6Net) -> Option<&'a Network> {
+    state
+        .networks
+        .values()
+        .find(|n| n.subnet6.is_some_and(|s| overlaps6(&s, subnet)))
+}
+
+/// An IPv6 route of the host that bpfnet did not make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRoute6 {
+    pub dst: Ipv6Net,
+    pub dev: String,
+}
+
+/// Whether an IPv6 route lies inside a bpfnet network (its unreachable
+/// route, an endpoint's /128).
+pub fn is_bpfnets6(state: &State, dst: &Ipv6Net) -> bool {
+    state
+        .networks
+        .values()
+        .any(|n| n.subnet6.is_some_and(|s| s.contains(dst)))
+}
+
+/// The host IPv6 route `subnet` overlaps, if any.
+pub fn host_conflict6<'a>(routes: &'a [HostRoute6], subnet: &Ipv6Net) -> Option<&'a HostRoute6> {
+    routes.iter().find(|r| overlaps6(&r.dst, subnet))
+}
+
+/// The next free /64 of [`ULA_POOL`]: no network's, not routed by the host.
+pub fn next_subnet6(state: &State, host: &[HostRoute6]) -> Result<Ipv6Net> {
+    let pool: Ipv6Net = ULA_POOL.parse().expect("valid");
+    match pool
+        .subnets(64)
+        .expect("a /48 has /64s")
+        .find(|p| overlapping6(state, p).is_none() && host_conflict6(host, p).is_none())
+    {
+        Some(p) => Ok(p),
+        None => bail!(
+            "the IPv6 pool {ULA_POOL} is used up; give the network an IPv6 subnet with --subnet"
+        ),
+    }
+}
+
+/// Parses an IPv6 `--subnet`: a unicast network (ULA or global) with a
+/// prefix of at most /126 and no host bits.
+pub fn parse_subnet6(s: &str) -> Result<Ipv6Net> {
+    let Ok(net) = s.parse::<Ipv6Net>() else {
+        if s.parse::<Ipv6Addr>().is_ok() {
+            bail!("invalid subnet {s:?}: the prefix length is missing, e.g. {s}/64");
+        }
+        bail!("invalid subnet {s:?}: expected an IPv6 CIDR such as fd42:30::/64");
+    };
+    if net.prefix_len() > MAX_PREFIX6 {
+        bail!("invalid subnet {s:?}: a prefix longer than /{MAX_PREFIX6} leaves no address for endpoints; use a /64");
+    }
+    if net.trunc() != net {
+        bail!(
+            "invalid subnet {s:?}: it has host bits set; did you mean {}?",
+            net.trunc()
+        );
+    }
+    let reserved: [(&str, &str); 5] = [
+        ("::/8", "reserved (::/8, with loopback and IPv4-mapped)"),
+        ("fe80::/10", "link-local (fe80::/10)"),
+        ("fec0::/10", "site-local (fec0::/10)"),
+        ("ff00::/8", "multicast (ff00::/8)"),
+        ("2001:db8::/32", "documentation (2001:db8::/32)"),
+    ];
+    for (range, what) in reserved {
+        let range: Ipv6Net = range.parse().expect("valid");
+        if overlaps6(&range, &net) {
+            bail!("invalid subnet {s:?}: it overlaps the {what} range; choose a unique local range such as fd42:30::/64");
+        }
+    }
+    Ok(net)
+}
+
+/// Checks an IPv6 gateway given with `--gateway`.
+pub fn check_gateway6(subnet: &Ipv6Net, gw: Ipv6Addr) -> Result<()> {
+    if !subnet.contains(&gw) || gw == subnet.network() {
+        bail!("gateway {gw} is outside the usable addresses of subnet {subnet}");
+    }
+    Ok(())
+}
+
+/// The first address of an IPv6 subnet, its default gateway.
+pub fn first6(subnet: &Ipv6Net) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(subnet.network()) + 1)
+}
+
+/// Picks an IPv6 address for a new endpoint on `net`, or checks the
+/// requested one (`--ip6`).
+pub fn allocate6(
+    state: &State,
+    net: &Network,
+    requested: Option<Ipv6Addr>,
+) -> Result<Option<Ipv6Addr>> {
+    let (Some(subnet), Some(gw)) = (net.subnet6, net.gateway6) else {
+        if let Some(ip) = requested {
+            bail!(
+                "--ip6 {ip}: network {:?} has no IPv6; create it with --ipv6",
+                net.name
+            );
+        }
+        return Ok(None);
+    };
+    let user = |ip: Ipv6Addr| {
+        state
+            .endpoints_of(&net.name)
+            .find(|(_, e)| e.ip6 == Some(ip))
+            .map(|(s, _)| s.name.clone())
+    };
+    if let Some(ip) = requested {
+        if !subnet.contains(&ip) || ip == subnet.network() {
+            bail!("address {ip} is outside network {:?} ({subnet})", net.name);
+        }
+        if ip == gw {
+            bail!(
+                "address {ip} is the gateway of network {:?}; choose another",
+                net.name
+            );
+        }
+        if let Some(owner) = user(ip) {
+            bail!(
+                "address {ip} is already in use on network {:?} (by {owner})",
+                net.name
+            );
+        }
+        return Ok(Some(ip));
+    }
+    let first = u128::from(subnet.network()) + 1;
+    let last = u128::from(subnet.broadcast());
+    // Endpoints are few: the first free address is near the start.
+    match (first..=last)
+        .take(1 << 16)
+        .map(Ipv6Addr::from)
+        .find(|ip| *ip != gw && user(*ip).is_none())
+    {
+        Some(ip) => Ok(Some(ip)),
+        None => bail!("network {:?} has no free IPv6 address left ({subnet}); remove a sandbox or use a larger subnet", net.name),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +340,7 @@ mod tests {
                     host_ifname: "x".into(),
                     host_ifindex: 0,
                     ip: ip.parse().unwrap(),
+                    ip6: None,
                     mac: [0; 6],
                     slot: 0,
                     aliases: vec![],
@@ -292,7 +452,7 @@ mod tests {
             ("224.1.0.0/16", "multicast"),
             ("0.0.0.0/0", "this network"),
             ("10.0.0.0", "prefix length is missing"),
-            ("fd00::/64", "IPv6"),
+            ("fd00::/64", "--ipv6"),
         ] {
             let e = parse_subnet(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
@@ -300,5 +460,62 @@ mod tests {
         let s = parse_subnet("10.0.0.0/24").unwrap();
         assert!(check_gateway(&s, "10.0.1.1".parse().unwrap()).is_err());
         assert!(check_gateway(&s, "10.0.0.254".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn ipv6_subnets_are_validated() {
+        for (bad, says) in [
+            ("fd00::/127", "longer than /126"),
+            ("fd00::/128", "longer than /126"),
+            ("fd00::1/64", "did you mean fd00::/64"),
+            ("fe80::/64", "link-local"),
+            ("ff02::/64", "multicast"),
+            ("::/0", "reserved"),
+            ("fd00::", "prefix length is missing"),
+        ] {
+            let e = parse_subnet6(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_subnet6("fd42:30::/64").unwrap().to_string(),
+            "fd42:30::/64"
+        );
+    }
+
+    #[test]
+    fn ipv6_pool_and_addresses() {
+        let mut state = State::default();
+        let mut n = net("v6", "10.9.0.0/24");
+        n.subnet6 = Some(next_subnet6(&state, &[]).unwrap());
+        assert_eq!(n.subnet6.unwrap().to_string(), "fd62:706e:6574::/64");
+        n.gateway6 = Some(first6(&n.subnet6.unwrap()));
+        assert_eq!(n.gateway6.unwrap().to_string(), "fd62:706e:6574::1");
+        state.networks.insert("v6".into(), n.clone());
+        assert_eq!(
+            next_subnet6(&state, &[]).unwrap().to_string(),
+            "fd62:706e:6574:1::/64"
+        );
+        let host = [HostRoute6 {
+            dst: "fd62:706e:6574:1::/64".parse().unwrap(),
+            dev: "eth1".into(),
+        }];
+        assert_eq!(
+            next_subnet6(&state, &host).unwrap().to_string(),
+            "fd62:706e:6574:2::/64"
+        );
+        let a = allocate6(&state, &n, None).unwrap().unwrap();
+        assert_eq!(a.to_string(), "fd62:706e:6574::2");
+        with_endpoint(&mut state, "a", "v6", "10.9.0.2");
+        state.sandboxes.get_mut("a").unwrap().endpoints[0].ip6 = Some(a);
+        assert_eq!(
+            allocate6(&state, &n, None).unwrap().unwrap().to_string(),
+            "fd62:706e:6574::3"
+        );
+        let e = allocate6(&state, &n, Some(a)).unwrap_err().to_string();
+        assert!(e.contains("already in use"), "{e}");
+        let e = allocate6(&state, &net("v4", "10.8.0.0/24"), Some(a))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no IPv6"), "{e}");
     }
 }

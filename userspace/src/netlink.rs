@@ -1,16 +1,16 @@
 //! Netlink behind a small wrapper that speaks in intentions (create a veth,
 //! add an address, a route…) rather than in netlink messages.
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd},
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use futures::TryStreamExt as _;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rtnetlink::{
     packet_route::{
-        address::{AddressAttribute, AddressMessage},
+        address::{AddressAttribute, AddressFlags, AddressMessage},
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
         route::{
             RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -128,6 +128,39 @@ impl Netlink {
                 }
             }
             if let Some(net) = dst.and_then(|d| Ipv4Net::new(d, len).ok()) {
+                out.push((net, oif));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The IPv6 routes of the main table other than the default route:
+    /// (destination, output interface).
+    pub async fn ipv6_routes(&self) -> Result<Vec<(Ipv6Net, Option<u32>)>> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")?;
+        let mut out = vec![];
+        for m in msgs {
+            let len = m.header.destination_prefix_length;
+            if table_of(&m) != u32::from(RouteHeader::RT_TABLE_MAIN) || len == 0 {
+                continue;
+            }
+            let mut dst = None;
+            let mut oif = None;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(*ip),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            if let Some(net) = dst.and_then(|d| Ipv6Net::new(d, len).ok()) {
                 out.push((net, oif));
             }
         }
@@ -476,16 +509,131 @@ impl Netlink {
             .context("listing routes")
     }
 
-    /// A permanent neighbour entry: the host never has to ask by ARP.
+    /// `ip -6 addr add IP/LEN dev INDEX nodad`: usable at once, no
+    /// duplicate address detection (the datapath owns the segment; a DAD
+    /// probe would only be dropped).
+    pub async fn add_address6(&self, index: u32, ip: Ipv6Addr, prefix_len: u8) -> Result<()> {
+        let mut req = self.handle.address().add(index, IpAddr::V6(ip), prefix_len);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        let r = req.execute().await;
+        idempotent(r, libc::EEXIST, || {
+            format!("adding address {ip}/{prefix_len}")
+        })
+    }
+
+    /// Deletes exactly `ip/prefix_len` from the link.
+    pub async fn delete_address6(&self, index: u32, ip: Ipv6Addr, prefix_len: u8) -> Result<()> {
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .context("listing addresses")?;
+        for msg in addrs {
+            let matches = msg.header.prefix_len == prefix_len
+                && msg
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V6(a)) if *a == ip));
+            if matches {
+                self.handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .with_context(|| format!("deleting address {ip}/{prefix_len}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ip -6 route add IP/128 dev INDEX src SRC`.
+    pub async fn add_host_route6(&self, ip: Ipv6Addr, index: u32, src: Ipv6Addr) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(ip, 128)
+            .output_interface(index)
+            .pref_source(src)
+            .build();
+        self.replace_route(msg, || format!("adding route to {ip}"))
+            .await
+    }
+
+    /// `ip -6 route add default via GW dev INDEX`.
+    pub async fn add_default_route6(&self, gateway: Ipv6Addr, index: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gateway)
+            .output_interface(index)
+            .build();
+        self.replace_route(msg, || format!("adding default route via {gateway}"))
+            .await
+    }
+
+    /// `ip -6 route add unreachable NET proto 191`, as
+    /// [`Self::add_unreachable_route`] for IPv4: never replaces a route
+    /// bpfnet did not add.
+    pub async fn add_unreachable_route6(&self, net: Ipv6Addr, prefix_len: u8) -> Result<()> {
+        let what = || format!("adding unreachable route {net}/{prefix_len}");
+        let r = self
+            .handle
+            .route()
+            .add(unreachable6(net, prefix_len))
+            .execute()
+            .await;
+        match r {
+            Err(e) if is_errno(&e, libc::EEXIST) => {}
+            r => return r.with_context(what),
+        }
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")?;
+        let ours = routes.iter().any(|m| {
+            m.header.destination_prefix_length == prefix_len
+                && m.header.kind == RouteType::Unreachable
+                && m.header.protocol == RouteProtocol::Other(ROUTE_PROTO)
+                && m.attributes.iter().any(|a| {
+                    matches!(a, RouteAttribute::Destination(RouteAddress::Inet6(d)) if *d == net)
+                })
+        });
+        if !ours {
+            bail!("the host already has a route to {net}/{prefix_len} that bpfnet did not add; remove it or give the network another subnet");
+        }
+        Ok(())
+    }
+
+    /// Deletes the route of [`Self::add_unreachable_route6`].
+    pub async fn delete_unreachable_route6(&self, net: Ipv6Addr, prefix_len: u8) -> Result<()> {
+        let r = self
+            .handle
+            .route()
+            .del(unreachable6(net, prefix_len))
+            .execute()
+            .await;
+        idempotent(r, libc::ESRCH, || {
+            format!("deleting route {net}/{prefix_len}")
+        })
+    }
+
+    /// A permanent neighbour entry: the host never has to ask by ARP or ND.
     pub async fn add_permanent_neighbour(
         &self,
         index: u32,
-        ip: Ipv4Addr,
+        ip: impl Into<IpAddr>,
         mac: [u8; 6],
     ) -> Result<()> {
+        let ip: IpAddr = ip.into();
         self.handle
             .neighbours()
-            .add(index, IpAddr::V4(ip))
+            .add(index, ip)
             .link_layer_address(&mac)
             .replace()
             .execute()
@@ -500,6 +648,14 @@ pub const ROUTE_PROTO: u8 = 191;
 
 fn unreachable(net: Ipv4Addr, prefix_len: u8) -> RouteMessage {
     RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(net, prefix_len)
+        .kind(RouteType::Unreachable)
+        .protocol(RouteProtocol::Other(ROUTE_PROTO))
+        .build()
+}
+
+fn unreachable6(net: Ipv6Addr, prefix_len: u8) -> RouteMessage {
+    RouteMessageBuilder::<Ipv6Addr>::new()
         .destination_prefix(net, prefix_len)
         .kind(RouteType::Unreachable)
         .protocol(RouteProtocol::Other(ROUTE_PROTO))

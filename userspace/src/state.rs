@@ -1,9 +1,13 @@
 //! bpfnet's state, the model: networks, sandboxes and their endpoints,
 //! policy rules. How it is kept on disk and locked is `store`'s business.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use anyhow::{bail, Result};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// How a network is realised.
@@ -41,6 +45,12 @@ pub struct Network {
     pub net_id: u32,
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
+    /// `--ipv6`: the network's IPv6 subnet and gateway (its first address);
+    /// `None` on IPv4-only networks, which the datapath keeps closed to IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub internal: bool,
     pub options: BTreeMap<String, String>,
     /// Kernel bridge name, for the linux-bridge driver.
@@ -73,7 +83,15 @@ impl Network {
         if !self.icc() {
             bail!("the linux-bridge driver cannot enforce icc=false (network {:?}); use the bridge driver (eBPF) to turn inter-sandbox traffic off", self.name);
         }
+        if self.ipv6() {
+            bail!("the linux-bridge driver does not support --ipv6 (network {:?}); use the bridge driver (eBPF) for a dual-stack network", self.name);
+        }
         Ok(())
+    }
+
+    /// Whether the network is dual-stack (`EnableIPv6`).
+    pub fn ipv6(&self) -> bool {
+        self.subnet6.is_some()
     }
 
     /// Whether broadcast is copied to the other ports (`-o bpfnet.flood=false` turns it off).
@@ -94,6 +112,9 @@ pub struct Endpoint {
     #[serde(default)]
     pub host_ifindex: u32,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, on a network with IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
     /// Slot of its counters in the datapath.
     pub slot: u32,

@@ -170,6 +170,8 @@ pub async fn monitor(paths: &Paths) -> Result<()> {
                 ip_from_key(ev.src_ip),
                 ip_from_key(ev.dst_ip)
             ),
+            // IPv6 events carry the next header; the MACs name the ends.
+            0x86dd => format!("IPv6 next header {}", ev.ip_proto),
             t => format!("ethertype 0x{t:04x}"),
         };
         let rule = if ev.rule != 0 {

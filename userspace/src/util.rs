@@ -44,6 +44,37 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// The conntrack address under which the datapath tracks the IPv6
+/// connections of endpoint slot `slot` (0.0.x.y in packet byte order; no
+/// IPv4 endpoint has one): the datapath's `policy::slot_key`.
+pub fn slot_key(slot: u32) -> u32 {
+    u32::from_ne_bytes([0, (slot >> 16) as u8, (slot >> 8) as u8, slot as u8])
+}
+
+/// The link-local address Linux gives an interface with this MAC
+/// (`addr_gen_mode` eui64): fe80::/64 and the modified EUI-64.
+pub fn link_local(mac: [u8; 6]) -> std::net::Ipv6Addr {
+    let m = mac;
+    std::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
 pub fn fmt_mac(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))

@@ -1,5 +1,8 @@
 //! `bpfnet network create|ls|inspect|rm|connect|disconnect`.
-use std::{net::Ipv4Addr, process::ExitCode};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::ExitCode,
+};
 
 use anyhow::{bail, Result};
 use bpfnet::{
@@ -18,12 +21,23 @@ pub enum NetworkCmd {
         /// comparisons: no --internal, icc=false or policy).
         #[arg(short = 'd', long = "driver")]
         driver: Option<String>,
-        /// IPv4 CIDR; must not overlap another network, an address or route
-        /// of the host, or 0/8, 127/8, 169.254/16, 224/4, 240/4.
+        /// Subnet in CIDR form (repeatable: one IPv4 and, with --ipv6, one
+        /// IPv6). IPv4 must not overlap another network, an address or route
+        /// of the host, or 0/8, 127/8, 169.254/16, 224/4, 240/4; IPv6 must
+        /// not overlap another network or a route of the host, be at most a
+        /// /126 and be unicast
+        /// (not ::/8, fe80::/10, fec0::/10, ff00::/8, 2001:db8::/32).
+        #[arg(long = "subnet")]
+        subnets: Vec<String>,
+        /// Gateway address (repeatable: one per family); default: the
+        /// subnet's first address.
+        #[arg(long = "gateway")]
+        gateways: Vec<String>,
+        /// Dual stack: IPv6 too, on the --subnet given or on the next free
+        /// /64 of bpfnet's ULA pool fd62:706e:6574::/48. No NAT66 or
+        /// published ports over IPv6 yet.
         #[arg(long)]
-        subnet: Option<String>,
-        #[arg(long)]
-        gateway: Option<String>,
+        ipv6: bool,
         /// No traffic leaves the network through the gateway; DNS answers
         /// only the names of the sandboxes' networks, nothing is forwarded.
         #[arg(long)]
@@ -61,6 +75,9 @@ pub enum NetworkCmd {
         aliases: Vec<String>,
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        /// IPv6 address (a network with --ipv6).
+        #[arg(long)]
+        ip6: Option<Ipv6Addr>,
         network: String,
         sandbox: String,
     },
@@ -80,8 +97,9 @@ pub async fn run(c: &mut Controller, cmd: NetworkCmd) -> Result<ExitCode> {
     match cmd {
         NetworkCmd::Create {
             driver,
-            subnet,
-            gateway,
+            subnets,
+            gateways,
+            ipv6,
             internal,
             options,
             name,
@@ -90,8 +108,9 @@ pub async fn run(c: &mut Controller, cmd: NetworkCmd) -> Result<ExitCode> {
                 .network_create(NetworkCreate {
                     name,
                     driver,
-                    subnet,
-                    gateway,
+                    subnets,
+                    gateways,
+                    ipv6,
                     internal,
                     options,
                 })
@@ -131,9 +150,10 @@ pub async fn run(c: &mut Controller, cmd: NetworkCmd) -> Result<ExitCode> {
         NetworkCmd::Connect {
             aliases,
             ip,
+            ip6,
             network,
             sandbox,
-        } => c.connect(&network, &sandbox, aliases, ip).await?,
+        } => c.connect(&network, &sandbox, aliases, ip, ip6).await?,
         NetworkCmd::Disconnect { network, sandbox } => {
             c.refuse_docker_sandbox(
                 &sandbox,

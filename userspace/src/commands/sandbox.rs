@@ -1,5 +1,8 @@
 //! Sandboxes: `bpfnet create|run|exec|ps|inspect|rm`.
-use std::{net::Ipv4Addr, process::ExitCode};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::ExitCode,
+};
 
 use anyhow::{anyhow, Result};
 use bpfnet::{
@@ -25,6 +28,9 @@ pub struct CreateOpts {
     /// Address on the first network (user networks only).
     #[arg(long)]
     ip: Option<Ipv4Addr>,
+    /// IPv6 address on the first network (a user network with --ipv6).
+    #[arg(long)]
+    ip6: Option<Ipv6Addr>,
     /// Link to another sandbox: OTHER[:ALIAS] (repeatable; ALIAS follows
     /// the rules of names).
     #[arg(long = "link")]
@@ -69,6 +75,7 @@ impl From<CreateOpts> for SandboxCreate {
             networks: o.networks,
             aliases: o.aliases,
             ip: o.ip,
+            ip6: o.ip6,
             links: o.links,
             publish: o.publish,
             expose: o.expose,

@@ -9,8 +9,9 @@ use aya::maps::{
     RingBuf,
 };
 use bpfnet_common::{
-    maps, CtKey, CtValue, DropEvent, DropReason, EndpointCounters, EndpointEntry, FdbEntry, FdbKey,
-    FloodKey, Neighbour, NeighbourKey, NetworkEntry, PolicyKey, PolicyValue, MAX_FLOOD_PORTS,
+    maps, CtKey, CtValue, DropEvent, DropReason, Endpoint6, EndpointCounters, EndpointEntry,
+    FdbEntry, FdbKey, FloodKey, Neighbour, Neighbour6Key, NeighbourKey, Network6, NetworkEntry,
+    PolicyKey, PolicyValue, MAX_FLOOD_PORTS,
 };
 
 use super::Datapath;
@@ -30,6 +31,10 @@ pub(super) struct Maps {
     policy: [HashMap<MapData, PolicyKey, PolicyValue>; 2],
     conntrack: HashMap<MapData, CtKey, CtValue>,
     rule_hits: PerCpuArray<MapData, u64>,
+    endpoints6: HashMap<MapData, u32, Endpoint6>,
+    networks6: HashMap<MapData, u32, Network6>,
+    neighbours6: HashMap<MapData, Neighbour6Key, Neighbour>,
+    subnets6: LpmTrie<MapData, [u8; 16], u32>,
     cpus: usize,
 }
 
@@ -59,6 +64,10 @@ impl Maps {
             ],
             conntrack: HashMap::try_from(m(maps::CONNTRACK)?)?,
             rule_hits: PerCpuArray::try_from(m(maps::RULE_HITS)?)?,
+            endpoints6: HashMap::try_from(m(maps::ENDPOINTS6)?)?,
+            networks6: HashMap::try_from(m(maps::NETWORKS6)?)?,
+            neighbours6: HashMap::try_from(m(maps::NEIGHBOURS6)?)?,
+            subnets6: LpmTrie::try_from(m(maps::SUBNETS6)?)?,
             cpus: aya::util::nr_cpus().map_err(|(_, e)| e)?,
         })
     }
@@ -147,6 +156,100 @@ impl Datapath {
                 .collect();
             for k in &stale {
                 ignore_missing(m.neighbours.remove(k))?;
+            }
+            Ok(dead.len() + stale.len())
+        })
+    }
+
+    /// The IPv6 side of an endpoint (dual-stack networks), known before any
+    /// program is attached, like [`Self::add_endpoint`].
+    pub fn add_endpoint6(&self, ifindex: u32, ep6: &Endpoint6) -> Result<()> {
+        self.with_maps(|m| Ok(m.endpoints6.insert(ifindex, ep6, 0)?))
+    }
+
+    /// Its IPv6 neighbour entries (address and link-local): others' ND
+    /// solicitations for it are answered from then on.
+    pub fn publish_endpoint6(&self, net_id: u32, ep6: &Endpoint6, mac: [u8; 6]) -> Result<()> {
+        let neighbour = Neighbour { mac, _pad: [0; 2] };
+        self.with_maps(|m| {
+            for ip6 in [ep6.ip6, ep6.link_local] {
+                m.neighbours6
+                    .insert(Neighbour6Key { net_id, ip6 }, neighbour, 0)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the IPv6 entries of an endpoint: the neighbours only while
+    /// they still name its MAC (an address is reused once it is free).
+    pub fn remove_endpoint6(
+        &self,
+        ifindex: Option<u32>,
+        net_id: u32,
+        ep6: &Endpoint6,
+        mac: [u8; 6],
+    ) -> Result<()> {
+        self.with_maps(|m| {
+            for ip6 in [ep6.ip6, ep6.link_local] {
+                let key = Neighbour6Key { net_id, ip6 };
+                match m.neighbours6.get(&key, 0) {
+                    Ok(n) if n.mac == mac => ignore_missing(m.neighbours6.remove(&key))?,
+                    Ok(_) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if let Some(ifindex) = ifindex {
+                ignore_missing(m.endpoints6.remove(&ifindex))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A dual-stack network's IPv6 side: subnet first (the isolation check
+    /// never sees the network without it), then the gateway.
+    pub fn set_network6(&self, net_id: u32, subnet: ([u8; 16], u8), net: &Network6) -> Result<()> {
+        self.with_maps(|m| {
+            m.subnets6
+                .insert(&Key::new(u32::from(subnet.1), subnet.0), net_id, 0)?;
+            m.networks6.insert(net_id, net, 0)?;
+            Ok(())
+        })
+    }
+
+    pub fn remove_network6(&self, net_id: u32, subnet: ([u8; 16], u8)) -> Result<()> {
+        self.with_maps(|m| {
+            ignore_missing(m.networks6.remove(&net_id))?;
+            ignore_missing(m.subnets6.remove(&Key::new(u32::from(subnet.1), subnet.0)))?;
+            Ok(())
+        })
+    }
+
+    /// [`Self::remove_unowned`] for IPv6: endpoint entries of a dead port and
+    /// neighbours whose (network, address) no live endpoint has (its address
+    /// or link-local one); returns how many went.
+    pub fn remove_unowned6(
+        &self,
+        live_ifindex: &std::collections::BTreeSet<u32>,
+        live_addr: &std::collections::BTreeSet<(u32, [u8; 16])>,
+    ) -> Result<usize> {
+        self.with_maps(|m| {
+            let dead: Vec<u32> = m
+                .endpoints6
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !live_ifindex.contains(k))
+                .collect();
+            for k in &dead {
+                ignore_missing(m.endpoints6.remove(k))?;
+            }
+            let stale: Vec<Neighbour6Key> = m
+                .neighbours6
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !live_addr.contains(&(k.net_id, k.ip6)))
+                .collect();
+            for k in &stale {
+                ignore_missing(m.neighbours6.remove(k))?;
             }
             Ok(dead.len() + stale.len())
         })

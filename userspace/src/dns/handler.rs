@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, sync::Arc};
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, ResponseCode},
     rr::{
-        rdata::{A, PTR},
+        rdata::{A, AAAA, PTR},
         Name, RData, Record, RecordType,
     },
 };
@@ -78,14 +78,24 @@ pub fn handle(table: &Table, src: Ipv4Addr, query: &[u8], transport: Transport) 
             reply(&req, ResponseCode::NXDomain, vec![], transport)
         }
         Resolution::Addrs(addrs) => {
-            let answers = if matches!(qtype, RecordType::A | RecordType::ANY) {
-                addrs
-                    .into_iter()
-                    .map(|ip| Record::from_rdata(owner.clone(), TTL, RData::A(A(ip))))
-                    .collect()
-            } else {
-                vec![] // AAAA and the rest: the name exists, no data (no IPv6)
-            };
+            let mut answers: Vec<Record> = vec![];
+            if matches!(qtype, RecordType::A | RecordType::ANY) {
+                answers.extend(
+                    addrs
+                        .into_iter()
+                        .map(|ip| Record::from_rdata(owner.clone(), TTL, RData::A(A(ip)))),
+                );
+            }
+            // AAAA on dual-stack networks; elsewhere (and for the other
+            // types) the name exists with no data.
+            if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+                answers.extend(
+                    table
+                        .resolve6(src, &qname)
+                        .into_iter()
+                        .map(|ip| Record::from_rdata(owner.clone(), TTL, RData::AAAA(AAAA(ip)))),
+                );
+            }
             reply(&req, ResponseCode::NoError, answers, transport)
         }
         Resolution::Ptr(name) => {
@@ -205,6 +215,58 @@ mod tests {
         assert!(m.metadata.authoritative);
         assert_eq!(a_records(&m), [ip("172.18.0.3")]);
         assert_eq!(m.queries.len(), 1);
+    }
+
+    /// On a dual-stack network: AAAA for the name, PTR for its IPv6
+    /// address (ip6.arpa), ANY with both families.
+    #[test]
+    fn aaaa_and_ipv6_ptr_on_a_dual_stack_network() {
+        let mut state = sample();
+        let db6: std::net::Ipv6Addr = "fd42:18::3".parse().unwrap();
+        for sb in state.sandboxes.values_mut() {
+            for ep in &mut sb.endpoints {
+                if ep.ip == ip("172.18.0.3") {
+                    ep.ip6 = Some(db6);
+                }
+            }
+        }
+        let t = Table::build(&state, &[]);
+        let aaaa = |m: &Message| -> Vec<std::net::Ipv6Addr> {
+            m.answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::AAAA(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect()
+        };
+        let q = |name: &str, qt| {
+            answer(handle(
+                &t,
+                ip("172.18.0.2"),
+                &query(name, qt, 7),
+                Transport::Udp,
+            ))
+        };
+        assert_eq!(aaaa(&q("db.", RecordType::AAAA)), [db6]);
+        assert!(a_records(&q("db.", RecordType::AAAA)).is_empty());
+        let any = q("db.", RecordType::ANY);
+        assert_eq!(
+            (a_records(&any), aaaa(&any)),
+            (vec![ip("172.18.0.3")], vec![db6])
+        );
+        let rev: String = db6
+            .octets()
+            .iter()
+            .rev()
+            .flat_map(|b| [b & 0xf, b >> 4])
+            .map(|n| format!("{n:x}."))
+            .collect();
+        let m = q(&format!("{rev}ip6.arpa."), RecordType::PTR);
+        let RData::PTR(p) = &m.answers[0].data else {
+            panic!("{m:?}")
+        };
+        assert_eq!(p.0.to_ascii(), "db.");
     }
 
     #[test]

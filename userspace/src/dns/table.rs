@@ -20,7 +20,7 @@
 //! - the default `bridge` network resolves nothing.
 use std::{
     collections::{BTreeSet, HashMap},
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -41,6 +41,8 @@ pub fn resolves_names(net: &Network) -> bool {
 #[derive(Debug, Default)]
 struct Entry {
     addrs: Vec<Ipv4Addr>,
+    /// IPv6 addresses (dual-stack networks), for AAAA.
+    addrs6: Vec<Ipv6Addr>,
     next: AtomicUsize,
 }
 
@@ -49,6 +51,7 @@ struct NetNames {
     names: HashMap<String, Entry>,
     /// Address → sandbox name, for PTR queries.
     ptr: HashMap<Ipv4Addr, String>,
+    ptr6: HashMap<Ipv6Addr, String>,
 }
 
 /// What a query for a name comes to.
@@ -157,13 +160,22 @@ impl Table {
                     .into_iter()
                     .chain(ep.aliases.iter().map(String::as_str));
                 for name in names {
-                    let addrs = &mut net.names.entry(normalize(name)).or_default().addrs;
-                    if !addrs.contains(&ep.ip) {
-                        addrs.push(ep.ip);
-                        addrs.sort();
+                    let entry = net.names.entry(normalize(name)).or_default();
+                    if !entry.addrs.contains(&ep.ip) {
+                        entry.addrs.push(ep.ip);
+                        entry.addrs.sort();
+                    }
+                    if let Some(ip6) = ep.ip6 {
+                        if !entry.addrs6.contains(&ip6) {
+                            entry.addrs6.push(ip6);
+                            entry.addrs6.sort();
+                        }
                     }
                 }
                 net.ptr.insert(ep.ip, sb.name.clone());
+                if let Some(ip6) = ep.ip6 {
+                    net.ptr6.insert(ip6, sb.name.clone());
+                }
             }
         }
         t
@@ -189,13 +201,10 @@ impl Table {
         self.requesters.get(&src).is_some_and(|r| r.forward)
     }
 
-    /// `qname` for `src` (A and the other types of a name).
-    pub fn resolve(&self, src: Ipv4Addr, qname: &str) -> Resolution {
-        let Some(r) = self.requesters.get(&src) else {
-            return Resolution::NotRequester;
-        };
+    /// The entry `qname` names for requester `r`: `name`, then `name`
+    /// without each of the host's search domains, on its networks in order.
+    fn find(&self, r: &Requester, qname: &str) -> Option<&Entry> {
         let q = normalize(qname);
-        // `name`, then `name` without each of the host's search domains.
         let candidates = std::iter::once(q.as_str()).chain(self.search.iter().filter_map(|s| {
             q.strip_suffix(s.as_str())
                 .and_then(|p| p.strip_suffix('.'))
@@ -204,14 +213,37 @@ impl Table {
         for c in candidates {
             for &i in &r.order {
                 if let Some(e) = self.nets[i].names.get(c) {
-                    let mut addrs = e.addrs.clone();
-                    let n = e.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
-                    addrs.rotate_left(n);
-                    return Resolution::Addrs(addrs);
+                    return Some(e);
                 }
             }
         }
-        Resolution::Unknown { forward: r.forward }
+        None
+    }
+
+    /// `qname` for `src` (A and the other types of a name).
+    pub fn resolve(&self, src: Ipv4Addr, qname: &str) -> Resolution {
+        let Some(r) = self.requesters.get(&src) else {
+            return Resolution::NotRequester;
+        };
+        match self.find(r, qname) {
+            Some(e) => {
+                let mut addrs = e.addrs.clone();
+                let n = e.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+                addrs.rotate_left(n);
+                Resolution::Addrs(addrs)
+            }
+            None => Resolution::Unknown { forward: r.forward },
+        }
+    }
+
+    /// The IPv6 addresses of the name [`Self::resolve`] finds for `src`
+    /// (AAAA): empty on IPv4-only networks.
+    pub fn resolve6(&self, src: Ipv4Addr, qname: &str) -> Vec<Ipv6Addr> {
+        self.requesters
+            .get(&src)
+            .and_then(|r| self.find(r, qname))
+            .map(|e| e.addrs6.clone())
+            .unwrap_or_default()
     }
 
     /// A PTR query (`d.c.b.a.in-addr.arpa`) for `src`: only the addresses
@@ -221,9 +253,17 @@ impl Table {
         let Some(r) = self.requesters.get(&src) else {
             return Resolution::NotRequester;
         };
-        if let Some(ip) = reverse_ipv4(&normalize(qname)) {
+        let q = normalize(qname);
+        if let Some(ip) = reverse_ipv4(&q) {
             for &i in &r.order {
                 if let Some(name) = self.nets[i].ptr.get(&ip) {
+                    return Resolution::Ptr(name.clone());
+                }
+            }
+        }
+        if let Some(ip) = reverse_ipv6(&q) {
+            for &i in &r.order {
+                if let Some(name) = self.nets[i].ptr6.get(&ip) {
                     return Resolution::Ptr(name.clone());
                 }
             }
@@ -254,6 +294,22 @@ fn reverse_ipv4(name: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(o))
 }
 
+/// `b.a.9.8…0.d.f.ip6.arpa` (32 nibbles, lowest first) → the address.
+fn reverse_ipv6(name: &str) -> Option<Ipv6Addr> {
+    let labels: Vec<&str> = name.strip_suffix(".ip6.arpa")?.split('.').collect();
+    if labels.len() != 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for l in labels.iter().rev() {
+        if l.len() != 1 {
+            return None;
+        }
+        v = (v << 4) | u128::from(u8::from_str_radix(l, 16).ok()?);
+    }
+    Some(Ipv6Addr::from(v))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
@@ -274,6 +330,8 @@ pub(crate) mod tests {
             net_id: 1,
             subnet: Some(subnet),
             gateway: Some(Ipv4Addr::from(u32::from(subnet.network()) + 1)),
+            subnet6: None,
+            gateway6: None,
             internal: false,
             options: BTreeMap::new(),
             bridge: None,
@@ -291,6 +349,7 @@ pub(crate) mod tests {
                 host_ifname: format!("bn{name}{i}"),
                 host_ifindex: 0,
                 ip: ip.parse().unwrap(),
+                ip6: None,
                 mac: [0; 6],
                 slot: 0,
                 aliases: aliases.iter().map(|a| a.to_string()).collect(),

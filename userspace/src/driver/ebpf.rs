@@ -59,6 +59,16 @@ pub fn datapath_endpoint(
     })
 }
 
+/// The datapath's view of an endpoint's IPv6 side (dual-stack networks).
+pub fn datapath_endpoint6(net: &Network, ep: &Endpoint) -> Option<common::Endpoint6> {
+    net.subnet6?;
+    let ip6 = ep.ip6?;
+    Some(common::Endpoint6 {
+        ip6: ip6.octets(),
+        link_local: crate::util::link_local(ep.mac).octets(),
+    })
+}
+
 impl Driver for Ebpf {
     fn network_up<'a>(&'a self, host: &'a Host, net: &'a Network) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
@@ -69,6 +79,26 @@ impl Driver for Ebpf {
             host.nl
                 .add_unreachable_route(subnet.network(), subnet.prefix_len())
                 .await?;
+            // IPv6 the same way: the gateway a /128 on lo, the subnet
+            // unreachable but for each endpoint's /128. The host forwards
+            // nothing for it (no NAT66 yet): no forwarding sysctl is touched.
+            if let (Some(subnet6), Some(gw6)) = (net.subnet6, net.gateway6) {
+                host.nl
+                    .add_address6(host.lo_index().await?, gw6, 128)
+                    .await?;
+                host.nl
+                    .add_unreachable_route6(subnet6.network(), subnet6.prefix_len())
+                    .await?;
+            }
+            if let (Some(subnet6), Some(gw6)) = (net.subnet6, net.gateway6) {
+                host.dp.set_network6(
+                    net.net_id,
+                    (subnet6.network().octets(), subnet6.prefix_len()),
+                    &common::Network6 {
+                        gateway6: gw6.octets(),
+                    },
+                )?;
+            }
             let mut dp_net = datapath_network(net)?;
             if let Some(old) = host.dp.network(net.net_id)? {
                 dp_net.flood_ports = old.flood_ports;
@@ -82,9 +112,23 @@ impl Driver for Ebpf {
             let (subnet, gw) = subnet_and_gateway(net)?;
             host.dp
                 .remove_network(net.net_id, &datapath_network(net)?)?;
+            if let Some(subnet6) = net.subnet6 {
+                host.dp.remove_network6(
+                    net.net_id,
+                    (subnet6.network().octets(), subnet6.prefix_len()),
+                )?;
+            }
             host.nl
                 .delete_unreachable_route(subnet.network(), subnet.prefix_len())
                 .await?;
+            if let (Some(subnet6), Some(gw6)) = (net.subnet6, net.gateway6) {
+                host.nl
+                    .delete_unreachable_route6(subnet6.network(), subnet6.prefix_len())
+                    .await?;
+                host.nl
+                    .delete_address6(host.lo_index().await?, gw6, 128)
+                    .await?;
+            }
             host.nl.delete_address(host.lo_index().await?, gw, 32).await
         })
     }
@@ -102,17 +146,31 @@ impl Driver for Ebpf {
             // Known to the datapath before anything is attached; reachable
             // by others only once the programs guard it.
             let dp_ep = datapath_endpoint(net, ep, gw_mac)?;
+            let dp_ep6 = datapath_endpoint6(net, ep);
+            if let Some(ep6) = &dp_ep6 {
+                host.dp.add_endpoint6(link.index, ep6)?;
+            }
             host.dp.add_endpoint(link.index, &dp_ep)?;
             fault::point("ebpf-attach:endpoint-entry");
             host.dp.attach(&ep.host_ifname)?;
             fault::point("ebpf-attach:programs");
             host.dp.publish_endpoint(link.index, &dp_ep)?;
+            if let Some(ep6) = &dp_ep6 {
+                host.dp.publish_endpoint6(net.net_id, ep6, ep.mac)?;
+            }
             fault::point("ebpf-attach:published");
             host.nl.set_up(link.index).await?;
             host.nl.add_host_route(ep.ip, link.index, gw).await?;
             host.nl
                 .add_permanent_neighbour(link.index, ep.ip, ep.mac)
-                .await
+                .await?;
+            if let (Some(ip6), Some(gw6)) = (ep.ip6, net.gateway6) {
+                host.nl.add_host_route6(ip6, link.index, gw6).await?;
+                host.nl
+                    .add_permanent_neighbour(link.index, ip6, ep.mac)
+                    .await?;
+            }
+            Ok(())
         })
     }
 
@@ -131,7 +189,16 @@ impl Driver for Ebpf {
             // filters (Host::endpoint_down deletes it next): until then they
             // drop what the sandbox sends (not-an-endpoint) instead of
             // letting it reach the host unjudged.
+            if let Some(ep6) = datapath_endpoint6(net, ep) {
+                host.dp
+                    .remove_endpoint6(ifindex, net.net_id, &ep6, ep.mac)?;
+            }
             let owned = host.dp.remove_endpoint_entries(ifindex, &dp_ep)?;
+            // Its IPv6 connections are tracked under its counter slot,
+            // which the next endpoint may get.
+            let slot = crate::util::slot_key(ep.slot);
+            host.dp
+                .flush_conntrack(|k, _| k.src_ip == slot || k.dst_ip == slot)?;
             if owned {
                 // Its connections must not carry over to whoever gets the
                 // address next.

@@ -217,11 +217,28 @@ impl Host {
             .subnet
             .zip(net.gateway)
             .context("network without subnet")?;
-        // No IPv6 until bpfnet supports it (and no router solicitations to
-        // count as drops).
+        // IPv6 only on a dual-stack network, and then without router
+        // advertisements, autoconfiguration or DAD: the address and routes
+        // are bpfnet's, the link-local one comes from the MAC (EUI-64), as
+        // the datapath's source check expects. On an IPv4-only network the
+        // interface has no IPv6 at all (Docker's way; the datapath stays
+        // the barrier should root inside turn it back on).
         let ifname = ep.ifname.clone();
+        let v6 = ep.ip6.is_some() && net.ipv6();
         netns::run_in(ns, move || {
-            let _ = netns::sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "1");
+            if v6 {
+                for (key, value) in [
+                    ("accept_ra", "0"),
+                    ("autoconf", "0"),
+                    ("accept_dad", "0"),
+                    ("addr_gen_mode", "0"),
+                    ("disable_ipv6", "0"),
+                ] {
+                    netns::sysctl(&format!("net/ipv6/conf/{ifname}/{key}"), value)?;
+                }
+            } else {
+                let _ = netns::sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "1");
+            }
             // Defence in depth behind the datapath's own check: unicast
             // IPv4 in a group frame is not taken by the sandbox either.
             let _ = netns::sysctl(
@@ -230,10 +247,24 @@ impl Host {
             );
             Ok(())
         })?;
-        let _ = netns::sysctl(
-            &format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
-            "1",
-        );
+        if v6 {
+            // The host side carries no IPv6 address at all (not even a
+            // link-local one a sandbox could reach): the gateway address
+            // lives on lo, and the host reaches the endpoint by its /128
+            // route and permanent neighbour entry.
+            for (key, value) in [
+                ("accept_ra", "0"),
+                ("autoconf", "0"),
+                ("addr_gen_mode", "1"),
+            ] {
+                netns::sysctl(&format!("net/ipv6/conf/{}/{key}", ep.host_ifname), value)?;
+            }
+        } else {
+            let _ = netns::sysctl(
+                &format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
+                "1",
+            );
+        }
         let inner = Netlink::open_in(ns)?;
         let peer = inner
             .link_by_name(&ep.ifname)
@@ -242,9 +273,17 @@ impl Host {
         inner
             .add_address(peer.index, ep.ip, subnet.prefix_len())
             .await?;
+        if let (true, Some(ip6), Some(subnet6)) = (v6, ep.ip6, net.subnet6) {
+            inner
+                .add_address6(peer.index, ip6, subnet6.prefix_len())
+                .await?;
+        }
         inner.set_up(peer.index).await?;
         if default_route {
             inner.add_default_route(gw).await?;
+            if let (true, Some(gw6)) = (v6, net.gateway6) {
+                inner.add_default_route6(gw6, peer.index).await?;
+            }
         }
         // eth<N> gets routing table 1000+N for what it sends.
         let table = 1000

@@ -136,7 +136,7 @@ impl Controller {
             &req.network,
             &name,
             vec![],
-            None,
+            (None, None),
             Some(&req.ifname),
         )?;
         if let Some(cni) = target.sandboxes.get_mut(&name).and_then(|s| s.cni.as_mut()) {

@@ -161,6 +161,9 @@ impl Controller {
             net_id: super::capacity::network_id(self.state())?,
             subnet: Some(subnet),
             gateway: Some(req.gateway),
+            // Docker's IPv6 networks are refused (CreateNetwork).
+            subnet6: None,
+            gateway6: None,
             internal: req.internal,
             options,
             bridge: None,
@@ -289,6 +292,7 @@ impl Controller {
             host_ifname,
             host_ifindex: 0,
             ip,
+            ip6: None,
             mac: req.mac,
             slot: super::capacity::endpoint_slot(&target)?,
             aliases: vec![],

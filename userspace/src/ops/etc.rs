@@ -91,6 +91,9 @@ fn hosts(state: &State, sb: &Sandbox, net_owner: &Sandbox) -> String {
     };
     for ep in &net_owner.endpoints {
         hosts.push_str(&format!("{}\t{own}\n", ep.ip));
+        if let Some(ip6) = ep.ip6 {
+            hosts.push_str(&format!("{ip6}\t{own}\n"));
+        }
     }
     for (name, ip) in &sb.dns.extra_hosts {
         hosts.push_str(&format!("{ip}\t{name}\n"));
@@ -112,6 +115,9 @@ fn hosts(state: &State, sb: &Sandbox, net_owner: &Sandbox) -> String {
                 format!("{} {}", link.alias, t.name)
             };
             hosts.push_str(&format!("{}\t{names}\n", ep.ip));
+            if let Some(ip6) = ep.ip6 {
+                hosts.push_str(&format!("{ip6}\t{names}\n"));
+            }
         }
     }
     hosts

@@ -191,5 +191,20 @@ fn sweep_datapath(host: &Host, state: &State) -> Result<Vec<String>> {
     if n > 0 {
         removed.push(format!("{n} FDB and neighbour entries of dead endpoints"));
     }
+    let live_addr6: BTreeSet<(u32, [u8; 16])> = state
+        .endpoints()
+        .filter_map(|(_, e)| {
+            let net = state.networks.get(&e.network)?;
+            let ep6 = crate::driver::ebpf::datapath_endpoint6(net, e)?;
+            Some([(net.net_id, ep6.ip6), (net.net_id, ep6.link_local)])
+        })
+        .flatten()
+        .collect();
+    let n = host.dp.remove_unowned6(&live_ifindex, &live_addr6)?;
+    if n > 0 {
+        removed.push(format!(
+            "{n} IPv6 endpoint and neighbour entries of dead endpoints"
+        ));
+    }
     Ok(removed)
 }

@@ -81,6 +81,8 @@ fn builtin(name: &str, driver: DriverKind, net_id: u32, subnet: Option<Ipv4Net>)
         net_id,
         subnet,
         gateway: subnet.map(|s| std::net::Ipv4Addr::from(u32::from(s.network()) + 1)),
+        subnet6: None,
+        gateway6: None,
         internal: false,
         options: BTreeMap::new(),
         bridge: None,
@@ -393,11 +395,18 @@ impl Controller {
                 // State files from before the ifindex was recorded.
                 ep.host_ifindex = link.index;
                 let dp_ep = driver::ebpf::datapath_endpoint(net, ep, link.mac.unwrap_or_default())?;
+                let dp_ep6 = driver::ebpf::datapath_endpoint6(net, ep);
+                if let Some(ep6) = &dp_ep6 {
+                    self.host.dp.add_endpoint6(link.index, ep6)?;
+                }
                 self.host.dp.add_endpoint(link.index, &dp_ep)?;
                 if !attached.contains(&ep.host_ifname) {
                     self.host.dp.attach(&ep.host_ifname)?;
                 }
                 self.host.dp.publish_endpoint(link.index, &dp_ep)?;
+                if let Some(ep6) = &dp_ep6 {
+                    self.host.dp.publish_endpoint6(net.net_id, ep6, ep.mac)?;
+                }
             }
         }
         for net in state.networks.values() {

@@ -1,5 +1,8 @@
 //! Networks: `network create` and `network rm`.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use anyhow::{bail, Result};
 
@@ -21,8 +24,12 @@ pub const BRIDGE_PREFIX: &str = "bnbr";
 pub struct NetworkCreate {
     pub name: String,
     pub driver: Option<String>,
-    pub subnet: Option<String>,
-    pub gateway: Option<String>,
+    /// `--subnet`, repeatable: at most one IPv4 and (with `ipv6`) one IPv6.
+    pub subnets: Vec<String>,
+    /// `--gateway`, repeatable: one per family, matched to its subnet.
+    pub gateways: Vec<String>,
+    /// `--ipv6`: dual stack.
+    pub ipv6: bool,
     pub internal: bool,
     pub options: Vec<String>,
 }
@@ -55,6 +62,34 @@ impl Controller {
             .collect())
     }
 
+    /// [`Self::host_routes`] for IPv6 (link-local routes left out: no
+    /// network's subnet can be link-local).
+    async fn host_routes6(&self) -> Result<Vec<ipam::HostRoute6>> {
+        let names: BTreeMap<u32, String> = self
+            .host
+            .nl
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
+        let link_local: ipnet::Ipv6Net = "fe80::/10".parse().expect("valid");
+        Ok(self
+            .host
+            .nl
+            .ipv6_routes()
+            .await?
+            .into_iter()
+            .filter(|(dst, _)| !ipam::is_bpfnets6(self.state(), dst) && !link_local.contains(dst))
+            .map(|(dst, oif)| ipam::HostRoute6 {
+                dst,
+                dev: oif
+                    .and_then(|i| names.get(&i).cloned())
+                    .unwrap_or_else(|| "none".into()),
+            })
+            .collect())
+    }
+
     pub async fn network_create(&mut self, req: NetworkCreate) -> Result<Network> {
         let name = req.name.as_str();
         check_name("network", name)?;
@@ -68,7 +103,28 @@ impl Controller {
         };
         let options = crate::util::parse_network_options(&req.options)?;
         let host_routes = self.host_routes().await?;
-        let subnet = match &req.subnet {
+        // Docker's repeated --subnet and --gateway: one of each family.
+        let (subnets6, subnets4): (Vec<&String>, Vec<&String>) =
+            req.subnets.iter().partition(|s| s.contains(':'));
+        let (gateways6, gateways4): (Vec<&String>, Vec<&String>) =
+            req.gateways.iter().partition(|s| s.contains(':'));
+        if subnets4.len() > 1 || subnets6.len() > 1 {
+            bail!("--subnet is given {} times; a network has one IPv4 subnet and, with --ipv6, one IPv6 subnet", req.subnets.len());
+        }
+        if gateways4.len() > 1 || gateways6.len() > 1 {
+            bail!("--gateway is given {} times; a network has one IPv4 gateway and, with --ipv6, one IPv6 gateway", req.gateways.len());
+        }
+        if !req.ipv6 {
+            if let Some(s) = subnets6.first() {
+                bail!("invalid subnet {s:?}: an IPv6 subnet needs --ipv6 (a dual-stack network)");
+            }
+            if let Some(g) = gateways6.first() {
+                bail!("invalid gateway {g:?}: an IPv6 gateway needs --ipv6 (a dual-stack network)");
+            }
+        } else if !req.subnets.is_empty() && subnets6.is_empty() {
+            bail!("--ipv6 with only IPv4 subnets ({}): add an IPv6 subnet (--subnet fd42:30::/64), or leave out --subnet to take both from the pools", req.subnets.join(", "));
+        }
+        let subnet = match subnets4.first() {
             Some(s) => {
                 let subnet = ipam::parse_subnet(s)?;
                 if let Some(other) = ipam::overlapping(self.state(), &subnet) {
@@ -89,13 +145,51 @@ impl Controller {
             }
             None => ipam::next_subnet(self.state(), &host_routes)?,
         };
-        let gateway = match &req.gateway {
+        let gateway = match gateways4.first() {
             Some(g) => {
                 let gw = ipam::parse_gateway(g)?;
                 ipam::check_gateway(&subnet, gw)?;
                 gw
             }
             None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
+        };
+        let host_routes6 = if req.ipv6 {
+            self.host_routes6().await?
+        } else {
+            vec![]
+        };
+        let subnet6 = match (req.ipv6, subnets6.first()) {
+            (false, _) => None,
+            (true, Some(s)) => {
+                let subnet = ipam::parse_subnet6(s)?;
+                if let Some(other) = ipam::overlapping6(self.state(), &subnet) {
+                    bail!(
+                        "subnet {subnet} overlaps with network {:?} ({}); choose another subnet",
+                        other.name,
+                        other.subnet6.expect("has an IPv6 subnet")
+                    );
+                }
+                if let Some(r) = ipam::host_conflict6(&host_routes6, &subnet) {
+                    bail!(
+                        "subnet {subnet} overlaps the host's own route {} (dev {}); choose another subnet",
+                        r.dst,
+                        r.dev
+                    );
+                }
+                Some(subnet)
+            }
+            (true, None) => Some(ipam::next_subnet6(self.state(), &host_routes6)?),
+        };
+        let gateway6 = match (subnet6, gateways6.first()) {
+            (None, _) => None,
+            (Some(subnet), Some(g)) => {
+                let Ok(IpAddr::V6(gw)) = g.parse::<IpAddr>() else {
+                    bail!("invalid gateway {g:?}: expected an IPv6 address such as fd42:30::1");
+                };
+                ipam::check_gateway6(&subnet, gw)?;
+                Some(gw)
+            }
+            (Some(subnet), None) => Some(ipam::first6(&subnet)),
         };
         let id = new_id();
         let net = Network {
@@ -108,6 +202,8 @@ impl Controller {
             net_id: super::capacity::network_id(self.state())?,
             subnet: Some(subnet),
             gateway: Some(gateway),
+            subnet6,
+            gateway6,
             internal: req.internal,
             options,
         };

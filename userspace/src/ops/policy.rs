@@ -114,10 +114,11 @@ impl Controller {
                 // A deny applies to established connections too: forget
                 // them, so their next packet is judged anew.
                 let state = self.state();
+                // IPv6 connections are tracked under the endpoints' slots.
                 let ips = |sel: &str| -> Vec<u32> {
                     policy::endpoints(state, sel)
                         .iter()
-                        .map(|e| ip_key(e.ip))
+                        .flat_map(|e| [ip_key(e.ip), crate::util::slot_key(e.slot)])
                         .collect()
                 };
                 let denied: Vec<(Vec<u32>, Vec<u32>, Traffic)> = rules

@@ -1,7 +1,7 @@
 //! Sandboxes and their endpoints: `create`, `network connect`, `network
 //! disconnect`, `rm`. Everything is decided from the state first (names,
 //! addresses, interface names, counter slots); the plan then only acts.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{anyhow, bail, Result};
 
@@ -28,6 +28,8 @@ pub struct SandboxCreate {
     pub networks: Vec<String>,
     pub aliases: Vec<String>,
     pub ip: Option<Ipv4Addr>,
+    /// `--ip6`, on the first network.
+    pub ip6: Option<Ipv6Addr>,
     pub links: Vec<String>,
     /// `--publish` specs, as given.
     pub publish: Vec<String>,
@@ -98,6 +100,17 @@ fn check_hostname(what: &str, name: &str) -> Result<()> {
     };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         bail!("invalid {what} {name:?}: a host name is dot-separated labels of letters, digits and '-' (1-63 each, not starting or ending with '-')");
+    }
+    Ok(())
+}
+
+/// `--ip` and `--ip6` are for user-defined networks (Docker's rule).
+fn no_address_on_default_bridge(ip: bool, ip6: bool) -> Result<()> {
+    if ip {
+        bail!("--ip is supported on user-defined networks only, not on the default bridge");
+    }
+    if ip6 {
+        bail!("--ip6 is supported on user-defined networks only, not on the default bridge");
     }
     Ok(())
 }
@@ -183,6 +196,12 @@ impl Controller {
         }
         util::check_etc_netns_free(name)?;
         let mode = self.parse_mode(&req.networks)?;
+        if !matches!(mode, Mode::Networks(_)) && req.ip6.is_some() {
+            bail!(
+                "--ip6 needs a user-defined network; sandbox {name:?} would use network mode {}",
+                req.networks[0]
+            );
+        }
         if !matches!(mode, Mode::Networks(_)) && (req.ip.is_some() || !req.aliases.is_empty()) {
             bail!("--ip and --network-alias need a user-defined network; sandbox {name:?} would use network mode {}", req.networks[0]);
         }
@@ -204,8 +223,8 @@ impl Controller {
             })
             .collect::<Result<Vec<_>>>()?;
         if let Mode::Networks(nets) = &mode {
-            if req.ip.is_some() && nets[0] == "bridge" {
-                bail!("--ip is supported on user-defined networks only, not on the default bridge");
+            if nets[0] == "bridge" {
+                no_address_on_default_bridge(req.ip.is_some(), req.ip6.is_some())?;
             }
         }
         let (reaches_out, mode_text) = match &mode {
@@ -260,13 +279,17 @@ impl Controller {
         let mut networks = vec![];
         if let Mode::Networks(nets) = &mode {
             for (i, n) in nets.iter().enumerate() {
-                let ip = if i == 0 { req.ip } else { None };
+                let (ip, ip6) = if i == 0 {
+                    (req.ip, req.ip6)
+                } else {
+                    (None, None)
+                };
                 steps.push(plan_endpoint(
                     &mut target,
                     n,
                     name,
                     req.aliases.clone(),
-                    ip,
+                    (ip, ip6),
                     None,
                 )?);
                 networks.push(n.clone());
@@ -294,6 +317,7 @@ impl Controller {
         sandbox: &str,
         aliases: Vec<String>,
         ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
     ) -> Result<()> {
         let sb = self.sandbox(sandbox)?;
         if sb.docker.is_some() {
@@ -309,11 +333,11 @@ impl Controller {
         for a in &aliases {
             check_name("alias", a)?;
         }
-        if ip.is_some() && network == "bridge" {
-            bail!("--ip is supported on user-defined networks only, not on the default bridge");
+        if network == "bridge" {
+            no_address_on_default_bridge(ip.is_some(), ip6.is_some())?;
         }
         let mut target = self.state().clone();
-        let step = plan_endpoint(&mut target, network, sandbox, aliases, ip, None)?;
+        let step = plan_endpoint(&mut target, network, sandbox, aliases, (ip, ip6), None)?;
         self.execute(endpoint_plan(
             format!("connect {sandbox} to {network}"),
             Recovery::RollBack,
@@ -399,7 +423,7 @@ pub(super) fn plan_endpoint(
     network: &str,
     sandbox: &str,
     aliases: Vec<String>,
-    ip: Option<Ipv4Addr>,
+    (ip, ip6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
     ifname: Option<&str>,
 ) -> Result<Step> {
     let net = target.networks[network].clone();
@@ -416,6 +440,7 @@ pub(super) fn plan_endpoint(
         bail!("sandbox {sandbox:?} is already connected to network {network:?}");
     }
     let ip = ipam::allocate(target, &net, ip)?;
+    let ip6 = ipam::allocate6(target, &net, ip6)?;
     let ifname = match ifname {
         Some(n) => n.to_string(),
         None => (0..)
@@ -434,6 +459,7 @@ pub(super) fn plan_endpoint(
         network: network.into(),
         ifname,
         ip,
+        ip6,
         mac: mac_for(ip),
         slot: super::capacity::endpoint_slot(target)?,
         aliases,

@@ -248,7 +248,24 @@ impl Controller {
                         None => netns::open(sandbox),
                     };
                     if let Ok(ns) = ns {
-                        Netlink::open_in(&ns)?.add_default_route(*gw).await?;
+                        let nl = Netlink::open_in(&ns)?;
+                        nl.add_default_route(*gw).await?;
+                        // The IPv6 default route moves with it, to the
+                        // network that now carries the IPv4 one, if that
+                        // network has IPv6.
+                        let carrier = target.sandboxes.get(sandbox.as_str()).and_then(|sb| {
+                            sb.endpoints.iter().find_map(|e| {
+                                let n = target.networks.get(&e.network)?;
+                                (n.gateway == Some(*gw) && !n.internal).then_some((e, n))
+                            })
+                        });
+                        if let Some((e, n)) = carrier {
+                            if let (Some(_), Some(gw6)) = (e.ip6, n.gateway6) {
+                                if let Some(link) = nl.link_by_name(&e.ifname).await? {
+                                    nl.add_default_route6(gw6, link.index).await?;
+                                }
+                            }
+                        }
                     }
                 }
                 Ok(())
