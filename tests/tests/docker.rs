@@ -344,6 +344,12 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
     // Subnets keep to the same rails as bpfnet's own networks.
     // (Docker refuses overlaps among its own networks; bpfnet's are news to it.)
     h.bpfnet_ok(&["network", "create", "--subnet", "10.66.0.0/24", "native"]);
+    // The renaming from Docker's API is asynchronous: settled first, so
+    // that the comparison below sees only what the refusals would change.
+    d.wait_for(secs(15), "bpfnet to name Docker's networks", || {
+        let n = networks(&h);
+        n.contains(&"net1".into()) && n.contains(&"net2".into())
+    });
     let before = h.snapshot();
     let o = d.fail_words("network create -d bpfnet --subnet 10.66.0.0/25 dup");
     assert!(
@@ -356,10 +362,6 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
     h.ok(&["ip", "route", "del", "10.90.0.0/24", "dev", "lo"]);
     assert_eq!(h.snapshot(), before, "a refused network changed bpfnet");
     h.bpfnet_ok(&["network", "rm", "native"]);
-    d.wait_for(secs(15), "bpfnet to name Docker's networks", || {
-        let n = networks(&h);
-        n.contains(&"net1".into()) && n.contains(&"net2".into())
-    });
     for (c, net) in [("b1", "net1"), ("b2", "net1"), ("b3", "net2")] {
         d.ok(&[
             "run",
