@@ -21,9 +21,14 @@ fn run_to_fault(h: &TestHost, n: usize, args: &[&str]) -> Output {
     h.run(&v)
 }
 
+/// The committed state (snapshot and log), as bpfnet reads it.
 fn state(h: &TestHost) -> Value {
-    let text = h.sh_ok(&format!("cat {}/state.json", h.root.display()));
-    serde_json::from_str(&text).expect("state.json")
+    let paths = bpfnet::paths::Paths {
+        state_dir: h.root.clone(),
+        bpffs: "/sys/fs/bpf".into(),
+    };
+    let st = bpfnet::store::snapshot(&paths).expect("the state reads");
+    serde_json::to_value(st).expect("the state serialises")
 }
 
 fn sandboxes(st: &Value) -> BTreeSet<String> {
@@ -592,13 +597,13 @@ fn a_state_file_from_a_newer_bpfnet_is_refused_and_left_alone() {
     h.bpfnet_ok(&["network", "create", "net1"]);
     let file = format!("{}/state.json", h.root.display());
     h.sh_ok(&format!(
-        "sed -i 's/\"version\": 1,/\"version\": 99,/' {file}"
+        "sed -i 's/\"version\":2,/\"version\":99,/' {file}"
     ));
     let before = h.sh_ok(&format!("sha256sum {file}"));
     let o = h.bpfnet_fail(&["create", "--name", "x", "--network", "net1"]);
     assert_eq!(
         o.stderr.trim(),
-        format!("Error: {file} was written by a newer bpfnet (state version 99, this one reads up to 1); use that bpfnet")
+        format!("Error: {file} was written by a newer bpfnet (state version 99, this one reads up to 2); use that bpfnet")
     );
     assert_eq!(h.sh_ok(&format!("sha256sum {file}")), before);
     assert!(!h.netns_list().contains(&"x".to_string()));
