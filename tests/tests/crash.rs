@@ -608,3 +608,45 @@ fn a_state_file_from_a_newer_bpfnet_is_refused_and_left_alone() {
     assert_eq!(h.sh_ok(&format!("sha256sum {file}")), before);
     assert!(!h.netns_list().contains(&"x".to_string()));
 }
+
+/// `datapath unload` removes every sandbox in one operation. Killed at any
+/// of its points, the next command (`gc`) leaves the state and the kernel
+/// accounted for, and unload run again leaves nothing.
+#[test]
+fn unload_killed_anywhere_is_completed_and_leaves_nothing() {
+    let h = TestHost::new("crash-unload");
+    for n in 1.. {
+        h.bpfnet_ok(&["network", "create", "net1"]);
+        for s in ["a", "b", "c"] {
+            h.create(s, &["net1"]);
+        }
+        h.create("d", &[]);
+        let out = run_to_fault(&h, n, &["datapath", "unload"]);
+        let ctx = if out.success() {
+            "unload without a crash".to_string()
+        } else {
+            assert_eq!(out.code, -1, "expected a crash at point {n}:\n{out}");
+            let ctx = format!("unload crashed at point {n}");
+            let gc = h.bpfnet(&["gc"]);
+            assert!(gc.success(), "{ctx}: gc failed:\n{gc}");
+            assert_accounted_for(&h, &ctx);
+            h.bpfnet_ok(&["datapath", "unload"]);
+            ctx
+        };
+        assert_eq!(
+            h.netns_list(),
+            Vec::<String>::new(),
+            "{ctx}: namespaces left"
+        );
+        assert_eq!(h.link_names(None), vec!["lo"], "{ctx}: links left");
+        let left = h.sh_ok(&format!(
+            "find {} /etc/netns -mindepth 1 2>/dev/null || true",
+            h.root.display()
+        ));
+        assert_eq!(left.trim(), "", "{ctx}: files left");
+        if out.success() {
+            assert!(n > 10, "only {n} fault points reached");
+            break;
+        }
+    }
+}

@@ -23,10 +23,35 @@ fn spread(times: &[Duration]) -> String {
     )
 }
 
+/// CPU time (user + system) of the finished children so far: on a busy
+/// machine the wall time says more about the others than about bpfnet.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+thread_local! {
+    static CPU: std::cell::RefCell<Vec<Duration>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Wall time of `f`; its children's CPU time is kept for [`cpu_spread`].
 fn timed(f: impl FnOnce()) -> Duration {
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), children_cpu());
     f();
+    CPU.with(|v| v.borrow_mut().push(children_cpu() - c));
     t.elapsed()
+}
+
+/// The spread of the CPU times of the `n` calls before the last `skip`.
+fn cpu_spread(skip: usize, n: usize) -> String {
+    CPU.with(|v| {
+        let v = v.borrow();
+        let end = v.len() - skip;
+        spread(&v[end - n..end])
+    })
 }
 
 #[test]
@@ -54,8 +79,16 @@ fn thousands_of_sandboxes_are_created_and_removed_leaving_nothing_behind() {
             );
         }
     }
-    println!("create, first 100: {}", spread(&creates[..100]));
-    println!("create, last 100: {}", spread(&creates[count - 100..]));
+    let cpu_first = CPU.with(|v| spread(&v.borrow()[..100]));
+    println!(
+        "create, first 100: {}; CPU {cpu_first}",
+        spread(&creates[..100])
+    );
+    println!(
+        "create, last 100: {}; CPU {}",
+        spread(&creates[count - 100..]),
+        cpu_spread(0, 100)
+    );
     let ps = h.bpfnet_json(&["ps", "--format", "json"]);
     assert_eq!(
         ps.as_array().map(Vec::len),
@@ -65,6 +98,22 @@ fn thousands_of_sandboxes_are_created_and_removed_leaving_nothing_behind() {
     // The first and the last still reach each other, by name.
     let last = name(count - 1);
     h.exec_ok("s0", &["ping", "-c1", "-W2", &last]);
+    if let Ok(dir) = std::env::var("BPFNET_SCALE_PROFILE") {
+        // Debugging aid: where one create and one rm spend their time.
+        let bin = h.bin_path().to_string();
+        for (what, args) in [
+            (
+                "create",
+                vec!["create", "--name", "prof", "--network", "net1"],
+            ),
+            ("rm", vec!["rm", "prof"]),
+        ] {
+            let out = format!("{dir}/{what}");
+            let mut v = vec!["strace", "-f", "-tt", "-T", "-o", &out, &bin];
+            v.extend(args);
+            h.ok(&v);
+        }
+    }
     // A network made and removed next to them.
     let t = timed(|| {
         h.bpfnet_ok(&["network", "create", "net2"]);
@@ -85,9 +134,22 @@ fn thousands_of_sandboxes_are_created_and_removed_leaving_nothing_behind() {
             h.bpfnet_ok(&["rm", &n]);
         }));
     }
-    println!("rm, 100 at {count} sandboxes: {}", spread(&rms));
-    let unload = timed(|| {
-        h.bpfnet_ok(&["datapath", "unload"]);
+    println!(
+        "rm, 100 at {count} sandboxes: {}; CPU {}",
+        spread(&rms),
+        cpu_spread(0, 100)
+    );
+    let unload = timed(|| match std::env::var("BPFNET_SCALE_PROFILE") {
+        Ok(dir) => {
+            let out = format!("{dir}/unload");
+            let bin = h.bin_path().to_string();
+            h.ok(&[
+                "strace", "-f", "-tt", "-T", "-o", &out, &bin, "datapath", "unload",
+            ]);
+        }
+        Err(_) => {
+            h.bpfnet_ok(&["datapath", "unload"]);
+        }
     });
     println!(
         "datapath unload with {} sandboxes: {:.1} s",

@@ -352,7 +352,7 @@ impl Controller {
         }
         let mut target = self.state().clone();
         let (mut steps, mut networks) = (vec![], vec![]);
-        rm_steps(&mut target, name, &mut steps, &mut networks);
+        rm_steps(&mut target, name, false, &mut steps, &mut networks);
         self.execute(Plan {
             what: format!("rm {name}"),
             recovery: Recovery::Complete(Redo::SandboxRm { name: name.into() }),
@@ -381,10 +381,24 @@ impl Controller {
         }
         let (mut steps, mut networks) = (vec![], vec![]);
         for name in &names {
-            rm_steps(&mut target, name, &mut steps, &mut networks);
+            rm_steps(&mut target, name, true, &mut steps, &mut networks);
         }
         networks.sort();
         networks.dedup();
+        let links: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::EndpointDown {
+                    endpoint,
+                    leave: true,
+                    ..
+                } => Some(endpoint.host_ifname.clone()),
+                _ => None,
+            })
+            .collect();
+        if !links.is_empty() {
+            steps.push(Step::LinksGone { links });
+        }
         self.execute(Plan {
             what: format!("rm {} sandboxes", names.len()),
             recovery: Recovery::Complete(Redo::SandboxesRm { names }),
@@ -400,18 +414,27 @@ impl Controller {
 
 /// The steps that remove sandbox `name` (it exists), and `target` without
 /// it; the networks whose membership changes are added to `networks`.
-fn rm_steps(target: &mut State, name: &str, steps: &mut Vec<Step>, networks: &mut Vec<String>) {
+/// `batch`: one of many, whose veths are left to die with their namespaces
+/// (see `Step::EndpointDown::leave`).
+fn rm_steps(
+    target: &mut State,
+    name: &str,
+    batch: bool,
+    steps: &mut Vec<Step>,
+    networks: &mut Vec<String>,
+) {
     let sb = target.sandboxes.remove(name).expect("checked");
     // Its own namespace goes too, unless sandboxes that stay still share it
     // (a runtime's namespace is never bpfnet's to use).
-    let retire = sb.netns.is_none() && target.sharers_of(name).is_empty();
+    let ends = sb.netns.is_none() && target.sharers_of(name).is_empty();
     for ep in &sb.endpoints {
         steps.push(Step::EndpointDown {
             sandbox: name.into(),
             network: target.networks[&ep.network].clone(),
             endpoint: ep.clone(),
             next_default: None,
-            retire,
+            retire: ends && !batch,
+            leave: ends && batch,
         });
         networks.push(ep.network.clone());
     }
@@ -507,6 +530,7 @@ pub(super) fn plan_endpoint_removal(
         endpoint: ep,
         next_default,
         retire: false,
+        leave: false,
     })
 }
 
