@@ -650,3 +650,39 @@ fn unload_killed_anywhere_is_completed_and_leaves_nothing() {
         }
     }
 }
+
+/// The commit is the log line (or, when the log is compacted, the new
+/// snapshot): killed right after either — before the old log is replaced,
+/// or before the journal is removed — the operation has committed, and the
+/// next command finds it whole.
+#[test]
+fn a_kill_between_the_store_files_keeps_the_commit() {
+    let h = TestHost::new("crash-store");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.create("a", &["net1"]);
+    for (point, compact) in [("store:appended", "1000000"), ("store:snapshot", "0")] {
+        let o = h.run(&[
+            "env",
+            &format!("BPFNET_FAULT={point}"),
+            &format!("BPFNET_TEST_STORE_COMPACT={compact}"),
+            h.bin_path(),
+            "create",
+            "--name",
+            "c",
+            "--network",
+            "net1",
+        ]);
+        assert_eq!(o.code, -1, "{point}: expected a crash:\n{o}");
+        let ctx = format!("create killed at {point}");
+        assert!(listed(&h, "c"), "{ctx}: c is not committed");
+        let journal = h.root.join("journal");
+        assert!(journal.exists(), "{ctx}: the journal should still be there");
+        let gc = h.bpfnet(&["gc"]);
+        assert!(gc.success(), "{ctx}: gc failed:\n{gc}");
+        assert!(!journal.exists(), "{ctx}: gc left the journal");
+        assert!(judge_c(&h, &ctx), "{ctx}: c is not whole");
+        assert_accounted_for(&h, &ctx);
+        h.bpfnet_ok(&["rm", "c"]);
+        assert_accounted_for(&h, &format!("{ctx}, then rm"));
+    }
+}

@@ -73,9 +73,10 @@ fn thousands_of_sandboxes_are_created_and_removed_leaving_nothing_behind() {
         }));
         if (i + 1) % 500 == 0 {
             println!(
-                "{} sandboxes; last 100 creates: {}",
+                "{} sandboxes; last 100 creates: {}; CPU {}",
                 i + 1,
-                spread(&creates[i - 99..])
+                spread(&creates[i - 99..]),
+                cpu_spread(0, 100)
             );
         }
     }
@@ -98,22 +99,6 @@ fn thousands_of_sandboxes_are_created_and_removed_leaving_nothing_behind() {
     // The first and the last still reach each other, by name.
     let last = name(count - 1);
     h.exec_ok("s0", &["ping", "-c1", "-W2", &last]);
-    if let Ok(dir) = std::env::var("BPFNET_SCALE_PROFILE") {
-        // Debugging aid: where one create and one rm spend their time.
-        let bin = h.bin_path().to_string();
-        for (what, args) in [
-            (
-                "create",
-                vec!["create", "--name", "prof", "--network", "net1"],
-            ),
-            ("rm", vec!["rm", "prof"]),
-        ] {
-            let out = format!("{dir}/{what}");
-            let mut v = vec!["strace", "-f", "-tt", "-T", "-o", &out, &bin];
-            v.extend(args);
-            h.ok(&v);
-        }
-    }
     // A network made and removed next to them.
     let t = timed(|| {
         h.bpfnet_ok(&["network", "create", "net2"]);
@@ -139,17 +124,8 @@ fn thousands_of_sandboxes_are_created_and_removed_leaving_nothing_behind() {
         spread(&rms),
         cpu_spread(0, 100)
     );
-    let unload = timed(|| match std::env::var("BPFNET_SCALE_PROFILE") {
-        Ok(dir) => {
-            let out = format!("{dir}/unload");
-            let bin = h.bin_path().to_string();
-            h.ok(&[
-                "strace", "-f", "-tt", "-T", "-o", &out, &bin, "datapath", "unload",
-            ]);
-        }
-        Err(_) => {
-            h.bpfnet_ok(&["datapath", "unload"]);
-        }
+    let unload = timed(|| {
+        h.bpfnet_ok(&["datapath", "unload"]);
     });
     println!(
         "datapath unload with {} sandboxes: {:.1} s",

@@ -3,8 +3,8 @@
 //! changes committed since (the sandboxes, networks and rules an operation
 //! added, changed or removed, with its `last_op`). A commit appends one line
 //! and makes it durable, so its cost follows the size of the change, not
-//! the number of sandboxes; when the log has grown to the snapshot's size a
-//! commit writes a new snapshot instead (atomically and durably,
+//! the number of sandboxes; when the log has grown to a quarter of the
+//! snapshot's size a commit writes a new snapshot instead (atomically and durably,
 //! `fsutil::atomic_write`) and starts an empty log — amortised, still O(1)
 //! per commit.
 //!
@@ -45,8 +45,9 @@ pub const LOCK_TIMEOUT_SECS: u64 = 60;
 /// A short hold is ordinary (another command is running); only a longer one
 /// is worth a line.
 const LOCK_QUIET: Duration = Duration::from_secs(3);
-/// A log shorter than this is never compacted, whatever the snapshot's size
-/// (`BPFNET_TEST_STORE_COMPACT` sets the threshold instead, for tests).
+/// A log shorter than this is never compacted, whatever the snapshot's size;
+/// beyond it, once it has a quarter of the snapshot's size (every reader
+/// parses both; `BPFNET_TEST_STORE_COMPACT` sets the threshold instead).
 const MIN_COMPACT_BYTES: u64 = 64 * 1024;
 
 /// One commit in `state.log`: every object it changed, `null` for removed.
@@ -282,7 +283,7 @@ fn compact_threshold(snapshot_len: u64) -> u64 {
     std::env::var("BPFNET_TEST_STORE_COMPACT")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| snapshot_len.max(MIN_COMPACT_BYTES))
+        .unwrap_or_else(|| (snapshot_len / 4).max(MIN_COMPACT_BYTES))
 }
 
 /// Only root may open anything in the state directory: whoever can open the
