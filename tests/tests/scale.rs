@@ -26,8 +26,9 @@ fn spread(times: &[Duration]) -> String {
 /// CPU time (user + system) of the finished children so far: on a busy
 /// machine the wall time says more about the others than about bpfnet.
 fn children_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
+    // SAFETY: rusage is plain data, all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
