@@ -695,7 +695,7 @@ fn malformed_state_files_are_refused_and_kept() {
         (
             "wrong shape",
             "[]".into(),
-            "invalid length 2, expected struct State with 5 elements at line 1 column 2",
+            "invalid length 3, expected struct State with 6 elements at line 1 column 2",
         ),
         (
             "dangling endpoint",
