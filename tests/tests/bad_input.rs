@@ -661,7 +661,16 @@ fn malformed_state_files_are_refused_and_kept() {
     h.bpfnet_ok(&["network", "create", "--subnet", "10.10.0.0/16", "net1"]);
     h.create("a", &["net1"]);
     let state = h.root.join("state.json");
-    let good = fs::read_to_string(&state).unwrap();
+    // The whole state as one snapshot (pretty, so that the fixtures below
+    // can edit it), without a log of changes after it.
+    let paths = bpfnet::paths::Paths {
+        state_dir: h.root.clone(),
+        bpffs: "/sys/fs/bpf".into(),
+    };
+    let whole = bpfnet::store::snapshot(&paths).unwrap();
+    let good = serde_json::to_string_pretty(&whole).unwrap();
+    fs::write(&state, &good).unwrap();
+    fs::remove_file(h.root.join("state.log")).unwrap();
     let corrupt = "{root}/state.json is corrupt; restore it from a backup, or move it away and run `bpfnet gc`";
     let dangling = good.replacen("\"network\": \"net1\"", "\"network\": \"gone\"", 1);
     assert_ne!(dangling, good, "fixture: the endpoint's network field");
@@ -686,7 +695,7 @@ fn malformed_state_files_are_refused_and_kept() {
         (
             "wrong shape",
             "[]".into(),
-            "invalid length 2, expected struct State with 5 elements at line 1 column 2",
+            "invalid length 3, expected struct State with 6 elements at line 1 column 2",
         ),
         (
             "dangling endpoint",

@@ -11,7 +11,11 @@ fn with_env(h: &TestHost, env: &str, args: &[&str]) -> Output {
 }
 
 fn state_file(h: &TestHost) -> String {
-    h.sh_ok(&format!("sha256sum {}/state.json", h.root.display()))
+    // The snapshot and the log of changes after it.
+    let root = h.root.display();
+    h.sh_ok(&format!(
+        "cat {root}/state.json {root}/state.log | sha256sum"
+    ))
 }
 
 #[test]

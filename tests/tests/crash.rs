@@ -21,9 +21,14 @@ fn run_to_fault(h: &TestHost, n: usize, args: &[&str]) -> Output {
     h.run(&v)
 }
 
+/// The committed state (snapshot and log), as bpfnet reads it.
 fn state(h: &TestHost) -> Value {
-    let text = h.sh_ok(&format!("cat {}/state.json", h.root.display()));
-    serde_json::from_str(&text).expect("state.json")
+    let paths = bpfnet::paths::Paths {
+        state_dir: h.root.clone(),
+        bpffs: "/sys/fs/bpf".into(),
+    };
+    let st = bpfnet::store::snapshot(&paths).expect("the state reads");
+    serde_json::to_value(st).expect("the state serialises")
 }
 
 fn sandboxes(st: &Value) -> BTreeSet<String> {
@@ -615,14 +620,92 @@ fn a_state_file_from_a_newer_bpfnet_is_refused_and_left_alone() {
     h.bpfnet_ok(&["network", "create", "net1"]);
     let file = format!("{}/state.json", h.root.display());
     h.sh_ok(&format!(
-        "sed -i 's/\"version\": 1,/\"version\": 99,/' {file}"
+        "sed -i 's/\"version\":2,/\"version\":99,/' {file}"
     ));
     let before = h.sh_ok(&format!("sha256sum {file}"));
     let o = h.bpfnet_fail(&["create", "--name", "x", "--network", "net1"]);
     assert_eq!(
         o.stderr.trim(),
-        format!("Error: {file} was written by a newer bpfnet (state version 99, this one reads up to 1); use that bpfnet")
+        format!("Error: {file} was written by a newer bpfnet (state version 99, this one reads up to 2); use that bpfnet")
     );
     assert_eq!(h.sh_ok(&format!("sha256sum {file}")), before);
     assert!(!h.netns_list().contains(&"x".to_string()));
+}
+
+/// `datapath unload` removes every sandbox in one operation. Killed at any
+/// of its points, the next command (`gc`) leaves the state and the kernel
+/// accounted for, and unload run again leaves nothing.
+#[test]
+fn unload_killed_anywhere_is_completed_and_leaves_nothing() {
+    let h = TestHost::new("crash-unload");
+    for n in 1.. {
+        h.bpfnet_ok(&["network", "create", "net1"]);
+        for s in ["a", "b", "c"] {
+            h.create(s, &["net1"]);
+        }
+        h.create("d", &[]);
+        let out = run_to_fault(&h, n, &["datapath", "unload"]);
+        let ctx = if out.success() {
+            "unload without a crash".to_string()
+        } else {
+            assert_eq!(out.code, -1, "expected a crash at point {n}:\n{out}");
+            let ctx = format!("unload crashed at point {n}");
+            let gc = h.bpfnet(&["gc"]);
+            assert!(gc.success(), "{ctx}: gc failed:\n{gc}");
+            assert_accounted_for(&h, &ctx);
+            h.bpfnet_ok(&["datapath", "unload"]);
+            ctx
+        };
+        assert_eq!(
+            h.netns_list(),
+            Vec::<String>::new(),
+            "{ctx}: namespaces left"
+        );
+        assert_eq!(h.link_names(None), vec!["lo"], "{ctx}: links left");
+        let left = h.sh_ok(&format!(
+            "find {} /etc/netns -mindepth 1 2>/dev/null || true",
+            h.root.display()
+        ));
+        assert_eq!(left.trim(), "", "{ctx}: files left");
+        if out.success() {
+            assert!(n > 10, "only {n} fault points reached");
+            break;
+        }
+    }
+}
+
+/// The commit is the log line (or, when the log is compacted, the new
+/// snapshot): killed right after either — before the old log is replaced,
+/// or before the journal is removed — the operation has committed, and the
+/// next command finds it whole.
+#[test]
+fn a_kill_between_the_store_files_keeps_the_commit() {
+    let h = TestHost::new("crash-store");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.create("a", &["net1"]);
+    for (point, compact) in [("store:appended", "1000000"), ("store:snapshot", "0")] {
+        let o = h.run(&[
+            "env",
+            &format!("BPFNET_FAULT={point}"),
+            &format!("BPFNET_TEST_STORE_COMPACT={compact}"),
+            h.bin_path(),
+            "create",
+            "--name",
+            "c",
+            "--network",
+            "net1",
+        ]);
+        assert_eq!(o.code, -1, "{point}: expected a crash:\n{o}");
+        let ctx = format!("create killed at {point}");
+        assert!(listed(&h, "c"), "{ctx}: c is not committed");
+        let journal = h.root.join("journal");
+        assert!(journal.exists(), "{ctx}: the journal should still be there");
+        let gc = h.bpfnet(&["gc"]);
+        assert!(gc.success(), "{ctx}: gc failed:\n{gc}");
+        assert!(!journal.exists(), "{ctx}: gc left the journal");
+        assert!(judge_c(&h, &ctx), "{ctx}: c is not whole");
+        assert_accounted_for(&h, &ctx);
+        h.bpfnet_ok(&["rm", "c"]);
+        assert_accounted_for(&h, &format!("{ctx}, then rm"));
+    }
 }

@@ -207,6 +207,26 @@ fn monitor_shows_only_drops_after_it_starts_each_with_a_timestamp() {
     );
 }
 
+/// A sandbox whose namespace a process still holds does not die with
+/// `datapath unload`'s batch: its veth is deleted all the same.
+#[test]
+fn unload_removes_the_veth_of_a_namespace_a_process_still_holds() {
+    let h = TestHost::new("unload-held");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.create("a", &["net1"]);
+    h.create("b", &["net1"]);
+    let mut holder = h.spawn(&["ip", "netns", "exec", "a", "sleep", "60"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    h.bpfnet_ok(&["datapath", "unload"]);
+    assert_eq!(h.link_names(None), vec!["lo"], "links left");
+    assert!(
+        h.netns_list().is_empty(),
+        "netns left: {:?}",
+        h.netns_list()
+    );
+    holder.stop();
+}
+
 /// `datapath unload` removes sandboxes, links, pins and state; the next
 /// command loads everything again.
 #[test]

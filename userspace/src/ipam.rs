@@ -149,11 +149,14 @@ pub fn allocate(state: &State, net: &Network, requested: Option<Ipv4Addr>) -> Re
         }
         return Ok(ip);
     }
+    // One pass over the members, not one per candidate address.
+    let used: std::collections::HashSet<Ipv4Addr> =
+        state.endpoints_of(&net.name).map(|(_, e)| e.ip).collect();
     let first = u32::from(subnet.network()) + 1;
     let last = u32::from(subnet.broadcast()) - 1;
     match (first..=last)
         .map(Ipv4Addr::from)
-        .find(|ip| *ip != gw && user(*ip).is_none())
+        .find(|ip| *ip != gw && !used.contains(ip))
     {
         Some(ip) => Ok(ip),
         None => bail!("network {:?} has no free address left ({subnet}); remove a sandbox or use a larger subnet", net.name),

@@ -206,6 +206,16 @@ impl Netlink {
         }
     }
 
+    /// The link with this index, if there is one.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Interface>> {
+        let mut req = self.handle.link().get().match_index(index).execute();
+        match req.try_next().await {
+            Ok(m) => Ok(m.map(link_of)),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up link {index}")),
+        }
+    }
+
     /// Creates a veth pair: `host` here, `peer` (with `peer_mac`) directly in
     /// the namespace `peer_ns`; then gives the host side the alias `owner`
     /// (the kernel ignores an alias in the creating request). Returns the

@@ -30,6 +30,11 @@ impl Paths {
         self.state_dir.join("state.json")
     }
 
+    /// The changes committed since `state_file` was written (see `store`).
+    pub fn state_log(&self) -> PathBuf {
+        self.state_dir.join("state.log")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.state_dir.join("lock")
     }

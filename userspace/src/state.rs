@@ -35,7 +35,7 @@ impl DriverKind {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     pub id: String,
     pub name: String,
@@ -100,7 +100,7 @@ impl Network {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub id: String,
     pub network: String,
@@ -144,13 +144,13 @@ impl NetworkMode {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Link {
     pub target: String,
     pub alias: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sandbox {
     pub id: String,
     pub name: String,
@@ -237,7 +237,7 @@ pub struct DockerEndpoint {
 /// A sandbox made by `bpfnet-cni`: one container (`CNI_CONTAINERID`) in a
 /// namespace of its runtime's; each of its endpoints is one CNI attachment
 /// (`CNI_CONTAINERID`, `CNI_IFNAME`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CniAttachment {
     pub container_id: String,
     /// Inode of the runtime's namespace when it was attached: the path
@@ -248,8 +248,11 @@ pub struct CniAttachment {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Layout of the state file; a file from a newer bpfnet is refused.
-pub const STATE_VERSION: u32 = 1;
+/// Layout of the state files; a file from a newer bpfnet is refused.
+/// 2: `state.json` is a snapshot and `state.log` holds the changes
+/// committed since (see `store`); a version 1 file is the whole state and
+/// is rewritten as a version 2 snapshot by the first save.
+pub const STATE_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
@@ -257,6 +260,10 @@ pub struct State {
     /// was recorded; the same layout).
     #[serde(default)]
     pub version: u32,
+    /// Commits so far (the store's sequence number: which records of
+    /// `state.log` a snapshot already holds).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
     /// The last operation that committed (see `ops::journal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_op: Option<String>,
@@ -265,6 +272,10 @@ pub struct State {
     /// Policy rules between networks, by id, kept by name.
     #[serde(default)]
     pub policies: BTreeMap<u32, crate::rule::Rule>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl State {

@@ -1,10 +1,29 @@
-//! Where the state lives: one JSON file under the state directory, written
-//! atomically and durably (`fsutil::atomic_write`) and guarded by an
-//! advisory lock so that concurrent invocations serialise. Only root can
-//! open either (0700 directory, 0600 files), and nobody waits for the lock
-//! without being told who holds it or for longer than the lock timeout.
+//! Where the state lives, and how a change is committed. `state.json` is a
+//! snapshot of the whole state; `state.log` holds, one JSON line each, the
+//! changes committed since (the sandboxes, networks and rules an operation
+//! added, changed or removed, with its `last_op`). A commit appends one line
+//! and makes it durable, so its cost follows the size of the change, not
+//! the number of sandboxes; when the log has grown to a quarter of the
+//! snapshot's size a commit writes a new snapshot instead (atomically and durably,
+//! `fsutil::atomic_write`) and starts an empty log — amortised, still O(1)
+//! per commit.
+//!
+//! A line is committed once whole (newline-terminated) on disk; a torn last
+//! line (a crash during the append) is no commit, is ignored by readers and
+//! cut off by the next writer. Lines carry the sequence number of their
+//! commit; a snapshot, the number of the last commit it holds. Readers open
+//! the log before they read the snapshot: a log replaced meanwhile (a new
+//! snapshot was written) still holds, in the open file, every commit up to
+//! that snapshot, so what they read is always one committed state.
+//!
+//! Both files are guarded by an advisory lock so that concurrent
+//! invocations serialise. Only root can open them (0700 directory, 0600
+//! files), and nobody waits for the lock without being told who holds it or
+//! for longer than the lock timeout.
 use std::{
+    collections::BTreeMap,
     fs::File,
+    io::{Read as _, Write as _},
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::Path,
     time::{Duration, Instant},
@@ -12,11 +31,12 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nix::fcntl::{Flock, FlockArg};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     paths::Paths,
-    state::{State, STATE_VERSION},
+    rule::Rule,
+    state::{Network, Sandbox, State, STATE_VERSION},
 };
 
 /// How long one process may hold the lock while a command waits for it
@@ -25,27 +45,122 @@ pub const LOCK_TIMEOUT_SECS: u64 = 60;
 /// A short hold is ordinary (another command is running); only a longer one
 /// is worth a line.
 const LOCK_QUIET: Duration = Duration::from_secs(3);
+/// A log shorter than this is never compacted, whatever the snapshot's size;
+/// beyond it, once it has a quarter of the snapshot's size (every reader
+/// parses both; `BPFNET_TEST_STORE_COMPACT` sets the threshold instead).
+const MIN_COMPACT_BYTES: u64 = 64 * 1024;
+
+/// One commit in `state.log`: every object it changed, `null` for removed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_op: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    networks: BTreeMap<String, Option<Network>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    sandboxes: BTreeMap<String, Option<Sandbox>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    policies: BTreeMap<u32, Option<Rule>>,
+}
+
+impl Record {
+    /// What changed from `old` to `new` (the maps compared entry by entry:
+    /// no serialisation of what did not change).
+    fn between(old: &State, new: &State) -> Record {
+        Record {
+            seq: old.seq + 1,
+            last_op: new.last_op.clone(),
+            networks: diff(&old.networks, &new.networks),
+            sandboxes: diff(&old.sandboxes, &new.sandboxes),
+            policies: diff(&old.policies, &new.policies),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.networks.is_empty() && self.sandboxes.is_empty() && self.policies.is_empty()
+    }
+
+    fn apply(self, state: &mut State) {
+        state.seq = self.seq;
+        state.last_op = self.last_op;
+        patch(&mut state.networks, self.networks);
+        patch(&mut state.sandboxes, self.sandboxes);
+        patch(&mut state.policies, self.policies);
+    }
+}
+
+fn diff<K: Ord + Clone, V: PartialEq + Clone>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> BTreeMap<K, Option<V>> {
+    let mut changed = BTreeMap::new();
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            changed.insert(k.clone(), Some(v.clone()));
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            changed.insert(k.clone(), None);
+        }
+    }
+    changed
+}
+
+fn patch<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: BTreeMap<K, Option<V>>) {
+    for (k, v) in changes {
+        match v {
+            Some(v) => map.insert(k, v),
+            None => map.remove(&k),
+        };
+    }
+}
+
+/// What a reader found on disk: the state, and where its files stand.
+struct OnDisk {
+    state: State,
+    /// Bytes of the snapshot.
+    snapshot_len: u64,
+    /// Bytes of the log's whole lines (a torn tail follows them).
+    log_len: u64,
+    snapshot_id: Option<(u64, String)>,
+    log_ino: Option<u64>,
+}
 
 /// The state, held under the lock until dropped (or read without the lock,
 /// for commands that only read).
 pub struct Locked {
     pub state: State,
+    /// The state as committed on disk (what the next commit is a change of).
+    saved: State,
+    snapshot_len: u64,
+    log_len: u64,
+    /// The next commit writes a snapshot, whatever the log's size.
+    compact_next: bool,
     lock: Option<Flock<File>>,
     paths: Paths,
 }
 
 impl Locked {
+    fn new(paths: &Paths, disk: OnDisk, lock: Option<Flock<File>>) -> Self {
+        Locked {
+            saved: disk.state.clone(),
+            state: disk.state,
+            snapshot_len: disk.snapshot_len,
+            log_len: disk.log_len,
+            compact_next: false,
+            lock,
+            paths: paths.clone(),
+        }
+    }
+
     /// Takes the lock (waiting a bounded time for other bpfnet invocations)
     /// and reads the state.
     pub fn acquire(paths: &Paths) -> Result<Self> {
         secure(paths, true)?;
         let lock = lock(paths)?;
-        let state = read(&paths.state_file())?;
-        Ok(Locked {
-            state,
-            lock: Some(lock),
-            paths: paths.clone(),
-        })
+        Ok(Self::new(paths, read(paths)?, Some(lock)))
     }
 
     /// Takes the lock if nobody holds it; never waits.
@@ -54,23 +169,15 @@ impl Locked {
         let Some(lock) = try_lock(paths)? else {
             return Ok(None);
         };
-        let state = read(&paths.state_file())?;
-        Ok(Some(Locked {
-            state,
-            lock: Some(lock),
-            paths: paths.clone(),
-        }))
+        Ok(Some(Self::new(paths, read(paths)?, Some(lock))))
     }
 
-    /// Reads the state without the lock: writes are atomic renames, so a
-    /// command that only reads never waits for, or is frozen by, a holder.
+    /// Reads the state without the lock: a commit is an append of a whole
+    /// line or an atomic rename, so a command that only reads never waits
+    /// for, or is frozen by, a holder.
     pub fn read_only(paths: &Paths) -> Result<Self> {
         secure(paths, false)?;
-        Ok(Locked {
-            state: read(&paths.state_file())?,
-            lock: None,
-            paths: paths.clone(),
-        })
+        Ok(Self::new(paths, read(paths)?, None))
     }
 
     /// Lets other commands run (`bpfnet run` while its command runs).
@@ -82,22 +189,101 @@ impl Locked {
     /// (other commands may have changed it meanwhile).
     pub fn relock(&mut self) -> Result<()> {
         if self.lock.is_none() {
-            self.lock = Some(lock(&self.paths)?);
-            self.state = read(&self.paths.state_file())?;
+            let lock = lock(&self.paths)?;
+            *self = Self::new(&self.paths.clone(), read(&self.paths)?, Some(lock));
         }
         Ok(())
     }
 
-    /// Writes the state atomically.
+    /// Commits the state: one line appended to the log (durably), or a new
+    /// snapshot when the log has grown to the snapshot's size, when there
+    /// is no snapshot yet, or when it has an older layout.
     pub fn save(&mut self) -> Result<()> {
         if self.lock.is_none() {
             bail!("internal error: writing the state without holding the lock");
         }
         self.state.version = STATE_VERSION;
-        let mut bytes = serde_json::to_vec_pretty(&self.state)?;
-        bytes.push(b'\n');
-        crate::fsutil::atomic_write(&self.paths.state_file(), &bytes, 0o600)
+        let record = Record::between(&self.saved, &self.state);
+        if record.is_empty() && record.last_op == self.saved.last_op {
+            self.state.seq = self.saved.seq;
+            return Ok(());
+        }
+        let mut line = serde_json::to_vec(&record)?;
+        line.push(b'\n');
+        let threshold = compact_threshold(self.snapshot_len);
+        let migrate = self.saved.version != STATE_VERSION
+            || self.snapshot_len == 0
+            || std::mem::take(&mut self.compact_next);
+        self.state.seq = record.seq;
+        let written = if migrate || self.log_len + line.len() as u64 > threshold {
+            self.compact()
+        } else {
+            self.append(&line)
+        };
+        if let Err(e) = written {
+            self.state.seq = self.saved.seq;
+            return Err(e);
+        }
+        record.apply(&mut self.saved);
+        self.saved.version = STATE_VERSION;
+        Ok(())
     }
+
+    /// Appends a commit's line; cuts a torn tail a crash left first.
+    fn append(&mut self, line: &[u8]) -> Result<()> {
+        let path = self.paths.state_log();
+        let created = !path.exists();
+        let mut f = File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let written = (|| {
+            if f.metadata()?.len() != self.log_len {
+                f.set_len(self.log_len)?;
+            }
+            use std::io::Seek as _;
+            f.seek(std::io::SeekFrom::Start(self.log_len))?;
+            f.write_all(line)?;
+            f.sync_data()
+        })();
+        if let Err(e) = written {
+            // Nothing half-written stays for readers to take as committed.
+            let _ = f.set_len(self.log_len);
+            return Err(e).with_context(|| format!("writing {}", path.display()));
+        }
+        if created {
+            crate::fsutil::sync_dir(&self.paths.state_dir)?;
+        }
+        crate::fault::point("store:appended");
+        self.log_len += line.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the whole state as the new snapshot, then an empty log. A
+    /// crash between the two leaves the old log, whose lines the snapshot
+    /// already holds (their sequence numbers say so).
+    fn compact(&mut self) -> Result<()> {
+        let mut bytes = serde_json::to_vec(&self.state)?;
+        bytes.push(b'\n');
+        crate::fsutil::atomic_write(&self.paths.state_file(), &bytes, 0o600)?;
+        crate::fault::point("store:snapshot");
+        self.snapshot_len = bytes.len() as u64;
+        crate::fsutil::atomic_write(&self.paths.state_log(), b"", 0o600)?;
+        self.log_len = 0;
+        Ok(())
+    }
+}
+
+/// The log size at which a commit writes a snapshot instead.
+fn compact_threshold(snapshot_len: u64) -> u64 {
+    std::env::var("BPFNET_TEST_STORE_COMPACT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| (snapshot_len / 4).max(MIN_COMPACT_BYTES))
 }
 
 /// Only root may open anything in the state directory: whoever can open the
@@ -118,6 +304,7 @@ fn secure(paths: &Paths, create: bool) -> Result<()> {
         (dir.join("dns"), 0o700),
         (paths.lock_file(), 0o600),
         (paths.state_file(), 0o600),
+        (paths.state_log(), 0o600),
     ];
     for (path, mode) in wanted {
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
@@ -236,9 +423,9 @@ fn holder(file: &File) -> String {
     }
 }
 
-/// Reads the state without the lock (a snapshot: writes are atomic renames).
+/// Reads the state without the lock (one committed state, see above).
 pub fn snapshot(paths: &Paths) -> Result<State> {
-    read(&paths.state_file())
+    Ok(read(paths)?.state)
 }
 
 /// Parses a state file and checks that it holds together (every name
@@ -279,33 +466,201 @@ impl State {
     }
 }
 
-fn read(path: &Path) -> Result<State> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            // The version first: a newer layout may not parse as this one.
-            #[derive(Deserialize)]
-            struct Version {
-                #[serde(default)]
-                version: u32,
-            }
-            if let Ok(Version { version }) = serde_json::from_slice(&bytes) {
-                if version > STATE_VERSION {
-                    bail!(
-                        "{} was written by a newer bpfnet (state version {version}, this one reads up to {STATE_VERSION}); use that bpfnet",
-                        path.display(),
-                    );
-                }
-            }
-            parse(&bytes).with_context(|| {
-                format!(
-                    "{} is corrupt; restore it from a backup, or move it away and run `bpfnet gc`",
-                    path.display()
-                )
-            })
+/// The snapshot and the log's whole lines after it: one committed state.
+fn read(paths: &Paths) -> Result<OnDisk> {
+    let log_path = paths.state_log();
+    // The log first: see the module's comment.
+    let log = match File::open(&log_path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", log_path.display())),
+    };
+    let path = paths.state_file();
+    let (mut state, snapshot_len, snapshot_id) = match File::open(&path) {
+        Ok(mut f) => {
+            let id = identity(&f);
+            let mut bytes = vec![];
+            f.read_to_end(&mut bytes)
+                .with_context(|| format!("reading {}", path.display()))?;
+            (parse_snapshot(&path, &bytes)?, bytes.len() as u64, id)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), 0, None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let (mut log_len, mut log_ino) = (0, None);
+    if let Some(mut log) = log {
+        let mut bytes = vec![];
+        log.read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", log_path.display()))?;
+        let records = whole_lines(&bytes).map_err(|what| corrupt_log(paths, what))?;
+        for (n, record) in records {
+            if record.seq <= state.seq {
+                continue; // the snapshot holds it
+            }
+            if record.seq != state.seq + 1 {
+                return Err(corrupt_log(
+                    paths,
+                    format!(
+                        "line {n} is commit {}, the state is at {}",
+                        record.seq, state.seq
+                    ),
+                ));
+            }
+            record.apply(&mut state);
+        }
+        log_len = bytes.len() as u64 - torn(&bytes);
+        log_ino = identity(&log).map(|(ino, _)| ino);
     }
+    state.validate().with_context(|| {
+        format!(
+            "{} is corrupt; restore it from a backup, or move it away and run `bpfnet gc`",
+            path.display()
+        )
+    })?;
+    Ok(OnDisk {
+        state,
+        snapshot_len,
+        log_len,
+        snapshot_id,
+        log_ino,
+    })
+}
+
+/// (inode, "mtime len") of an open file.
+fn identity(f: &File) -> Option<(u64, String)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = f.metadata().ok()?;
+    Some((
+        m.ino(),
+        format!("{}.{} {}", m.mtime(), m.mtime_nsec(), m.len()),
+    ))
+}
+
+/// Bytes of a torn last line (no newline yet: never committed).
+fn torn(bytes: &[u8]) -> u64 {
+    bytes.iter().rev().take_while(|&&b| b != b'\n').count() as u64
+}
+
+/// The records of a log's whole lines, with their line numbers (from 1).
+fn whole_lines(bytes: &[u8]) -> std::result::Result<Vec<(usize, Record)>, String> {
+    let whole = bytes.len() - torn(bytes) as usize;
+    let mut records = vec![];
+    for (n, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let record: Record =
+            serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        records.push((n + 1, record));
+    }
+    Ok(records)
+}
+
+fn corrupt_log(paths: &Paths, what: String) -> anyhow::Error {
+    anyhow!(
+        "{} is corrupt ({what}); restore it and {} from a backup, or move both away and run `bpfnet gc`",
+        paths.state_log().display(),
+        paths.state_file().display()
+    )
+}
+
+/// Follows the committed state across commits, reading only the lines
+/// appended since it last looked while neither file was replaced (the DNS
+/// responder, which outlives the commands).
+pub struct Follower {
+    paths: Paths,
+    state: State,
+    snapshot_id: Option<(u64, String)>,
+    log_ino: Option<u64>,
+    offset: u64,
+}
+
+impl Follower {
+    pub fn new(paths: &Paths) -> Follower {
+        Follower {
+            paths: paths.clone(),
+            state: State::default(),
+            snapshot_id: None,
+            log_ino: None,
+            offset: 0,
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Brings the state up to date with what is committed.
+    pub fn refresh(&mut self) -> Result<&State> {
+        if !self.catch_up() {
+            let disk = read(&self.paths)?;
+            self.state = disk.state;
+            self.snapshot_id = disk.snapshot_id;
+            self.log_ino = disk.log_ino;
+            self.offset = disk.log_len;
+        }
+        Ok(&self.state)
+    }
+
+    /// Applies the lines appended since the last look; false when that is
+    /// not enough (a file replaced, anything unexpected): read it all.
+    fn catch_up(&mut self) -> bool {
+        use std::io::Seek as _;
+        let (Some(snapshot_id), Some(log_ino)) = (&self.snapshot_id, self.log_ino) else {
+            return false;
+        };
+        let Ok(mut log) = File::open(self.paths.state_log()) else {
+            return false;
+        };
+        let same_snapshot = File::open(self.paths.state_file())
+            .ok()
+            .and_then(|f| identity(&f))
+            .is_some_and(|id| id == *snapshot_id);
+        let same_log = identity(&log).is_some_and(|(ino, _)| ino == log_ino);
+        let mut bytes = vec![];
+        let read = log
+            .seek(std::io::SeekFrom::Start(self.offset))
+            .and_then(|_| log.read_to_end(&mut bytes));
+        if !same_snapshot || !same_log || read.is_err() {
+            return false;
+        }
+        let Ok(records) = whole_lines(&bytes) else {
+            return false;
+        };
+        let next = self.state.seq + 1;
+        if (0..).zip(&records).any(|(i, (_, r))| r.seq != next + i) {
+            return false;
+        }
+        for (_, record) in records {
+            record.apply(&mut self.state);
+        }
+        // (Not valid: the full read that follows replaces it, and says why.)
+        self.offset += bytes.len() as u64 - torn(&bytes);
+        self.state.validate().is_ok()
+    }
+}
+
+fn parse_snapshot(path: &Path, bytes: &[u8]) -> Result<State> {
+    // The version first: a newer layout may not parse as this one.
+    #[derive(Deserialize)]
+    struct Version {
+        #[serde(default)]
+        version: u32,
+    }
+    if let Ok(Version { version }) = serde_json::from_slice(bytes) {
+        if version > STATE_VERSION {
+            bail!(
+                "{} was written by a newer bpfnet (state version {version}, this one reads up to {STATE_VERSION}); use that bpfnet",
+                path.display(),
+            );
+        }
+    }
+    serde_json::from_slice(bytes).with_context(|| {
+        format!(
+            "{} is corrupt; restore it from a backup, or move it away and run `bpfnet gc`",
+            path.display()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -332,5 +687,202 @@ mod tests {
         let renamed = SAMPLE.replace(r#""name": "s""#, r#""name": "t""#);
         let e = parse(renamed.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("listed under the name \"t\""), "{e}");
+    }
+
+    /// A state directory of its own, removed on drop.
+    struct Dir(Paths);
+
+    impl Dir {
+        fn new(what: &str) -> Dir {
+            let dir =
+                std::env::temp_dir().join(format!("bpfnet-store-{what}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Dir(Paths {
+                state_dir: dir,
+                bpffs: "/nonexistent".into(),
+            })
+        }
+
+        fn log_lines(&self) -> usize {
+            std::fs::read_to_string(self.0.state_log())
+                .unwrap_or_default()
+                .lines()
+                .count()
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0.state_dir);
+        }
+    }
+
+    fn sandbox(name: &str) -> Sandbox {
+        let mut s = parse(SAMPLE.as_bytes()).unwrap().sandboxes["s"].clone();
+        s.name = name.into();
+        s
+    }
+
+    /// Commits `op` adding sandbox `name`.
+    fn add(l: &mut Locked, name: &str, op: &str) {
+        let sample = parse(SAMPLE.as_bytes()).unwrap();
+        l.state
+            .networks
+            .insert("n".into(), sample.networks["n"].clone());
+        l.state.sandboxes.insert(name.into(), sandbox(name));
+        l.state.last_op = Some(op.into());
+        l.save().unwrap();
+    }
+
+    fn names(s: &State) -> Vec<&str> {
+        s.sandboxes.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_version_1_state_file_is_migrated_to_a_snapshot_by_the_first_save() {
+        let d = Dir::new("migrate");
+        std::fs::create_dir_all(&d.0.state_dir).unwrap();
+        let v1 = SAMPLE.replacen('{', r#"{"version": 1, "last_op": "old","#, 1);
+        std::fs::write(d.0.state_file(), &v1).unwrap();
+        let mut l = Locked::acquire(&d.0).unwrap();
+        assert_eq!(l.state.last_op.as_deref(), Some("old"));
+        add(&mut l, "t", "op1");
+        drop(l);
+        let snap: State =
+            serde_json::from_slice(&std::fs::read(d.0.state_file()).unwrap()).unwrap();
+        assert_eq!(snap.version, STATE_VERSION);
+        assert_eq!(names(&snap), ["s", "t"]);
+        assert_eq!(d.log_lines(), 0);
+        let read = snapshot(&d.0).unwrap();
+        assert_eq!(read.last_op.as_deref(), Some("op1"));
+        assert_eq!(names(&read), ["s", "t"]);
+    }
+
+    #[test]
+    fn each_commit_appends_one_line_holding_only_what_changed() {
+        let d = Dir::new("append");
+        let mut l = Locked::acquire(&d.0).unwrap();
+        add(&mut l, "a", "op1"); // the first save writes the snapshot
+        assert_eq!(d.log_lines(), 0);
+        add(&mut l, "b", "op2");
+        add(&mut l, "c", "op3");
+        l.state.sandboxes.remove("a");
+        l.state.last_op = Some("op4".into());
+        l.save().unwrap();
+        assert_eq!(d.log_lines(), 3);
+        let log = std::fs::read_to_string(d.0.state_log()).unwrap();
+        let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            last,
+            serde_json::json!({"seq": 4, "last_op": "op4", "sandboxes": {"a": null}})
+        );
+        let read = snapshot(&d.0).unwrap();
+        assert_eq!(names(&read), ["b", "c"]);
+        assert_eq!((read.seq, read.last_op.as_deref()), (4, Some("op4")));
+        // Nothing changed, nothing written.
+        l.save().unwrap();
+        assert_eq!(d.log_lines(), 3);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_no_commit_and_the_next_one_replaces_it() {
+        let d = Dir::new("torn");
+        let mut l = Locked::acquire(&d.0).unwrap();
+        add(&mut l, "a", "op1");
+        add(&mut l, "b", "op2");
+        drop(l);
+        let mut f = File::options().append(true).open(d.0.state_log()).unwrap();
+        f.write_all(br#"{"seq":3,"last_op":"op3","sandboxes":{"c":"#)
+            .unwrap();
+        drop(f);
+        let read = snapshot(&d.0).unwrap();
+        assert_eq!(
+            (names(&read), read.last_op.as_deref()),
+            (vec!["a", "b"], Some("op2"))
+        );
+        let mut l = Locked::acquire(&d.0).unwrap();
+        add(&mut l, "d", "op3");
+        drop(l);
+        assert_eq!(d.log_lines(), 2);
+        let read = snapshot(&d.0).unwrap();
+        assert_eq!(
+            (names(&read), read.last_op.as_deref()),
+            (vec!["a", "b", "d"], Some("op3"))
+        );
+    }
+
+    #[test]
+    fn a_crash_between_the_new_snapshot_and_the_new_log_loses_nothing() {
+        let d = Dir::new("compact");
+        let mut l = Locked::acquire(&d.0).unwrap();
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            add(&mut l, n, &format!("op{i}"));
+        }
+        let old_log = std::fs::read(d.0.state_log()).unwrap();
+        assert_eq!(d.log_lines(), 2);
+        // A commit that compacts, then the old log put back: what a crash
+        // after the snapshot's rename and before the log's leaves.
+        l.compact_next = true;
+        add(&mut l, "e", "op4");
+        drop(l);
+        std::fs::write(d.0.state_log(), &old_log).unwrap();
+        let read = snapshot(&d.0).unwrap();
+        assert_eq!(
+            (names(&read), read.last_op.as_deref()),
+            (vec!["a", "b", "c", "e"], Some("op4"))
+        );
+        // The next commit goes on from there.
+        let mut l = Locked::acquire(&d.0).unwrap();
+        add(&mut l, "f", "op5");
+        drop(l);
+        let read = snapshot(&d.0).unwrap();
+        assert_eq!(names(&read), ["a", "b", "c", "e", "f"]);
+        assert_eq!(read.seq, 5);
+    }
+
+    #[test]
+    fn a_log_with_a_gap_or_a_bad_line_is_refused() {
+        let d = Dir::new("gap");
+        let mut l = Locked::acquire(&d.0).unwrap();
+        add(&mut l, "a", "op1");
+        drop(l);
+        let log = d.0.state_log();
+        std::fs::write(&log, "{\"seq\":5,\"last_op\":\"x\"}\n").unwrap();
+        let e = format!("{:#}", snapshot(&d.0).unwrap_err());
+        assert!(
+            e.contains("state.log is corrupt (line 1 is commit 5, the state is at 1)"),
+            "{e}"
+        );
+        std::fs::write(&log, "nonsense\n{\"seq\":2}\n").unwrap();
+        let e = format!("{:#}", snapshot(&d.0).unwrap_err());
+        assert!(
+            e.contains("state.log is corrupt (line 1: expected ident"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_follower_reads_what_was_appended_and_everything_after_a_new_snapshot() {
+        let d = Dir::new("follow");
+        let mut l = Locked::acquire(&d.0).unwrap();
+        add(&mut l, "a", "op1");
+        let mut f = Follower::new(&d.0);
+        assert_eq!(names(f.refresh().unwrap()), ["a"]);
+        add(&mut l, "b", "op2");
+        add(&mut l, "c", "op3");
+        let offset = f.offset;
+        assert!(f.catch_up(), "appended lines are read incrementally");
+        assert!(f.offset > offset);
+        assert_eq!(names(f.state()), ["a", "b", "c"]);
+        assert_eq!(f.state().last_op.as_deref(), Some("op3"));
+        l.compact_next = true;
+        l.state.sandboxes.remove("a");
+        l.state.last_op = Some("op4".into());
+        l.save().unwrap();
+        assert!(!f.catch_up(), "a new snapshot is read whole");
+        assert_eq!(names(f.refresh().unwrap()), ["b", "c"]);
+        add(&mut l, "d", "op5");
+        assert_eq!(names(f.refresh().unwrap()), ["b", "c", "d"]);
+        assert_eq!(f.state().seq, snapshot(&d.0).unwrap().seq);
     }
 }

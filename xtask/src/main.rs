@@ -52,7 +52,12 @@ enum Cmd {
     /// (root) Build, install and play the seed walkthrough (`bpfnet demo`).
     Demo,
     /// Formatting, lints (host and eBPF), build, unit and integration tests.
-    Test,
+    Test {
+        /// Also the long tier: the `#[ignore]`d integration tests (2,000
+        /// sandboxes created and removed, …), after all the others.
+        #[arg(long)]
+        long: bool,
+    },
     /// Runs every fuzz target (cargo-fuzz, nightly) for a while each.
     Fuzz {
         /// Seconds per target.
@@ -91,7 +96,7 @@ fn main() -> ExitCode {
         Cmd::BuildAndLoad { icc } => build_and_load(icc),
         Cmd::Unload => unload(),
         Cmd::Demo => demo(),
-        Cmd::Test => test().map(|()| ExitCode::SUCCESS),
+        Cmd::Test { long } => test(long).map(|()| ExitCode::SUCCESS),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets).map(|()| ExitCode::SUCCESS),
         Cmd::Bench { quick } => bench::bench(quick).map(|()| ExitCode::SUCCESS),
         Cmd::BenchAttachMinimal { obj, pairs } => {
@@ -218,7 +223,7 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     f().with_context(|| format!("test step `{name}` failed"))
 }
 
-fn test() -> Result<()> {
+fn test(long: bool) -> Result<()> {
     let start = Instant::now();
     let root = repo_root();
     let result = (|| -> Result<()> {
@@ -318,6 +323,25 @@ fn test() -> Result<()> {
                 "cargo test -p bpfnet-tests",
             )
         })?;
+        if long {
+            step("integration tests (long tier)", || {
+                run(
+                    cargo([
+                        "test",
+                        "-p",
+                        "bpfnet-tests",
+                        TEST_FEATURES[0],
+                        TEST_FEATURES[1],
+                        "--",
+                        "--ignored",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env("BPFNET_BIN", root.join("target/debug/bpfnet")),
+                    "cargo test -p bpfnet-tests -- --ignored",
+                )
+            })?;
+        }
         Ok(())
     })();
     let secs = start.elapsed().as_secs_f64();

@@ -216,12 +216,13 @@ async fn tcp_conn(mut s: TcpStream, src: Ipv4Addr, shared: Arc<Shared>) -> Optio
     }
 }
 
-/// Identity of what the responder serves, the state file and its
-/// configuration: changes with every (atomic) save of either.
+/// Identity of what the responder serves, the state files and its
+/// configuration: changes with every commit or save of either.
 pub fn generation(paths: &Paths) -> String {
     format!(
-        "{} {}",
+        "{} {} {}",
         super::config::identity(&paths.state_file()),
+        super::config::identity(&paths.state_log()),
         super::config::identity(&Files::new(paths).config)
     )
 }
@@ -243,6 +244,8 @@ pub async fn worker(paths: Paths) -> Result<()> {
     let mut listeners: HashMap<Ipv4Addr, Listener> = HashMap::new();
     let mut config: Option<Config> = None;
     let mut loaded: Option<String> = None;
+    // Only what was committed since it last looked is read.
+    let mut follower = store::Follower::new(&paths);
     let mut gone_since: Option<Instant> = None;
     let mut bind_failed_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(POLL);
@@ -268,7 +271,7 @@ pub async fn worker(paths: Paths) -> Result<()> {
         if loaded.as_ref() == Some(&gen) && !retry_bind {
             continue;
         }
-        let state = match store::snapshot(&paths) {
+        let state = match follower.refresh() {
             Ok(s) => s,
             Err(e) => {
                 if loaded.is_some() {
@@ -297,7 +300,7 @@ pub async fn worker(paths: Paths) -> Result<()> {
         }
         let port = new_config.port;
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let table = Table::build(&state, &ResolvConf::parse(&host).search);
+        let table = Table::build(state, &ResolvConf::parse(&host).search);
         *shared.upstreams.write().expect("not poisoned") = Arc::new(new_config.upstreams(&host));
         config = Some(new_config);
         listeners.retain(|gw, _| table.gateways.contains(gw));

@@ -53,10 +53,11 @@ impl Controller {
             })
             .map(|s| s.name.clone())
             .collect();
-        for name in gone {
-            self.sandbox_rm(&name, true).await?;
-            removed.push(format!("sandbox {name} (its namespace was gone)"));
-        }
+        self.sandboxes_rm(&gone).await?;
+        removed.extend(
+            gone.iter()
+                .map(|n| format!("sandbox {n} (its namespace was gone)")),
+        );
         // Docker's containers: what Docker forgot to tell (DeleteEndpoint
         // failed, or the plugin was down).
         if self.state().sandboxes.values().any(|s| s.docker.is_some()) {
@@ -140,10 +141,9 @@ impl Controller {
                 removed.push(r);
             }
             let names: Vec<String> = c.state().sandboxes.keys().cloned().collect();
-            for name in names {
-                c.sandbox_rm(&name, true).await?;
-                removed.push(format!("sandbox {name}"));
-            }
+            // One operation for all of them: one journal, one commit.
+            c.sandboxes_rm(&names).await?;
+            removed.extend(names.iter().map(|n| format!("sandbox {n}")));
             for net in c.state().networks.values() {
                 driver::of(net).network_down(&c.host, net).await?;
                 removed.push(format!("network {}", net.name));
@@ -152,6 +152,8 @@ impl Controller {
             removed.extend(c.gc().await?);
             locked = c.locked;
         }
+        // Again: the commits above rewrote its configuration file.
+        dns::remove(paths);
         crate::nat::remove(paths)?;
         if Datapath::unload(paths)? {
             removed.push(format!("pins under {}", paths.pin_root().display()));
@@ -159,6 +161,7 @@ impl Controller {
         drop(locked);
         for f in [
             paths.state_file(),
+            paths.state_log(),
             super::journal::path(paths),
             paths.lock_file(),
         ] {

@@ -38,9 +38,20 @@ pub enum Recovery {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Redo {
-    SandboxRm { name: String },
-    Disconnect { network: String, sandbox: String },
-    NetworkRm { name: String },
+    SandboxRm {
+        name: String,
+    },
+    /// Several sandboxes in one operation (`datapath unload`).
+    SandboxesRm {
+        names: Vec<String>,
+    },
+    Disconnect {
+        network: String,
+        sandbox: String,
+    },
+    NetworkRm {
+        name: String,
+    },
     Load,
 }
 

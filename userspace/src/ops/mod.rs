@@ -217,7 +217,7 @@ impl Controller {
         self.sync().await?;
         nat::apply(&self.paths, &nat::Ruleset::of(self.state()))?;
         fault::point("load:synced");
-        self.commit_derived(&compile::compile(self.state()))?;
+        self.commit_derived(&compile::compile(self.state()), true)?;
         fault::point("load:committed");
         Datapath::remove_other_layouts(&self.paths)?;
         journal.end()?;
@@ -343,8 +343,11 @@ impl Controller {
         if rules != nat::Ruleset::of(self.state()) {
             nat::apply(&self.paths, &rules)?;
         }
+        // The policy maps are rewritten whole: only when they change (most
+        // creates and removals name no rule).
+        let same_policy = compile::compile(self.state()) == *policy;
         let old = std::mem::replace(&mut self.locked.state, target);
-        let saved = self.commit_derived(policy);
+        let saved = self.commit_derived(policy, !same_policy);
         if saved.is_err() {
             self.locked.state = old;
         }
@@ -353,8 +356,10 @@ impl Controller {
 
     /// The policy compiled from the state, and the state file; then the
     /// responder (best effort).
-    fn commit_derived(&mut self, policy: &PolicyEntries) -> Result<()> {
-        self.host.dp.set_policy(policy)?;
+    fn commit_derived(&mut self, policy: &PolicyEntries, changed: bool) -> Result<()> {
+        if changed {
+            self.host.dp.set_policy(policy)?;
+        }
         self.locked.save()?;
         // Names follow the saved state; the responder confirms before we return.
         dns::ensure_running(&self.paths, self.state());

@@ -36,23 +36,27 @@ pub struct NetworkCreate {
 
 impl Controller {
     /// The host's routes that are not bpfnet's (none inside a network's
-    /// subnet), for the overlap checks of `network create`.
+    /// subnet), for the overlap checks of `network create`. Only their
+    /// devices are looked up, not every link (thousands of host-side veths).
     pub(super) async fn host_routes(&self) -> Result<Vec<ipam::HostRoute>> {
-        let names: BTreeMap<u32, String> = self
-            .host
-            .nl
-            .links()
-            .await?
-            .into_iter()
-            .map(|l| (l.index, l.name))
-            .collect();
-        Ok(self
+        let routes: Vec<(ipnet::Ipv4Net, Option<u32>)> = self
             .host
             .nl
             .ipv4_routes()
             .await?
             .into_iter()
             .filter(|(dst, _)| !ipam::is_bpfnets(self.state(), dst))
+            .collect();
+        let mut names: BTreeMap<u32, String> = BTreeMap::new();
+        for index in routes.iter().filter_map(|(_, oif)| *oif) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = names.entry(index) {
+                if let Some(link) = self.host.nl.link_by_index(index).await? {
+                    slot.insert(link.name);
+                }
+            }
+        }
+        Ok(routes
+            .into_iter()
             .map(|(dst, oif)| ipam::HostRoute {
                 dst,
                 dev: oif

@@ -73,6 +73,7 @@ impl Controller {
                     self.sandbox_rm(name, true).await?;
                 }
             }
+            Redo::SandboxesRm { names } => self.sandboxes_rm(names).await?,
             Redo::Disconnect { network, sandbox } => {
                 let connected = self
                     .state()

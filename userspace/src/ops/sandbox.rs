@@ -369,7 +369,7 @@ impl Controller {
     }
 
     pub async fn sandbox_rm(&mut self, name: &str, force: bool) -> Result<()> {
-        let sb = self.sandbox(name)?.clone();
+        self.sandbox(name)?;
         let sharers = self.state().sharers_of(name);
         if !sharers.is_empty() && !force {
             bail!(
@@ -379,29 +379,8 @@ impl Controller {
             );
         }
         let mut target = self.state().clone();
-        let mut steps = vec![];
-        let mut networks = vec![];
-        for ep in &sb.endpoints {
-            steps.push(Step::EndpointDown {
-                sandbox: name.into(),
-                network: target.networks[&ep.network].clone(),
-                endpoint: ep.clone(),
-                next_default: None,
-                // Its own namespace goes too, unless others still share
-                // it (a runtime's namespace is never bpfnet's to use).
-                retire: sb.netns.is_none() && sharers.is_empty(),
-            });
-            networks.push(ep.network.clone());
-        }
-        target.sandboxes.remove(name);
-        // A runtime's namespace (and its /etc) stays: it is podman's or
-        // Docker's, never bpfnet's to delete.
-        if sb.owns_netns() {
-            steps.push(Step::NetnsDelete { name: name.into() });
-            steps.push(Step::EtcRemove {
-                sandbox: name.into(),
-            });
-        }
+        let (mut steps, mut networks) = (vec![], vec![]);
+        rm_steps(&mut target, name, false, &mut steps, &mut networks);
         self.execute(Plan {
             what: format!("rm {name}"),
             recovery: Recovery::Complete(Redo::SandboxRm { name: name.into() }),
@@ -412,6 +391,87 @@ impl Controller {
             after: vec![],
         })
         .await
+    }
+
+    /// Removes every sandbox of `names` (that exists) in one operation: one
+    /// journal, one commit, each network's derived state brought in line
+    /// once (`datapath unload` with thousands of sandboxes). Sandboxes that
+    /// share a namespace go too (as with `rm -f`).
+    pub async fn sandboxes_rm(&mut self, names: &[String]) -> Result<()> {
+        let mut target = self.state().clone();
+        let names: Vec<String> = names
+            .iter()
+            .filter(|n| target.sandboxes.contains_key(*n))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let (mut steps, mut networks) = (vec![], vec![]);
+        for name in &names {
+            rm_steps(&mut target, name, true, &mut steps, &mut networks);
+        }
+        networks.sort();
+        networks.dedup();
+        let links: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::EndpointDown {
+                    endpoint,
+                    leave: true,
+                    ..
+                } => Some(endpoint.host_ifname.clone()),
+                _ => None,
+            })
+            .collect();
+        if !links.is_empty() {
+            steps.push(Step::LinksGone { links });
+        }
+        self.execute(Plan {
+            what: format!("rm {} sandboxes", names.len()),
+            recovery: Recovery::Complete(Redo::SandboxesRm { names }),
+            steps,
+            target,
+            networks,
+            sandbox: None,
+            after: vec![],
+        })
+        .await
+    }
+}
+
+/// The steps that remove sandbox `name` (it exists), and `target` without
+/// it; the networks whose membership changes are added to `networks`.
+/// `batch`: one of many, whose veths are left to die with their namespaces
+/// (see `Step::EndpointDown::leave`).
+fn rm_steps(
+    target: &mut State,
+    name: &str,
+    batch: bool,
+    steps: &mut Vec<Step>,
+    networks: &mut Vec<String>,
+) {
+    let sb = target.sandboxes.remove(name).expect("checked");
+    // Its own namespace goes too, unless sandboxes that stay still share it
+    // (a runtime's namespace is never bpfnet's to use).
+    let ends = sb.netns.is_none() && target.sharers_of(name).is_empty();
+    for ep in &sb.endpoints {
+        steps.push(Step::EndpointDown {
+            sandbox: name.into(),
+            network: target.networks[&ep.network].clone(),
+            endpoint: ep.clone(),
+            next_default: None,
+            retire: ends && !batch,
+            leave: ends && batch,
+        });
+        networks.push(ep.network.clone());
+    }
+    // A runtime's namespace (and its /etc) stays: it is the runtime's.
+    if sb.netns.is_none() {
+        steps.push(Step::NetnsDelete { name: name.into() });
+        steps.push(Step::EtcRemove {
+            sandbox: name.into(),
+        });
     }
 }
 
@@ -506,6 +566,7 @@ pub(super) fn plan_endpoint_removal(
         endpoint: ep,
         next_default,
         retire: false,
+        leave: false,
     })
 }
 

@@ -77,6 +77,17 @@ pub enum Step {
         /// here — a move costs no wait for the kernel's device teardown.
         #[serde(default)]
         retire: bool,
+        /// Many namespaces go in the same operation (`datapath unload`):
+        /// only the datapath lets go of the endpoint here; the veth pair
+        /// dies with the namespace, which the kernel tears down together
+        /// with the others in one batch (a [`Step::LinksGone`] follows).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        leave: bool,
+    },
+    /// Waits until these host-side veths are gone with their namespaces;
+    /// deletes those a namespace still held (a process in it) keeps.
+    LinksGone {
+        links: Vec<String>,
     },
     NetnsDelete {
         name: String,
@@ -101,6 +112,7 @@ impl Step {
             Step::Network { .. } => "step:network",
             Step::EndpointDown { .. } => "step:endpoint-down",
             Step::NetnsDelete { .. } => "step:netns-delete",
+            Step::LinksGone { .. } => "step:links-gone",
             Step::EtcRemove { .. } => "step:etc-remove",
             Step::NetworkDown { .. } => "step:network-down",
         }
@@ -233,7 +245,17 @@ impl Controller {
                 endpoint,
                 next_default,
                 retire,
+                leave,
             } => {
+                if *leave {
+                    let link = self.host.nl.link_by_name(&endpoint.host_ifname).await?;
+                    let ifindex = link
+                        .map(|l| l.index)
+                        .or((endpoint.host_ifindex != 0).then_some(endpoint.host_ifindex));
+                    return driver::of(network)
+                        .endpoint_detach(&self.host, network, endpoint, ifindex)
+                        .await;
+                }
                 let into = if *retire {
                     netns::open(sandbox).ok()
                 } else {
@@ -271,6 +293,7 @@ impl Controller {
                 Ok(())
             }
             Step::NetnsDelete { name } => netns::delete(name),
+            Step::LinksGone { links } => self.links_gone(links).await,
             Step::EtcRemove { sandbox } => etc::remove(sandbox),
             Step::NetworkDown { network } => {
                 driver::of(network).network_down(&self.host, network).await
@@ -325,9 +348,46 @@ impl Controller {
                 driver::of(network).network_down(&self.host, network).await
             }
             Step::EndpointDown { .. }
+            | Step::LinksGone { .. }
             | Step::NetnsDelete { .. }
             | Step::EtcRemove { .. }
             | Step::NetworkDown { .. } => Ok(()),
+        }
+    }
+
+    /// Waits for the kernel to tear down the namespaces, and the veth pairs
+    /// in them, that the steps before released: for as long as it makes
+    /// progress. What is left then (a namespace some process holds) is
+    /// deleted here, one by one.
+    async fn links_gone(&self, links: &[String]) -> Result<()> {
+        const STALL: std::time::Duration = std::time::Duration::from_secs(2);
+        let mut left = links.len();
+        let mut progress = std::time::Instant::now();
+        loop {
+            let present: std::collections::HashSet<String> = self
+                .host
+                .nl
+                .links()
+                .await?
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            let still: Vec<&String> = links.iter().filter(|l| present.contains(*l)).collect();
+            if still.is_empty() {
+                return Ok(());
+            }
+            if still.len() < left {
+                left = still.len();
+                progress = std::time::Instant::now();
+            } else if progress.elapsed() >= STALL {
+                for name in still {
+                    if let Some(l) = self.host.nl.link_by_name(name).await? {
+                        self.host.nl.delete_link(l.index).await?;
+                    }
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 }
