@@ -303,20 +303,6 @@ impl Netlink {
             .with_context(|| format!("setting link {index} up"))
     }
 
-    /// Moves a link into the namespace `ns` (it leaves this one at once,
-    /// with its routes and neighbours).
-    pub async fn move_to_netns(&self, index: u32, ns: &impl AsFd) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index)
-            .setns_by_fd(ns.as_fd().as_raw_fd())
-            .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .with_context(|| format!("moving link {index} into a namespace"))
-    }
-
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
         self.handle

@@ -80,11 +80,50 @@ struct Attacher {
 
 fn open_progs(paths: &Paths) -> Result<[OwnedFd; 2]> {
     let open = |name: &str| -> Result<OwnedFd> {
-        let prog = SchedClassifier::from_pin(paths.progs_dir().join(name))
-            .with_context(|| format!("opening pinned program {name}"))?;
-        Ok(prog.fd()?.as_fd().try_clone_to_owned()?)
+        let pin = paths.progs_dir().join(name);
+        obj_get(&pin).with_context(|| format!("opening pinned program {}", pin.display()))
     };
     Ok([open(HOOKS[0].0)?, open(HOOKS[1].0)?])
+}
+
+/// The fd of a pinned BPF object (`BPF_OBJ_GET`). Only the fd is needed to
+/// attach a pinned program: aya's `SchedClassifier::from_pin` would also
+/// probe the kernel's features (a dozen test loads) in every command.
+fn obj_get(pin: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    /// `union bpf_attr` as BPF_OBJ_GET reads it.
+    #[repr(C)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes())?;
+    let attr = ObjGetAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: attr is a valid, fully initialised bpf_attr prefix of the
+    // size passed, and `path` outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn new_filters<'a>(progs: &[OwnedFd; 2], names: &'a [String; 2]) -> [NewFilter<'a>; 2] {

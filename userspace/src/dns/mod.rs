@@ -169,14 +169,20 @@ fn sync(paths: &Paths, state: &State) -> Result<()> {
         }
     }
     let deadline = Instant::now() + ACK_TIMEOUT;
+    // The worker takes well under a millisecond to reload: poll often at
+    // first, then back off (an inotify watch would wake at once, but its
+    // release waits for an SRCU grace period, which costs more).
+    let mut pause = Duration::from_micros(50);
     while read(&f.loaded).as_deref() != Some(gen.as_str()) {
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             anyhow::bail!(
                 "the DNS responder did not pick up the change within {ACK_TIMEOUT:?}; see {}",
                 f.log.display()
             );
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(2));
     }
     Ok(())
 }

@@ -194,18 +194,18 @@ impl Driver for Ebpf {
                     .remove_endpoint6(ifindex, net.net_id, &ep6, ep.mac)?;
             }
             let owned = host.dp.remove_endpoint_entries(ifindex, &dp_ep)?;
-            // Its IPv6 connections are tracked under its counter slot,
-            // which the next endpoint may get.
+            // One pass over the table (it may hold 65,536 connections):
+            // its IPv6 connections are tracked under its counter slot,
+            // which the next endpoint may get; and, when the address was
+            // its own, its IPv4 ones must not carry over to whoever gets
+            // the address next.
             let slot = crate::util::slot_key(ep.slot);
-            host.dp
-                .flush_conntrack(|k, _| k.src_ip == slot || k.dst_ip == slot)?;
-            if owned {
-                // Its connections must not carry over to whoever gets the
-                // address next.
-                let ip = dp_ep.ip;
-                host.dp
-                    .flush_conntrack(|k, _| k.src_ip == ip || k.dst_ip == ip)?;
-            }
+            let ip = owned.then_some(dp_ep.ip);
+            host.dp.flush_conntrack(|k, _| {
+                [k.src_ip, k.dst_ip]
+                    .iter()
+                    .any(|&a| a == slot || Some(a) == ip)
+            })?;
             Ok(())
         })
     }

@@ -150,7 +150,7 @@ impl Host {
         }
         .await;
         if let Err(e) = result {
-            let undo = self.endpoint_down(net, ep, Some(host.index), None).await;
+            let undo = self.endpoint_down(net, ep, Some(host.index)).await;
             return Err(with_undo_errors(e, undo.err().into_iter().collect()));
         }
         Ok(host.index)
@@ -200,7 +200,7 @@ impl Host {
         }
         .await;
         if let Err(e) = result {
-            let undo = self.endpoint_down(net, ep, Some(host.index), None).await;
+            let undo = self.endpoint_down(net, ep, Some(host.index)).await;
             return Err(with_undo_errors(e, undo.err().into_iter().collect()));
         }
         Ok(host.index)
@@ -310,7 +310,6 @@ impl Host {
         net: &Network,
         ep: &Endpoint,
         ifindex: Option<u32>,
-        into: Option<&std::os::fd::OwnedFd>,
     ) -> Result<()> {
         let link = self.nl.link_by_name(&ep.host_ifname).await?;
         let ifindex = link
@@ -320,13 +319,9 @@ impl Host {
             .or((ep.host_ifindex != 0).then_some(ep.host_ifindex));
         of(net).endpoint_detach(self, net, ep, ifindex).await?;
         fault::point("endpoint-down:detached");
-        match (link, into) {
-            (Some(l), Some(ns)) => match self.nl.move_to_netns(l.index, ns).await {
-                Ok(()) => Ok(()),
-                Err(_) => self.nl.delete_link(l.index).await,
-            },
-            (Some(l), None) => self.nl.delete_link(l.index).await,
-            (None, _) => Ok(()),
+        match link {
+            Some(l) => self.nl.delete_link(l.index).await,
+            None => Ok(()),
         }
     }
 }

@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::{fsutil, ops::step::Step, paths::Paths};
+use crate::{ops::step::Step, paths::Paths};
 
 /// What recovery does with an operation that did not commit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +100,12 @@ pub fn path(paths: &Paths) -> PathBuf {
 }
 
 impl Journal {
-    /// Writes the intent durably; nothing has been touched yet.
+    /// Writes the intent; nothing has been touched yet. Not fsynced: the
+    /// journal is for this process dying (the page cache outlives it), and
+    /// what it describes (namespaces, links, map entries, the NAT table)
+    /// does not outlive the kernel either, so a power loss leaves nothing
+    /// for it to undo but, at worst, a sandbox's `/etc/netns/NAME` files,
+    /// marked as bpfnet's. Its cost was two disk flushes per command.
     pub fn begin(paths: &Paths, intent: &Intent) -> Result<Journal> {
         let path = path(paths);
         let mut file = OpenOptions::new()
@@ -113,9 +118,7 @@ impl Journal {
         let mut line = serde_json::to_vec(intent)?;
         line.push(b'\n');
         file.write_all(&line)
-            .and_then(|()| file.sync_data())
             .with_context(|| format!("writing {}", path.display()))?;
-        fsutil::sync_dir(&paths.state_dir)?;
         Ok(Journal { file, path })
     }
 
@@ -142,7 +145,7 @@ impl Journal {
 
 /// The journal left by an operation that did not end, with its notes. A
 /// torn last line (the crash hit a write) is ignored; an unreadable intent
-/// means the crash hit before it was durable, so nothing was touched.
+/// means the crash hit before it was written, so nothing was touched.
 pub fn read(paths: &Paths) -> Result<Option<(Intent, Vec<Note>)>> {
     let path = path(paths);
     let text = match std::fs::read_to_string(&path) {

@@ -98,20 +98,24 @@ impl Controller {
             // in line with the state.
             return Ok(Self::load(paths, None).await?.1);
         }
-        Self::lock(paths)?.ready().await
+        // A command that changes something restarts or refreshes the
+        // responder at its commit (and one that fails changed nothing).
+        Self::lock(paths)?.ready(false).await
     }
 
     /// What every command does once it holds the lock: recover what a crash
-    /// interrupted, make sure the built-in networks exist, keep the name
-    /// responder running.
-    async fn ready(mut self) -> Result<Self> {
+    /// interrupted, make sure the built-in networks exist; and, with
+    /// `responder`, keep the name responder running.
+    async fn ready(mut self, responder: bool) -> Result<Self> {
         self.recover().await?;
         if !self.state().networks.contains_key("bridge") {
             // A state without the built-in networks (removed by hand): a
             // load re-creates them.
             self.reload(None).await?;
         }
-        dns::ensure_running(&self.paths, self.state());
+        if responder {
+            dns::ensure_running(&self.paths, self.state());
+        }
         Ok(self)
     }
 
@@ -124,7 +128,7 @@ impl Controller {
             return Self::open(paths).await;
         }
         if let Some(locked) = Locked::try_acquire(paths)? {
-            return Self::with_lock(paths, locked)?.ready().await;
+            return Self::with_lock(paths, locked)?.ready(true).await;
         }
         let locked = Locked::read_only(paths)?;
         match Datapath::open(paths) {

@@ -380,7 +380,7 @@ impl Controller {
         }
         let mut target = self.state().clone();
         let (mut steps, mut networks) = (vec![], vec![]);
-        rm_steps(&mut target, name, false, &mut steps, &mut networks);
+        rm_steps(&mut target, name, &mut steps, &mut networks);
         self.execute(Plan {
             what: format!("rm {name}"),
             recovery: Recovery::Complete(Redo::SandboxRm { name: name.into() }),
@@ -409,7 +409,7 @@ impl Controller {
         }
         let (mut steps, mut networks) = (vec![], vec![]);
         for name in &names {
-            rm_steps(&mut target, name, true, &mut steps, &mut networks);
+            rm_steps(&mut target, name, &mut steps, &mut networks);
         }
         networks.sort();
         networks.dedup();
@@ -442,15 +442,9 @@ impl Controller {
 
 /// The steps that remove sandbox `name` (it exists), and `target` without
 /// it; the networks whose membership changes are added to `networks`.
-/// `batch`: one of many, whose veths are left to die with their namespaces
-/// (see `Step::EndpointDown::leave`).
-fn rm_steps(
-    target: &mut State,
-    name: &str,
-    batch: bool,
-    steps: &mut Vec<Step>,
-    networks: &mut Vec<String>,
-) {
+/// Veths of a namespace that goes are left to die with it (see
+/// `Step::EndpointDown::leave`).
+fn rm_steps(target: &mut State, name: &str, steps: &mut Vec<Step>, networks: &mut Vec<String>) {
     let sb = target.sandboxes.remove(name).expect("checked");
     // Its own namespace goes too, unless sandboxes that stay still share it
     // (a runtime's namespace is never bpfnet's to use).
@@ -461,8 +455,7 @@ fn rm_steps(
             network: target.networks[&ep.network].clone(),
             endpoint: ep.clone(),
             next_default: None,
-            retire: ends && !batch,
-            leave: ends && batch,
+            leave: ends,
         });
         networks.push(ep.network.clone());
     }
@@ -565,7 +558,6 @@ pub(super) fn plan_endpoint_removal(
         network: target.networks[network].clone(),
         endpoint: ep,
         next_default,
-        retire: false,
         leave: false,
     })
 }

@@ -72,15 +72,17 @@ pub enum Step {
         /// The gateway that becomes the sandbox's default route when the
         /// endpoint that carried it goes.
         next_default: Option<Ipv4Addr>,
-        /// The sandbox's namespace goes right after (`rm`): the host side
-        /// is moved into it and dies with it, instead of being deleted
-        /// here — a move costs no wait for the kernel's device teardown.
-        #[serde(default)]
-        retire: bool,
-        /// Many namespaces go in the same operation (`datapath unload`):
-        /// only the datapath lets go of the endpoint here; the veth pair
-        /// dies with the namespace, which the kernel tears down together
-        /// with the others in one batch (a [`Step::LinksGone`] follows).
+        /// The sandbox's namespace goes right after (`rm`, `datapath
+        /// unload`): only the datapath lets go of the endpoint here; the
+        /// veth pair dies with the namespace, which the kernel tears down
+        /// after the command returned (as `ip netns del`), instead of this
+        /// command waiting for a device's deletion or move (an RCU grace
+        /// period each: tens of ms on a busy host). Many namespaces going
+        /// in one operation are torn down in one batch, and
+        /// [`Step::LinksGone`] waits for them. A namespace some process
+        /// still holds keeps its pair: the host side carries nothing (the
+        /// datapath forgot it) and `bpfnet gc` deletes it (bpfnet's alias
+        /// names an endpoint that is gone).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         leave: bool,
     },
@@ -244,7 +246,6 @@ impl Controller {
                 network,
                 endpoint,
                 next_default,
-                retire,
                 leave,
             } => {
                 if *leave {
@@ -256,14 +257,7 @@ impl Controller {
                         .endpoint_detach(&self.host, network, endpoint, ifindex)
                         .await;
                 }
-                let into = if *retire {
-                    netns::open(sandbox).ok()
-                } else {
-                    None
-                };
-                self.host
-                    .endpoint_down(network, endpoint, None, into.as_ref())
-                    .await?;
+                self.host.endpoint_down(network, endpoint, None).await?;
                 if let Some(gw) = next_default {
                     let ns = match target.sandboxes.get(sandbox.as_str()) {
                         Some(sb) => netns::open_sandbox(sb),
@@ -330,9 +324,7 @@ impl Controller {
                 if committed {
                     return Ok(());
                 }
-                self.host
-                    .endpoint_down(network, endpoint, *ifindex, None)
-                    .await
+                self.host.endpoint_down(network, endpoint, *ifindex).await
             }
             Step::EtcFiles { sandbox } => {
                 if live.sandboxes.contains_key(sandbox) {
