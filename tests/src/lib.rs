@@ -641,6 +641,21 @@ impl TestHost {
         parse_link_names(&out)
     }
 
+    /// The host's links once those of removed sandboxes are gone: `rm`
+    /// returns before the kernel has torn their namespaces down (and their
+    /// veths with them), so this waits up to 5 s for the list to be
+    /// `expected`, and returns the last one read either way.
+    pub fn links_settled(&self, expected: &[&str]) -> Vec<String> {
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let links = self.link_names(None);
+            if links == expected || std::time::Instant::now() >= until {
+                return links;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Names of the netns under the host's /run/netns.
     pub fn netns_list(&self) -> Vec<String> {
         let out = self.sh_ok("ls -1 /run/netns");

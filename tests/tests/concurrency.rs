@@ -38,6 +38,6 @@ fn concurrent_creates_get_distinct_addresses() {
         j.finish_ok(Duration::from_secs(60));
     }
     assert!(h.netns_list().is_empty(), "{:?}", h.netns_list());
-    assert_eq!(h.link_names(None), vec!["lo"]);
+    assert_eq!(h.links_settled(&["lo"]), vec!["lo"]);
     h.assert_no_kernel_bridge();
 }

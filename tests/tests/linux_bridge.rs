@@ -26,7 +26,7 @@ fn linux_bridge_driver_connects_sandboxes_through_a_kernel_bridge() {
     h.bpfnet_ok(&["rm", "-f", "a", "b"]);
     h.bpfnet_ok(&["network", "rm", "lb1"]);
     h.assert_no_kernel_bridge();
-    assert_eq!(h.link_names(None), vec!["lo"]);
+    assert_eq!(h.links_settled(&["lo"]), vec!["lo"]);
 }
 
 /// With the host forwarding (bpfnet turns it on for outbound NAT), a

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use bpfnet_tests::{Bg, TestHost};
+use bpfnet_tests::{jstr, Bg, TestHost};
 
 fn endpoint<'a>(stats: &'a Value, sandbox: &str, net: &str) -> &'a Value {
     stats["endpoints"]
@@ -224,6 +224,57 @@ fn unload_removes_the_veth_of_a_namespace_a_process_still_holds() {
         "netns left: {:?}",
         h.netns_list()
     );
+    holder.stop();
+}
+
+/// `rm` leaves the veth pair to die with the namespace; one that a process
+/// still holds keeps it, carrying nothing, until `gc` deletes it.
+#[test]
+fn rm_leaves_the_veth_to_its_namespace_and_gc_takes_one_a_process_holds() {
+    let h = TestHost::new("rm-held");
+    h.bpfnet_ok(&["network", "create", "net1"]);
+    h.create("a", &["net1"]);
+    h.create("b", &["net1"]);
+    h.create("c", &["net1"]);
+    let veth = |name: &str| {
+        jstr(
+            &h.inspect(name),
+            "/NetworkSettings/Networks/net1/EndpointID",
+        )[..10]
+            .to_string()
+    };
+    let (va, vb) = (format!("bn{}", veth("a")), format!("bn{}", veth("b")));
+    let c_ip = h.ip_on("c", "net1");
+    h.bpfnet_ok(&["rm", "b"]);
+    let settled = h.links_settled(&["lo", &va, &format!("bn{}", veth("c"))]);
+    assert!(
+        !settled.contains(&vb),
+        "b's veth outlived its namespace: {settled:?}"
+    );
+
+    // a's namespace is held: its pair lives on, but the datapath has
+    // forgotten it (nothing it sends arrives), and gc deletes it.
+    let mut holder = h.spawn(&["ip", "netns", "exec", "a", "sleep", "60"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = h.drops("not-an-endpoint");
+    h.bpfnet_ok(&["rm", "a"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        h.link_names(None).contains(&va),
+        "the held pair is gone already"
+    );
+    let pid = holder.pid().to_string();
+    let sent = h.run(&[
+        "nsenter", "-t", &pid, "-n", "ping", "-c", "2", "-W", "1", "-i", "0.2", &c_ip,
+    ]);
+    assert!(!sent.success(), "a held namespace reached c after rm");
+    assert!(
+        h.drops("not-an-endpoint") > before,
+        "the datapath did not drop what it sent"
+    );
+    let out = h.bpfnet_ok(&["gc"]);
+    assert!(out.contains(&format!("removed link {va}")), "{out}");
+    assert!(!h.link_names(None).contains(&va), "gc left {va}");
     holder.stop();
 }
 

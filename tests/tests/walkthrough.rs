@@ -138,7 +138,7 @@ fn seed_walkthrough_busybox1_2_3() {
         "netns left: {:?}",
         h.netns_list()
     );
-    assert_eq!(h.link_names(None), vec!["lo"], "links left");
+    assert_eq!(h.links_settled(&["lo"]), vec!["lo"], "links left");
     let ps = h.bpfnet_json(&["ps", "--format", "json"]);
     assert_eq!(ps.as_array().map(Vec::len), Some(0), "ps: {ps:#}");
     let nets = h.bpfnet_json(&["network", "ls", "--format", "json"]);
