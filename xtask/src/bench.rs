@@ -8,6 +8,8 @@
 //! one contender at a time. Results: an aligned table on stdout and, for the
 //! full run, bench/results.json, bench/RESULTS.md and bench/results.png
 //! (--quick writes them under target/bench-quick/ and checks plausibility).
+//! `--only ipv6` runs the IPv6 figures alone (bpfnet, linux-bridge and
+//! direct-veth; no scale runs) and writes under target/bench-ipv6/.
 mod contender;
 mod host;
 pub mod minimal;
@@ -43,10 +45,31 @@ struct Config {
     networks: &'static [usize],
     /// Policy-rule counts for bpfnet.
     policies: &'static [usize],
+    /// `--only ipv6`: the IPv6 figures alone.
+    only_ipv6: bool,
+}
+
+/// What `--only` narrows a run to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// The IPv6 figures (TCP stream and UDP pps over IPv6) of bpfnet,
+    /// linux-bridge and direct-veth, without the scale runs.
+    Ipv6,
 }
 
 impl Config {
-    fn new(quick: bool) -> Config {
+    fn new(quick: bool, only: Option<Only>) -> Config {
+        let mut cfg = Config::rounds(quick);
+        if only == Some(Only::Ipv6) {
+            cfg.only_ipv6 = true;
+            cfg.endpoints = &[];
+            cfg.networks = &[];
+            cfg.policies = &[];
+        }
+        cfg
+    }
+
+    fn rounds(quick: bool) -> Config {
         // Development knob: the quick run plus tiny scale runs, to exercise
         // the scale code in a minute.
         if quick && env::var_os("BPFNET_BENCH_TINY_SCALE").is_some() {
@@ -58,6 +81,7 @@ impl Config {
                 endpoints: &[10, 20],
                 networks: &[3, 10],
                 policies: &[10],
+                only_ipv6: false,
             };
         }
         if quick {
@@ -69,6 +93,7 @@ impl Config {
                 endpoints: &[],
                 networks: &[],
                 policies: &[],
+                only_ipv6: false,
             }
         } else {
             Config {
@@ -79,6 +104,7 @@ impl Config {
                 endpoints: &[100, 1000, 2000],
                 networks: &[100, 1000],
                 policies: &[1000, 10000],
+                only_ipv6: false,
             }
         }
     }
@@ -192,16 +218,20 @@ fn machine(quick: bool, baseline: f64, contenders: &[Contender]) -> Value {
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     // br_netfilter as the bridge contenders see it (inside their host).
-    let brnf = contenders
-        .iter()
-        .find(|c| c.kind == Kind::LinuxBridge)
-        .and_then(|c| {
-            c.host
-                .sh("cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo absent")
-                .ok()
-        })
-        .map(|o| o.stdout.trim().to_string())
-        .unwrap_or_default();
+    let brnf = |family: &str| {
+        contenders
+            .iter()
+            .find(|c| c.kind == Kind::LinuxBridge)
+            .and_then(|c| {
+                c.host
+                    .sh(&format!(
+                        "cat /proc/sys/net/bridge/bridge-nf-call-{family} 2>/dev/null || echo absent"
+                    ))
+                    .ok()
+            })
+            .map(|o| o.stdout.trim().to_string())
+            .unwrap_or_default()
+    };
     let os = read_trim("/etc/os-release")
         .lines()
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
@@ -215,7 +245,8 @@ fn machine(quick: bool, baseline: f64, contenders: &[Contender]) -> Value {
         "mem_gib": (mem_kb as f64 / 1048576.0 * 10.0).round() / 10.0,
         "loadavg_at_start": read_trim("/proc/loadavg"),
         "busy_pct_before_bench": (baseline * 1000.0).round() / 10.0,
-        "bridge_nf_call_iptables": brnf,
+        "bridge_nf_call_iptables": brnf("iptables"),
+        "bridge_nf_call_ip6tables": brnf("ip6tables"),
         "bpf_stats_enabled_sysctl": read_trim("/proc/sys/kernel/bpf_stats_enabled"),
         "iperf3": first_line(Command::new("iperf3").arg("--version")),
         "sockperf": first_line(Command::new("sockperf").arg("--version")),
@@ -263,6 +294,9 @@ fn settle(rec: &Recorder, baseline: f64, max: Duration) {
 fn measure(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Result<()> {
     let name = c.kind.name();
     let p = c.pair();
+    if cfg.only_ipv6 {
+        return measure6(rec, cfg, round, c);
+    }
     c.check_path()?;
     if !c.kind.has_traffic() {
         return setup_small(rec, cfg, round, c);
@@ -286,6 +320,7 @@ fn measure(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Resul
         c.udp_flood(cfg.udp_secs)
     })?;
     rec.add(round, name, "udp64_pps", r.pps, r.detail);
+    measure6(rec, cfg, round, c)?;
     let r = twice(rec, &format!("{name} rr"), || traffic::tcp_rr(&p, cfg.secs))?;
     rec.add(round, name, "rr_p50_us", r.p50_us, r.detail.clone());
     rec.add(round, name, "rr_p99_us", r.p99_us, r.detail);
@@ -299,6 +334,25 @@ fn measure(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Resul
     if c.kind.has_setup() {
         setup_small(rec, cfg, round, c)?;
     }
+    Ok(())
+}
+
+/// The IPv6 figures of a contender with an IPv6 pair: TCP single stream and
+/// the UDP flood, as their IPv4 counterparts are measured.
+fn measure6(rec: &mut Recorder, cfg: &Config, round: u32, c: &Contender) -> Result<()> {
+    let Some(p6) = c.pair6() else {
+        return Ok(());
+    };
+    let name = c.kind.name();
+    c.check_path6()?;
+    let r = twice(rec, &format!("{name} tcp1_gbps_ipv6"), || {
+        traffic::tcp_stream(&p6, 1, cfg.secs)
+    })?;
+    rec.add(round, name, "tcp1_gbps_ipv6", r.gbps, r.detail);
+    let r = twice(rec, &format!("{name} udp64_pps_ipv6"), || {
+        c.udp_flood6(cfg.udp_secs)
+    })?;
+    rec.add(round, name, "udp64_pps_ipv6", r.pps, r.detail);
     Ok(())
 }
 
@@ -415,10 +469,14 @@ fn wait_rtnl(rec: &Recorder, c: &Contender) {
 
 /// --quick: every core figure exists for every contender it applies to and
 /// is a finite, positive number. Never a speed.
-fn check_plausible(summary: &report::Summary, runs: &[Value]) -> Result<()> {
+fn check_plausible(summary: &report::Summary, runs: &[Value], only_ipv6: bool) -> Result<()> {
     let mut problems = Vec::new();
     for fig in report::CORE {
+        if only_ipv6 && !fig.ends_with("_ipv6") {
+            continue;
+        }
         let want: Vec<&str> = match *fig {
+            "tcp1_gbps_ipv6" | "udp64_pps_ipv6" => vec!["bpfnet", "linux-bridge", "direct-veth"],
             "prog_ns_per_pkt" => vec!["bpfnet", "minimal-prog"],
             "pub_tcp1_gbps" => vec!["bpfnet", "linux-bridge"],
             "setup_ms" | "setup_p95_ms" | "teardown_ms" | "teardown_p95_ms" => {
@@ -446,7 +504,7 @@ fn check_plausible(summary: &report::Summary, runs: &[Value]) -> Result<()> {
     if null > 0 {
         problems.push(format!("{null} samples are not finite numbers"));
     }
-    if summary.get("gen_sink_pps").is_none() {
+    if summary.get("gen_sink_pps").is_none() && !only_ipv6 {
         problems.push("gen_sink_pps: missing".into());
     }
     if let Some(m) = summary.get("rr_p50_us") {
@@ -467,7 +525,7 @@ fn check_plausible(summary: &report::Summary, runs: &[Value]) -> Result<()> {
     Ok(())
 }
 
-pub fn bench(quick: bool) -> Result<()> {
+pub fn bench(quick: bool, only: Option<Only>) -> Result<()> {
     cmd::require_root("bench")?;
     cmd::require_tcx()?;
     require_tools()?;
@@ -477,8 +535,15 @@ pub fn bench(quick: bool) -> Result<()> {
         "cargo build --release -p bpfnet",
     )?;
     let bin = repo_root().join("target/release/bpfnet");
-    let cfg = Config::new(quick);
-    let out_dir = if quick {
+    let cfg = Config::new(quick, only);
+    // A partial run never overwrites the committed one.
+    let out_dir = if cfg.only_ipv6 {
+        repo_root().join(if quick {
+            "target/bench-quick-ipv6"
+        } else {
+            "target/bench-ipv6"
+        })
+    } else if quick {
         repo_root().join("target/bench-quick")
     } else {
         repo_root().join("bench")
@@ -492,11 +557,16 @@ pub fn bench(quick: bool) -> Result<()> {
         runs: Vec::new(),
         series: Default::default(),
     };
+    let kinds: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| !cfg.only_ipv6 || k.has_ipv6())
+        .collect();
     rec.progress(&format!(
-        "{} run: {} rounds × {} contenders, {} s per TCP run, {} s per UDP window",
+        "{} run{}: {} rounds × {} contenders, {} s per TCP run, {} s per UDP window",
         if quick { "quick" } else { "full" },
+        if cfg.only_ipv6 { " (--only ipv6)" } else { "" },
         cfg.rounds,
-        Kind::ALL.len(),
+        kinds.len(),
         cfg.secs,
         cfg.udp_secs
     ));
@@ -506,9 +576,9 @@ pub fn bench(quick: bool) -> Result<()> {
         baseline * 100.0
     ));
     let mut contenders = Vec::new();
-    for k in Kind::ALL {
+    for k in kinds {
         rec.progress(&format!("building {} in a throw-away host", k.name()));
-        contenders.push(Contender::build(k, &scratch.0, &bin)?);
+        contenders.push(Contender::build(k, &scratch.0, &bin, true)?);
     }
     let machine = machine(quick, baseline, &contenders);
     for round in 1..=cfg.rounds {
@@ -525,8 +595,11 @@ pub fn bench(quick: bool) -> Result<()> {
         contenders.retain(|c| !matches!(c.kind, Kind::DirectVeth | Kind::Minimal));
         let mut order: Vec<Contender> = std::mem::take(&mut contenders);
         order.reverse();
-        while let Some(c) = order.pop() {
+        while let Some(mut c) = order.pop() {
             let name = c.kind.name();
+            if let Err(e) = c.drop_six() {
+                rec.progress(&format!("{name}: removing the IPv6 pair: {e:#}"));
+            }
             // A scale failure costs its own figures, not the rounds' results.
             let mut failed = |what: &str, e: anyhow::Error, rec: &Recorder| {
                 let msg = format!("{what} scale, {name}: {e:#}");
@@ -551,7 +624,7 @@ pub fn bench(quick: bool) -> Result<()> {
             // through a state of 1,000 sandboxes.
             if kind == Kind::Bpfnet && (!cfg.networks.is_empty() || !cfg.policies.is_empty()) {
                 let result = (|| -> Result<()> {
-                    let mut fresh = Contender::build(kind, &scratch.0, &bin)?;
+                    let mut fresh = Contender::build(kind, &scratch.0, &bin, false)?;
                     wait_rtnl(&rec, &fresh);
                     let mut budget = Budget::new(90);
                     if let Err(e) = scale_networks(&mut rec, &cfg, &mut fresh, &mut budget) {
@@ -578,10 +651,11 @@ pub fn bench(quick: bool) -> Result<()> {
     let summary = report::summarize(&rec.runs);
     let table = report::table(&summary);
     println!("\n{table}");
-    let command = if quick {
-        "cargo xtask bench --quick"
-    } else {
-        "cargo xtask bench"
+    let command = match (quick, cfg.only_ipv6) {
+        (true, false) => "cargo xtask bench --quick",
+        (false, false) => "cargo xtask bench",
+        (true, true) => "cargo xtask bench --quick --only ipv6",
+        (false, true) => "cargo xtask bench --only ipv6",
     };
     let mut machine = machine;
     machine["loadavg_at_end"] = json!(read_trim("/proc/loadavg"));
@@ -594,6 +668,7 @@ pub fn bench(quick: bool) -> Result<()> {
             "setup_n": cfg.setup_n, "endpoints": cfg.endpoints, "networks": cfg.networks,
             "policies": cfg.policies,
             "addresses": "bench-a 10.90.0.2, bench-b 10.90.0.3 on 10.90.0.0/16 (gateway 10.90.0.1), every contender",
+            "addresses_ipv6": "fd42:90::2 → fd42:90::3 on fd42:90::/64: bpfnet's bench-a6/bench-b6 on the dual-stack network benchnet6, linux-bridge's and direct-veth's bench-a/bench-b (bench-made addresses)",
         },
         "notes": notes,
         "errors": scale_errors,
@@ -633,7 +708,7 @@ pub fn bench(quick: bool) -> Result<()> {
         png.display()
     );
     if quick {
-        check_plausible(&summary, &rec.runs)?;
+        check_plausible(&summary, &rec.runs, cfg.only_ipv6)?;
         for f in [&json_path, &png] {
             let len = fs::metadata(f).map(|m| m.len()).unwrap_or(0);
             if len == 0 {
@@ -677,6 +752,7 @@ fn results_md(results: &Value, summary: &report::Summary, command: &str) -> Stri
         "busy_pct_before_bench",
         "duration_s",
         "bridge_nf_call_iptables",
+        "bridge_nf_call_ip6tables",
         "bpf_stats_enabled_sysctl",
         "iperf3",
         "sockperf",
@@ -689,6 +765,13 @@ fn results_md(results: &Value, summary: &report::Summary, command: &str) -> Stri
         "\n## Results\n\nMin / median / max over the samples (`n`); ratios are of medians.\n\n",
     );
     s.push_str(&report::markdown_table(summary));
+    if let Some(t) = report::family_table(summary) {
+        s.push_str(
+            "\n### IPv4 and IPv6\n\nMedians of the same rounds; the IPv6 pair of each \
+contender is described under Method.\n\n",
+        );
+        s.push_str(&t);
+    }
     s.push_str("\n![results](results.png)\n\n");
     if results["setup_series_ms"]
         .as_object()
@@ -723,6 +806,21 @@ the softirq its sends raise), so each figure is sender + datapath + receiver cos
 `gen_sink_pps` is the same generator into a veth pair inside bench-a whose far end drops the \
 frames at once: the generator's own ceiling. Each run's detail has `sent_pps` and \
 `delivered_pct`.\n\
+- IPv6 (`tcp1_gbps_ipv6`, `udp64_pps_ipv6`): the same TCP run and the same generator (an IPv6/UDP \
+frame of 62 B, the smallest there is: 66 B on the wire, the IPv6 header being 20 B longer; \
+counted at bench-b's UDP6 layer, /proc/net/snmp6) from fd42:90::2 to fd42:90::3 on \
+fd42:90::/64, measured in each contender's slot of every round right after its IPv4 figures. \
+`bpfnet`: sandboxes `bench-a6`/`bench-b6` on a second network, `bpfnet network create --ipv6 \
+--subnet 10.91.0.0/24 --subnet fd42:90::/64` (addresses, routes and neighbour discovery \
+bpfnet's, the latter answered in eBPF); a network of their own so that the IPv4 figures \
+(set-up times above all) stay those of an IPv4-only network, like the other contenders'. \
+`linux-bridge`: bpfnet's linux-bridge driver has no IPv6, so the bench turns IPv6 on in \
+bench-a's and bench-b's eth0 and gives them the two addresses (`nodad`): the very bridge, ports \
+and br_netfilter setting (`bridge_nf_call_ip6tables` above) of the IPv4 figures, neighbour \
+discovery done by the two sandboxes' kernels across it; the host has no ip6tables rules, so \
+bridged IPv6 meets no conntrack (its IPv4 traffic does, for the published-port NAT). \
+`direct-veth`: the same two addresses on the veth pair. netavark and minimal-prog are \
+IPv4-only here. `cargo xtask bench --only ipv6` runs these figures alone (under target/).\n\
 - Traffic processes (iperf3, sockperf) run at nice -20 to hold their CPU against other work.\n\
 - Latency: `sockperf ping-pong --tcp --full-rtt` (round trip, µs).\n\
 - eBPF cost: a separate UDP flood with BPF run-time statistics on (`BPF_ENABLE_STATS`), \

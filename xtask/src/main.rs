@@ -71,6 +71,11 @@ enum Cmd {
         /// Short runs only.
         #[arg(long)]
         quick: bool,
+        /// Only some figures (written under target/, never to bench/):
+        /// `ipv6` = the IPv6 TCP stream and UDP figures of bpfnet,
+        /// linux-bridge and direct-veth.
+        #[arg(long, value_enum)]
+        only: Option<bench::Only>,
     },
     /// (bench internal) Attach the redirect-only program in front of the
     /// datapath: `OBJ FROM=TO…` (host veth names).
@@ -98,7 +103,7 @@ fn main() -> ExitCode {
         Cmd::Demo => demo(),
         Cmd::Test { long } => test(long).map(|()| ExitCode::SUCCESS),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets).map(|()| ExitCode::SUCCESS),
-        Cmd::Bench { quick } => bench::bench(quick).map(|()| ExitCode::SUCCESS),
+        Cmd::Bench { quick, only } => bench::bench(quick, only).map(|()| ExitCode::SUCCESS),
         Cmd::BenchAttachMinimal { obj, pairs } => {
             bench::minimal::attach(&obj, &pairs).map(|()| ExitCode::SUCCESS)
         }

@@ -1,7 +1,10 @@
 //! The contenders, each built in a throw-away host of its own with the
 //! same names and addresses: sandboxes `bench-a` (10.90.0.2) and `bench-b`
-//! (10.90.0.3) on 10.90.0.0/16, gateway 10.90.0.1.
+//! (10.90.0.3) on 10.90.0.0/16, gateway 10.90.0.1. bpfnet, linux-bridge and
+//! direct-veth also carry an IPv6 pair (fd42:90::2 → fd42:90::3, see
+//! [`Six`]).
 use std::{
+    net::{IpAddr, Ipv6Addr},
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -12,7 +15,7 @@ use serde_json::json;
 
 use super::{
     host::{Host, Proc, CMD_TIMEOUT},
-    traffic::{self, udp_frame, Pair, UdpResult},
+    traffic::{self, udp_frame, udp_frame6, Pair, UdpResult},
 };
 
 pub const NET: &str = "benchnet";
@@ -22,6 +25,18 @@ pub const A: &str = "bench-a";
 pub const B: &str = "bench-b";
 pub const IP_A: [u8; 4] = [10, 90, 0, 2];
 pub const IP_B: [u8; 4] = [10, 90, 0, 3];
+/// The IPv6 pair's /64 and addresses (every contender that has one).
+pub const SUBNET6: &str = "fd42:90::/64";
+const IP6_B_STR: &str = "fd42:90::3";
+pub const IP6_A: Ipv6Addr = Ipv6Addr::new(0xfd42, 0x90, 0, 0, 0, 0, 0, 2);
+pub const IP6_B: Ipv6Addr = Ipv6Addr::new(0xfd42, 0x90, 0, 0, 0, 0, 0, 3);
+/// bpfnet's dual-stack network and its pair: apart from the IPv4 pair, so
+/// that the IPv4 figures (set-up times above all) stay those of an
+/// IPv4-only network, as for the other contenders.
+const NET6: &str = "benchnet6";
+const NET6_SUBNET4: &str = "10.91.0.0/24";
+const A6: &str = "bench-a6";
+const B6: &str = "bench-b6";
 const NETAVARK: &str = "/usr/lib/podman/netavark";
 const NETAVARK_BRIDGE: &str = "nvbench0";
 const CNI_BRIDGE: &str = "cnibench0";
@@ -73,6 +88,29 @@ impl Kind {
     pub fn has_setup(self) -> bool {
         !matches!(self, Kind::DirectVeth | Kind::Minimal)
     }
+
+    /// Contenders measured over IPv6 too.
+    pub fn has_ipv6(self) -> bool {
+        matches!(self, Kind::Bpfnet | Kind::LinuxBridge | Kind::DirectVeth)
+    }
+}
+
+/// The IPv6 pair of a contender: IP6_A in `a` → IP6_B in `b` on one /64.
+/// bpfnet: `bench-a6`/`bench-b6` on the dual-stack network `benchnet6`
+/// (addresses, routes and neighbour discovery are bpfnet's). linux-bridge
+/// and direct-veth: the IPv4 pair's own eth0s with bench-made addresses
+/// (`nodad`), since the linux-bridge driver has no IPv6: the same kernel
+/// bridge (and br_netfilter) as the IPv4 figures, neighbour discovery done
+/// by the two sandboxes' kernels across it.
+pub struct Six {
+    a: &'static str,
+    b: &'static str,
+    mac_a: [u8; 6],
+    mac_b: [u8; 6],
+    pid_a: u32,
+    pid_b: u32,
+    /// The pair's own sleepers (bpfnet); the others use the IPv4 pair's.
+    _sleepers: Vec<Proc>,
 }
 
 pub fn ip_str(ip: [u8; 4]) -> String {
@@ -115,10 +153,13 @@ pub struct Contender {
     sleeper_out: Option<Proc>,
     /// Extra networks made by the network-scale run.
     pub extra_networks: usize,
+    /// The IPv6 pair (see [`Six`]), when built.
+    six: Option<Six>,
 }
 
 impl Contender {
-    pub fn build(kind: Kind, base: &Path, bin: &Path) -> Result<Contender> {
+    /// Builds the contender; `ipv6`: with its IPv6 pair, if it has one.
+    pub fn build(kind: Kind, base: &Path, bin: &Path, ipv6: bool) -> Result<Contender> {
         let host = Host::start(kind.name(), base)?;
         let (a, b) = (ip_str(IP_A), ip_str(IP_B));
         match kind {
@@ -244,7 +285,7 @@ impl Contender {
             }
             _ => None,
         };
-        let c = Contender {
+        let mut c = Contender {
             kind,
             host,
             bin: bin.to_path_buf(),
@@ -254,20 +295,123 @@ impl Contender {
             sleeper_b,
             sleeper_out,
             extra_networks: 0,
+            six: None,
         };
-        c.wait_sleepers()?;
+        c.wait_sleepers(&[c.sleeper_a.pid(), c.sleeper_b.pid()])?;
         c.check_path()?;
+        if ipv6 && kind.has_ipv6() {
+            c.six = Some(c.build_six()?);
+            c.check_path6()?;
+        }
         Ok(c)
+    }
+
+    fn build_six(&self) -> Result<Six> {
+        let (a6, b6) = (IP6_A.to_string(), IP6_B.to_string());
+        if self.kind == Kind::Bpfnet {
+            let bin = self.bin()?;
+            self.host.run(&[
+                bin,
+                "network",
+                "create",
+                "-d",
+                "bridge",
+                "--ipv6",
+                "--subnet",
+                NET6_SUBNET4,
+                "--subnet",
+                SUBNET6,
+                NET6,
+            ])?;
+            for (name, ip6) in [(A6, &a6), (B6, &b6)] {
+                self.host.run(&[
+                    bin,
+                    "create",
+                    "--name",
+                    name,
+                    "--network",
+                    NET6,
+                    "--ip6",
+                    ip6,
+                ])?;
+            }
+            let mac = |s: &str| -> Result<[u8; 6]> {
+                parse_mac(
+                    &self
+                        .host
+                        .exec(s, &["cat", "/sys/class/net/eth0/address"])?
+                        .stdout,
+                )
+            };
+            let sleepers = vec![
+                self.host.spawn_in(A6, &["sleep", "infinity"])?,
+                self.host.spawn_in(B6, &["sleep", "infinity"])?,
+            ];
+            let (pid_a, pid_b) = (sleepers[0].pid(), sleepers[1].pid());
+            self.wait_sleepers(&[pid_a, pid_b])?;
+            return Ok(Six {
+                a: A6,
+                b: B6,
+                mac_a: mac(A6)?,
+                mac_b: mac(B6)?,
+                pid_a,
+                pid_b,
+                _sleepers: sleepers,
+            });
+        }
+        // bpfnet's linux-bridge driver left IPv6 off in its sandboxes
+        // (an IPv4-only network); the direct veth pair has it on.
+        for (name, ip6) in [(A, &a6), (B, &b6)] {
+            for (key, value) in [
+                ("accept_dad", "0"),
+                ("accept_ra", "0"),
+                ("disable_ipv6", "0"),
+            ] {
+                self.host.exec(
+                    name,
+                    &[
+                        "sysctl",
+                        "-q",
+                        "-w",
+                        &format!("net.ipv6.conf.eth0.{key}={value}"),
+                    ],
+                )?;
+            }
+            let cidr = format!("{ip6}/64");
+            self.host.run(&[
+                "ip", "-n", name, "addr", "add", &cidr, "dev", "eth0", "nodad",
+            ])?;
+        }
+        Ok(Six {
+            a: A,
+            b: B,
+            mac_a: self.mac_a,
+            mac_b: self.mac_b,
+            pid_a: self.sleeper_a.pid(),
+            pid_b: self.sleeper_b.pid(),
+            _sleepers: Vec::new(),
+        })
+    }
+
+    /// Removes the IPv6 pair before the scale runs (bpfnet's are two more
+    /// sandboxes, which the scale runs' counts leave out).
+    pub fn drop_six(&mut self) -> Result<()> {
+        if self.six.take().is_some() && self.kind == Kind::Bpfnet {
+            let bin = self.bin()?;
+            self.host.run(&[bin, "rm", "-f", A6, B6])?;
+            self.host.run(&[bin, "network", "rm", NET6])?;
+        }
+        Ok(())
     }
 
     /// The sleepers must have entered their sandboxes before /proc/PID/net
     /// means anything.
-    fn wait_sleepers(&self) -> Result<()> {
-        let host_ns = std::fs::read_link(format!("/proc/{}/ns/net", self.sleeper_a.pid()));
+    fn wait_sleepers(&self, pids: &[u32]) -> Result<()> {
+        let host_ns = std::fs::read_link(format!("/proc/{}/ns/net", pids[0]));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let ok = [&self.sleeper_a, &self.sleeper_b].iter().all(|p| {
-                std::fs::read_to_string(format!("/proc/{}/comm", p.pid()))
+            let ok = pids.iter().all(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
                     .is_ok_and(|c| c.trim() == "sleep")
             });
             if ok {
@@ -281,6 +425,58 @@ impl Contender {
             }
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The IPv6 pair's A → B answers a ping -6 (also fills neighbour
+    /// tables and bridge FDBs). Nothing to check without a pair.
+    pub fn check_path6(&self) -> Result<()> {
+        let Some(six) = &self.six else {
+            return Ok(());
+        };
+        let b = IP6_B.to_string();
+        for _ in 0..3 {
+            let o = self.host.run_full(
+                &[
+                    "ip", "netns", "exec", six.a, "ping", "-6", "-n", "-q", "-c", "1", "-W", "1",
+                    &b,
+                ],
+                None,
+                Duration::from_secs(5),
+            )?;
+            if o.code == 0 {
+                return Ok(());
+            }
+        }
+        bail!(
+            "[{}] {} cannot ping {} ({b}): the IPv6 pair is not set up right",
+            self.kind.name(),
+            six.a,
+            six.b
+        )
+    }
+
+    /// The IPv6 pair, when the contender has one.
+    pub fn pair6(&self) -> Option<Pair<'_>> {
+        let six = self.six.as_ref()?;
+        Some(Pair {
+            host: &self.host,
+            a: six.a,
+            b: six.b,
+            pid_a: six.pid_a,
+            pid_b: six.pid_b,
+            ip_b: IP6_B_STR,
+            dial: IP6_B_STR,
+        })
+    }
+
+    /// UDP flood of the smallest IPv6 frames over the IPv6 pair.
+    pub fn udp_flood6(&self, secs: f64) -> Result<UdpResult> {
+        let (p, six) = self
+            .pair6()
+            .zip(self.six.as_ref())
+            .with_context(|| format!("{} has no IPv6 pair", self.kind.name()))?;
+        let frame = udp_frame6(six.mac_a, six.mac_b, IP6_A, IP6_B);
+        traffic::udp_flood(&p, frame, IpAddr::V6(IP6_B), secs)
     }
 
     /// A → B answers a ping (also fills neighbour tables and bridge FDBs).
@@ -334,7 +530,7 @@ impl Contender {
     /// UDP 64-byte flood A → B.
     pub fn udp_flood(&self, secs: f64) -> Result<UdpResult> {
         let frame = udp_frame(self.mac_a, self.mac_b, IP_A, IP_B);
-        traffic::udp_flood(&self.pair(), frame, IP_B, secs)
+        traffic::udp_flood(&self.pair(), frame, IpAddr::from(IP_B), secs)
     }
 
     pub fn pid_a(&self) -> u32 {

@@ -41,6 +41,18 @@ pub const FIGURES: &[Figure] = &[
         what: "UDP 64 B frames forwarded, counted at B's UDP layer",
     },
     Figure {
+        key: "tcp1_gbps_ipv6",
+        unit: "Gbit/s",
+        higher_is_better: true,
+        what: "tcp1_gbps over IPv6 (fd42:90::2 → fd42:90::3)",
+    },
+    Figure {
+        key: "udp64_pps_ipv6",
+        unit: "pkt/s",
+        higher_is_better: true,
+        what: "udp64_pps over IPv6: the smallest IPv6/UDP frame, 62 B (66 on the wire; the IPv6 header is 20 B longer), counted at B's UDP6 layer",
+    },
+    Figure {
         key: "rr_p50_us",
         unit: "µs",
         higher_is_better: false,
@@ -204,6 +216,8 @@ pub const CORE: &[&str] = &[
     "tcp4_gbps",
     "pub_tcp1_gbps",
     "udp64_pps",
+    "tcp1_gbps_ipv6",
+    "udp64_pps_ipv6",
     "rr_p50_us",
     "rr_p99_us",
     "cpu_s_per_gb",
@@ -435,11 +449,55 @@ pub fn table(s: &Summary) -> String {
 /// The same table in Markdown.
 pub fn markdown_table(s: &Summary) -> String {
     let mut out = format!("| {} |\n", HEAD.join(" | "));
-    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
+    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in rows(s) {
         let _ = writeln!(out, "| {} |", r.join(" | "));
     }
     out
+}
+
+/// The IPv6 column: for each contender measured over IPv6, the medians of
+/// the IPv4 figures next to their IPv6 counterparts, and IPv6 / IPv4.
+/// `None` when the run has no IPv6 figures.
+pub fn family_table(s: &Summary) -> Option<String> {
+    let pairs = [
+        ("tcp1_gbps", "tcp1_gbps_ipv6", "TCP 1 stream (Gbit/s)"),
+        ("udp64_pps", "udp64_pps_ipv6", "UDP smallest frame (pkt/s)"),
+    ];
+    let mut six: BTreeMap<String, Stats> = BTreeMap::new();
+    for (_, k6, _) in &pairs {
+        six.extend(
+            s.get(*k6)
+                .into_iter()
+                .flatten()
+                .map(|(c, st)| (c.clone(), *st)),
+        );
+    }
+    if six.is_empty() {
+        return None;
+    }
+    let mut out = String::from("| contender |");
+    for (_, _, what) in &pairs {
+        let _ = write!(out, " {what} IPv4 | IPv6 | IPv6/IPv4 |");
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"--:|".repeat(3 * pairs.len()));
+    out.push('\n');
+    for c in contenders_of(&six) {
+        let _ = write!(out, "| {c} |");
+        for (k4, k6, _) in &pairs {
+            let m = |k: &str| s.get(k).and_then(|per| per.get(c)).map(|st| st.median);
+            let (v4, v6) = (m(k4), m(k6));
+            let f = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "–".into());
+            let r = match (v4, v6) {
+                (Some(a), Some(b)) if a != 0.0 => format!("{:.2}×", b / a),
+                _ => "–".into(),
+            };
+            let _ = write!(out, " {} | {} | {r} |", f(v4), f(v6));
+        }
+        out.push('\n');
+    }
+    Some(out)
 }
 
 pub fn figure_legend() -> String {
@@ -728,5 +786,24 @@ mod tests {
         assert!(t.contains("1.00×"), "{t}");
         let j = summary_json(&s);
         assert_eq!(j["tcp1_gbps"]["bpfnet"]["median"], 10.0);
+        assert!(family_table(&s).is_none());
+    }
+
+    #[test]
+    fn family_table_puts_ipv6_beside_ipv4() {
+        let runs = vec![
+            json!({"figure": "tcp1_gbps", "contender": "bpfnet", "value": 10.0}),
+            json!({"figure": "tcp1_gbps_ipv6", "contender": "bpfnet", "value": 8.0}),
+            json!({"figure": "udp64_pps_ipv6", "contender": "direct-veth", "value": 2e6}),
+        ];
+        let t = family_table(&summarize(&runs)).unwrap();
+        assert!(
+            t.contains("| bpfnet | 10.0 | 8.00 | 0.80× | – | – | – |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| direct-veth | – | – | – | – | 2.000M | – |"),
+            "{t}"
+        );
     }
 }

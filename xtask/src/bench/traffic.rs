@@ -5,6 +5,7 @@ use std::{
     ffi::CString,
     fs::File,
     mem,
+    net::{IpAddr, Ipv6Addr},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::PathBuf,
     sync::{
@@ -117,6 +118,46 @@ pub fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4])
     f
 }
 
+/// The IPv6 counterpart of [`udp_frame`]: the smallest IPv6/UDP frame, 62
+/// bytes (66 on the wire; IPv6's header is 20 bytes longer than IPv4's),
+/// with an empty payload and the UDP checksum IPv6 requires.
+pub fn udp_frame6(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+    const UDP_LEN: u16 = 8;
+    let mut f = Vec::with_capacity(62);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&UDP_LEN.to_be_bytes());
+    f.extend_from_slice(&[17, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    let udp = [
+        9000u16.to_be_bytes(),
+        SINK_PORT.to_be_bytes(),
+        UDP_LEN.to_be_bytes(),
+    ]
+    .concat();
+    // Pseudo-header (source, destination, length, next header) + header.
+    let mut sum: u32 = [&src.octets()[..], &dst.octets()[..], &udp[..]]
+        .concat()
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>()
+        + u32::from(UDP_LEN)
+        + 17;
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let csum = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    f.extend_from_slice(&udp[..6]);
+    f.extend_from_slice(&csum.to_be_bytes());
+    f
+}
+
 /// Our packet generator: one thread in the sender's netns writing the same
 /// frame with `sendmmsg` on an AF_PACKET socket (qdisc bypassed). The skbs
 /// it makes are linear, as a socket's small packets are.
@@ -132,6 +173,10 @@ impl Flood {
         let sent = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel::<Result<()>>();
         let ifname = CString::new(ifname)?;
+        if frame.len() < 14 {
+            bail!("a frame of {} bytes has no Ethernet header", frame.len());
+        }
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
         let (s2, n2) = (Arc::clone(&stop), Arc::clone(&sent));
         let handle = thread::spawn(move || -> Result<()> {
             let setup = (|| -> Result<OwnedFd> {
@@ -168,7 +213,7 @@ impl Flood {
                 // SAFETY: all-zero is a valid sockaddr_ll.
                 let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
                 sll.sll_family = libc::AF_PACKET as u16;
-                sll.sll_protocol = 0x0800u16.to_be();
+                sll.sll_protocol = ethertype.to_be();
                 sll.sll_ifindex = ifindex as i32;
                 check(
                     // SAFETY: valid fd and address of the declared size.
@@ -260,31 +305,52 @@ impl Drop for Flood {
 /// A UDP socket bound in the receiving sandbox that never reads: datagrams
 /// complete the whole receive path and are then dropped for a full buffer,
 /// without the ICMP errors a closed port would send back.
-pub fn udp_sink(netns: PathBuf, ip: [u8; 4]) -> Result<OwnedFd> {
+pub fn udp_sink(netns: PathBuf, ip: IpAddr) -> Result<OwnedFd> {
     in_netns(netns, move || {
+        let family = match ip {
+            IpAddr::V4(_) => libc::AF_INET,
+            IpAddr::V6(_) => libc::AF_INET6,
+        };
         // SAFETY: plain socket(2); owned right away.
         let fd = check(
-            unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
-            "socket(AF_INET)",
+            unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
+            "socket(AF_INET/AF_INET6)",
         )?;
         // SAFETY: fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: all-zero sockaddr_in is valid.
-        let mut sa: libc::sockaddr_in = unsafe { mem::zeroed() };
-        sa.sin_family = libc::AF_INET as u16;
-        sa.sin_port = SINK_PORT.to_be();
-        sa.sin_addr.s_addr = u32::from_ne_bytes(ip);
-        check(
-            // SAFETY: valid fd, address of the declared size.
-            unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&sa as *const libc::sockaddr_in).cast(),
-                    mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            },
-            "bind the UDP sink",
-        )?;
+        let ret = match ip {
+            IpAddr::V4(ip) => {
+                // SAFETY: all-zero sockaddr_in is valid.
+                let mut sa: libc::sockaddr_in = unsafe { mem::zeroed() };
+                sa.sin_family = libc::AF_INET as u16;
+                sa.sin_port = SINK_PORT.to_be();
+                sa.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+                // SAFETY: valid fd, address of the declared size.
+                unsafe {
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        (&sa as *const libc::sockaddr_in).cast(),
+                        mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    )
+                }
+            }
+            IpAddr::V6(ip) => {
+                // SAFETY: all-zero sockaddr_in6 is valid.
+                let mut sa: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+                sa.sin6_family = libc::AF_INET6 as u16;
+                sa.sin6_port = SINK_PORT.to_be();
+                sa.sin6_addr.s6_addr = ip.octets();
+                // SAFETY: valid fd, address of the declared size.
+                unsafe {
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        (&sa as *const libc::sockaddr_in6).cast(),
+                        mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                    )
+                }
+            }
+        };
+        check(ret, "bind the UDP sink")?;
         Ok(fd)
     })
 }
@@ -322,7 +388,10 @@ pub fn dev_counters(pid: u32, ifname: &str) -> Result<DevCounters> {
 
 /// UDP datagrams that reached the UDP layer of PID's netns (delivered, to a
 /// closed port, or dropped there).
-pub fn udp_received(pid: u32) -> Result<u64> {
+pub fn udp_received(pid: u32, v6: bool) -> Result<u64> {
+    if v6 {
+        return udp6_received(pid);
+    }
     let text = read(format!("/proc/{pid}/net/snmp"))?;
     let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
     let (Some(h), Some(v)) = (lines.next(), lines.next()) else {
@@ -333,6 +402,26 @@ pub fn udp_received(pid: u32) -> Result<u64> {
         if matches!(k, "InDatagrams" | "NoPorts" | "InErrors") {
             total += val.parse::<u64>().unwrap_or(0);
         }
+    }
+    Ok(total)
+}
+
+/// The same for UDP over IPv6 (/proc/PID/net/snmp6).
+fn udp6_received(pid: u32) -> Result<u64> {
+    let text = read(format!("/proc/{pid}/net/snmp6"))?;
+    let mut total = 0;
+    let mut seen = 0;
+    for line in text.lines() {
+        let mut cols = line.split_whitespace();
+        if let (Some("Udp6InDatagrams" | "Udp6NoPorts" | "Udp6InErrors"), Some(v)) =
+            (cols.next(), cols.next())
+        {
+            total += v.parse::<u64>().unwrap_or(0);
+            seen += 1;
+        }
+    }
+    if seen != 3 {
+        bail!("no Udp6 counters in /proc/{pid}/net/snmp6");
     }
     Ok(total)
 }
@@ -631,24 +720,53 @@ pub struct UdpResult {
 
 /// UDP 64-byte flood A → B for `secs` after a short warm-up; packets are
 /// counted at B's UDP layer (and at B's eth0 for reference).
-pub fn udp_flood(p: &Pair, frame: Vec<u8>, ip_b: [u8; 4], secs: f64) -> Result<UdpResult> {
-    let _sink = udp_sink(p.host.netns_path(p.b), ip_b)?;
+pub fn udp_flood(p: &Pair, frame: Vec<u8>, ip_b: IpAddr, secs: f64) -> Result<UdpResult> {
+    let v6 = ip_b.is_ipv6();
+    // Ethernet + IP + UDP headers before the payload.
+    let payload = frame
+        .len()
+        .saturating_sub(if v6 { 14 + 40 + 8 } else { 14 + 20 + 8 });
+    let sink = udp_sink(p.host.netns_path(p.b), ip_b)?;
     let flood = Flood::start(p.host.netns_path(p.a), "eth0", frame)?;
     thread::sleep(Duration::from_millis(400));
     let (r0, i0, s0, t0) = (
-        udp_received(p.pid_b)?,
+        udp_received(p.pid_b, v6)?,
         dev_counters(p.pid_b, "eth0")?,
         flood.sent(),
         Instant::now(),
     );
     thread::sleep(Duration::from_secs_f64(secs));
     let (r1, i1, s1, t1) = (
-        udp_received(p.pid_b)?,
+        udp_received(p.pid_b, v6)?,
         dev_counters(p.pid_b, "eth0")?,
         flood.sent(),
         Instant::now(),
     );
     flood.stop()?;
+    // The kernel checks a UDP checksum only when the datagram is read, so
+    // the counters above would take broken frames too: one is read here and
+    // must come out whole.
+    let mut buf = [0u8; 64];
+    // SAFETY: recv into a buffer of the given size on a socket we own.
+    let n = unsafe {
+        libc::recv(
+            sink.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 || n as usize != payload {
+        bail!(
+            "the UDP sink in {} holds no intact datagram ({}; a bad checksum?)",
+            p.b,
+            if n < 0 {
+                std::io::Error::last_os_error().to_string()
+            } else {
+                format!("{n} bytes, not {payload}")
+            }
+        );
+    }
     let dt = (t1 - t0).as_secs_f64();
     let recv = r1.saturating_sub(r0) as f64 / dt;
     let sent = s1.saturating_sub(s0) as f64 / dt;
@@ -733,4 +851,30 @@ pub fn prog_stats(host: &Host) -> Result<Vec<(String, u64, u64)>> {
         bail!("no bpfnet programs pinned under /sys/fs/bpf/bpfnet/*/progs");
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one's-complement sum over the pseudo-header and the UDP header,
+    /// checksum included, is all ones for a correct checksum.
+    #[test]
+    fn ipv6_frame_is_the_smallest_with_a_valid_udp_checksum() {
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("fd42:90::2".parse().unwrap(), "fd42:90::3".parse().unwrap());
+        let f = udp_frame6([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, dst);
+        assert_eq!(f.len(), 62);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 8, "payload length");
+        let mut sum: u32 = [&f[22..54], &f[54..62], &[0, 8, 0, 17][..]]
+            .concat()
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+    }
 }
