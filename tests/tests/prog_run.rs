@@ -7,7 +7,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use bpfnet_common::{hook, CtKey, DropReason, RULE_LINK};
+use bpfnet_common::{hook, CtKey, DropReason, CT_ENTRIES, CT_QUOTA, RULE_LINK};
 use bpfnet_tests::frames::{
     arp, arp_request, echo6, ether, icmp6, icmp6_checksum, icmp_echo, ipv6, mac_of, nd_solicit,
     parse_ipv4, tcp_syn, udp, udp_frame, Ipv4, Mac, ParsedIpv4, ARP_REPLY, BROADCAST, ETH_P_ARP,
@@ -137,6 +137,16 @@ fn via_gateway(from: &Ep, to_ip: Ipv4Addr, ip: Ipv4) -> Vec<u8> {
         from.mac,
         ETH_P_IP,
         &ip.build(&udp(40000, 53, b"q")),
+    )
+}
+
+/// A TCP SYN from `from` to `to` in another network, from port `sport` to 80.
+fn syn_via_gateway(from: &Ep, to: &Ep, sport: u16) -> Vec<u8> {
+    ether(
+        from.gw_mac,
+        from.mac,
+        ETH_P_IP,
+        &Ipv4::new(from.ip, to.ip, IPPROTO_TCP).build(&tcp_syn(sport, 80)),
     )
 }
 
@@ -305,6 +315,10 @@ fn drop_case(t: &T, reason: DropReason) -> DropCase {
         DropReason::SpoofedNd => {
             ingress_case(&t.d1, nd_solicit(t.d1.mac, t.d1v6.ip, t.d2v6.ip, t.d2.mac))
         }
+        // a3 may open connections to b1; these find it at its quota (see
+        // `precondition`) or the table full.
+        DropReason::ConntrackQuota => ingress_case(a3, syn_via_gateway(a3, b1, 40001)),
+        DropReason::ConntrackFull => ingress_case(a3, syn_via_gateway(a3, b1, 40002)),
         DropReason::Ipv6ExtensionHeader => {
             // Hop-by-hop options (what MLD uses) to the gateway.
             let hbh = [58, 0, 5, 2, 0, 0, 1, 0, 128, 0, 0, 0, 0, 0, 0, 0];
@@ -328,9 +342,11 @@ fn every_drop_reason_is_decided_counted_and_reported() {
     let mut t = topology("prog-run-drops");
     for reason in DropReason::ALL {
         let case = drop_case(&t, reason);
+        precondition(&mut t, reason, true);
         let before = t.dp.drops();
         let ep_before = case.slot.map(|s| t.dp.counters(s));
         let run = run_case(&t.dp, &case);
+        precondition(&mut t, reason, false);
         assert_eq!(run.action, TC_ACT_SHOT, "{reason:?}: not dropped");
         let after = t.dp.drops();
         for (i, r) in DropReason::ALL.iter().enumerate() {
@@ -395,6 +411,63 @@ fn every_drop_reason_is_decided_counted_and_reported() {
     }
     // The denying rule counted its hit.
     assert_eq!(t.dp.rule_hits(RULE_DENY), 1);
+}
+
+/// Conntrack holds one endpoint to its quota: a3 opens CT_QUOTA
+/// connections, the next is dropped as `conntrack-quota` while a1 still
+/// opens one; once a3's entries have expired (nothing looked them up: a
+/// flood's), its next connection sweeps them and is let through.
+#[test]
+fn an_endpoint_is_held_to_its_conntrack_quota_and_expired_entries_free_it() {
+    let mut t = topology("prog-run-ctquota");
+    let (a1, a3, b1) = (t.a1, t.a3, t.b1);
+    t.dp.policy(&a1, &b1, IPPROTO_TCP, 80, 11, true);
+    let quota = u16::try_from(CT_QUOTA).unwrap();
+    for sport in 1..=quota {
+        let run = t.dp.ingress(a3.ifindex, &syn_via_gateway(&a3, &b1, sport));
+        assert_eq!(run.action, TC_ACT_REDIRECT, "SYN {sport} of the quota");
+    }
+    assert_eq!(t.dp.ct_charged(a3.slot), CT_QUOTA);
+    let quota_drops = |t: &T| t.dp.drops()[DropReason::ConntrackQuota as usize];
+    let before = quota_drops(&t);
+    let over = syn_via_gateway(&a3, &b1, quota + 1);
+    assert_eq!(t.dp.ingress(a3.ifindex, &over).action, TC_ACT_SHOT);
+    assert_eq!(quota_drops(&t), before + 1);
+    assert_eq!(t.dp.ct_charged(a3.slot), CT_QUOTA);
+    // Another endpoint is not held by a3's quota.
+    let other = syn_via_gateway(&a1, &b1, 50000);
+    assert_eq!(t.dp.ingress(a1.ifindex, &other).action, TC_ACT_REDIRECT);
+    assert_eq!(t.dp.ct_charged(a1.slot), 1);
+    // a3's SYNs were never answered: 61 s later they are expired.
+    let long_ago = bpfnet_tests::prog_run::monotonic_ns() - 61_000_000_000;
+    for (k, mut v) in t.dp.conntrack() {
+        if v.owner == a3.slot {
+            v.last_seen = long_ago;
+            t.dp.set_conntrack(k, v);
+        }
+    }
+    t.dp.allow_sweep();
+    assert_eq!(t.dp.ingress(a3.ifindex, &over).action, TC_ACT_REDIRECT);
+    assert_eq!(quota_drops(&t), before + 1);
+    let owners: Vec<u32> = t.dp.conntrack().iter().map(|(_, v)| v.owner).collect();
+    assert_eq!(owners.iter().filter(|o| **o == a3.slot).count(), 1);
+    assert_eq!(owners.iter().filter(|o| **o == a1.slot).count(), 1);
+    assert_eq!((t.dp.ct_charged(a3.slot), t.dp.ct_charged(a1.slot)), (1, 1));
+}
+
+/// What a drop case needs beyond its frame (`on`), and its undoing.
+fn precondition(t: &mut T, reason: DropReason, on: bool) {
+    match reason {
+        DropReason::ConntrackQuota if on => t.dp.set_ct_charged(t.a3.slot, CT_QUOTA),
+        DropReason::ConntrackQuota => t.dp.set_ct_charged(t.a3.slot, 0),
+        // Opened by a slot no endpoint has: nobody is at its quota.
+        DropReason::ConntrackFull if on => {
+            let took = t.dp.fill_conntrack(CT_ENTRIES, 100);
+            assert!(took > CT_ENTRIES - 1024, "conntrack took only {took}");
+        }
+        DropReason::ConntrackFull => t.dp.flush_conntrack(),
+        _ => {}
+    }
 }
 
 /// The addresses a drop event reports for `frame`: IPv4 source,
