@@ -936,6 +936,52 @@ fn an_idle_connection_expires_and_its_reply_hole_closes() {
     assert!(counts[0] >= 3, "a reopened flow should work: {counts:?}");
 }
 
+/// Writes element `key` of pinned map `map` (bytes, as bpftool takes them).
+fn map_update(h: &TestHost, map: &str, key: &[u8], value: &[u8]) {
+    let path = format!("{}/maps/{map}", TestHost::pin_dir());
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>();
+    let mut args: Vec<String> = ["bpftool", "map", "update", "pinned", &path, "key", "hex"]
+        .map(String::from)
+        .to_vec();
+    args.extend(hex(key));
+    args.extend(["value".to_string(), "hex".to_string()]);
+    args.extend(hex(value));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    h.ok(&args);
+}
+
+/// Finding 11, the quota after a crash: a charge left behind (bpfnet killed
+/// between forgetting connections and crediting their openers) is recounted
+/// from the table by `bpfnet gc`.
+#[test]
+fn gc_recounts_a_conntrack_charge_a_crash_left_behind() {
+    let h = TestHost::new("sec-ct-recount");
+    let (a, b) = a_to_b(&h, &["--port", "5353/udp"]);
+    let (gw_a, _) = gw_macs(&h);
+    way(&h, "a", &gw_a, &a, &b).send("udp", &["42000", "5353", "bntopen"]);
+    assert_eq!(endpoint_stats(&h, "a")["conntrack"], 1);
+    // a's slot is the one element of CT_CHARGED that is not 0; 100 of its
+    // entries "were removed but not credited".
+    let charged: Vec<(Vec<u8>, u64)> = h
+        .map_dump("CT_CHARGED")
+        .iter()
+        .map(|e| {
+            let v = hex_bytes(&e["value"]);
+            (
+                hex_bytes(&e["key"]),
+                u64::from_ne_bytes(v[..8].try_into().unwrap()),
+            )
+        })
+        .filter(|(_, v)| *v != 0)
+        .collect();
+    assert_eq!(charged.len(), 1, "{charged:?}");
+    let (slot, n) = &charged[0];
+    map_update(&h, "CT_CHARGED", slot, &(n + 100).to_ne_bytes());
+    assert_eq!(endpoint_stats(&h, "a")["conntrack"], 101);
+    h.bpfnet_ok(&["gc"]);
+    assert_eq!(endpoint_stats(&h, "a")["conntrack"], 1);
+}
+
 /// SYNs from `src` to `dst` (raw socket, valid checksums), one per source
 /// port 1–65535, to each of the ports given after them: the review's flood.
 const SYN_FLOOD_PY: &str = r#"

@@ -387,6 +387,25 @@ impl Datapath {
         })
     }
 
+    /// Sets what each endpoint slot in `slots` is charged to the entries it
+    /// owns in the table: heals a charge that a crash between removing
+    /// entries and crediting them left behind. Entries the programs add or
+    /// remove meanwhile may leave it one off each, until the next recount.
+    pub fn recount_conntrack(&self, slots: &std::collections::BTreeSet<u32>) -> Result<()> {
+        self.with_maps(|m| {
+            let mut owned = std::collections::BTreeMap::<u32, u64>::new();
+            for (_, v) in m.conntrack.iter().filter_map(|e| e.ok()) {
+                *owned.entry(v.owner).or_default() += 1;
+            }
+            for slot in slots {
+                let charged = m.ct_charged.get(slot, 0)?;
+                let n = owned.get(slot).copied().unwrap_or(0);
+                m.ct_released.set(*slot, charged.wrapping_sub(n), 0)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Conntrack entries endpoint `slot` has open (charged to its quota).
     pub fn conntrack_use(&self, slot: u32) -> Result<u64> {
         self.with_maps(|m| {
