@@ -943,11 +943,20 @@ fn frames_ll(mac: Mac) -> Ipv6Addr {
 #[test]
 #[ignore = "a measurement, not a check; run by hand"]
 fn ipv4_cost_per_packet() {
-    let mut dp = ProgRun::new("prog-run-cost", 2);
+    let mut dp = ProgRun::new("prog-run-cost", 3);
     let a = dp.add_network(1, ip(10, 1, 0, 0), 24, FLOOD);
     let a1 = dp.add_endpoint(&a, 0, ip(10, 1, 0, 2), 1);
     let a2 = dp.add_endpoint(&a, 1, ip(10, 1, 0, 3), 2);
+    // Routed to another network along a rule: conntrack's path (the first
+    // run opens the connection, the others find it).
+    let b = dp.add_network(2, ip(10, 2, 0, 0), 24, FLOOD);
+    let b1 = dp.add_endpoint(&b, 2, ip(10, 2, 0, 2), 3);
+    dp.policy(&a1, &b1, IPPROTO_UDP, 53, 5, true);
     let cases = [
+        (
+            "routed-tracked",
+            via_gateway(&a1, b1.ip, Ipv4::new(a1.ip, b1.ip, IPPROTO_UDP)),
+        ),
         ("unicast", udp_to(&a1, a2.mac, a2.ip, 9)),
         (
             "arp",
@@ -964,6 +973,8 @@ fn ipv4_cost_per_packet() {
         ),
     ];
     for (name, frame) in cases {
+        let run = dp.ingress(a1.ifindex, &frame);
+        assert_ne!(run.action, TC_ACT_SHOT, "{name} should not be dropped");
         let mut ns: Vec<f64> = (0..15)
             .map(|_| dp.time(true, a1.ifindex, &frame, 100_000).as_nanos() as f64)
             .collect();
