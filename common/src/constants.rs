@@ -25,8 +25,11 @@ pub const CT_ENTRIES: u32 = 262_144;
 /// holds [`CT_ENTRIES`] / [`CT_QUOTA`] = 32 endpoints at their quota.
 pub const CT_QUOTA: u64 = 8192;
 /// The datapath sweeps expired conntrack entries (when an endpoint is at
-/// its quota or the table is full) at most once in this many ns.
+/// its quota or the table is full) at most once in this many ns; after a
+/// sweep that found nothing to remove the wait doubles, up to
+/// [`CT_SWEEP_MAX_INTERVAL_NS`] (a walk of a full table takes tens of ms).
 pub const CT_SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
+pub const CT_SWEEP_MAX_INTERVAL_NS: u64 = 8_000_000_000;
 /// Capacity of the LRU that remembers the ports of fragmented datagrams.
 pub const FRAGMENT_ENTRIES: u32 = 8192;
 /// Size in bytes of the `DROP_EVENTS` ring buffer (a power of two, a

@@ -16,8 +16,9 @@ use aya_ebpf::{
 use bpfnet_common::{
     CtKey, CtValue, DropReason, Endpoint6, EndpointCounters, EndpointEntry, FdbEntry, FdbKey,
     FloodKey, FragKey, FragPorts, Neighbour, Neighbour6Key, NeighbourKey, Network6, NetworkEntry,
-    PolicyKey, PolicyValue, CT_ENTRIES, CT_QUOTA, CT_SWEEP_INTERVAL_NS, DROP_EVENTS_BYTES,
-    FRAGMENT_ENTRIES, MAX_ENDPOINTS, MAX_NETWORKS, MAX_POLICY_ENTRIES, MAX_RULES,
+    PolicyKey, PolicyValue, CT_ENTRIES, CT_QUOTA, CT_SWEEP_INTERVAL_NS, CT_SWEEP_MAX_INTERVAL_NS,
+    DROP_EVENTS_BYTES, FRAGMENT_ENTRIES, MAX_ENDPOINTS, MAX_NETWORKS, MAX_POLICY_ENTRIES,
+    MAX_RULES,
 };
 
 use crate::policy::expired;
@@ -60,9 +61,10 @@ static CONNTRACK: HashMap<CtKey, CtValue> = HashMap::pinned(CT_ENTRIES, BPF_F_NO
 static CT_CHARGED: Array<u64> = Array::pinned(MAX_ENDPOINTS, 0);
 #[map(name = "CT_RELEASED")]
 static CT_RELEASED: Array<u64> = Array::pinned(MAX_ENDPOINTS, 0);
-// When the programs last swept expired entries (ns, monotonic).
+// When the programs last swept expired entries (ns, monotonic), and the
+// wait before the next sweep (0: the shortest).
 #[map(name = "CT_SWEPT")]
-static CT_SWEPT: Array<u64> = Array::pinned(1, 0);
+static CT_SWEPT: Array<u64> = Array::pinned(2, 0);
 #[map(name = "RULE_HITS")]
 static RULE_HITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_RULES, 0);
 #[map(name = "FRAGMENTS")]
@@ -210,13 +212,16 @@ pub fn connection(key: &CtKey) -> Option<&'static mut CtValue> {
     CONNTRACK.get_ptr_mut(key).map(|v| unsafe { &mut *v })
 }
 
-/// Forgets connection `key` (it expired), crediting its opener.
+/// Forgets connection `key` (it expired), crediting its opener; false if
+/// it was gone already.
 #[inline(always)]
-pub fn forget(key: &CtKey, owner: u32) {
+pub fn forget(key: &CtKey, owner: u32) -> bool {
     // Only the removal that succeeds credits: two CPUs may both find it expired.
-    if CONNTRACK.remove(key).is_ok() {
+    let removed = CONNTRACK.remove(key).is_ok();
+    if removed {
         charge(owner, u64::MAX);
     }
+    removed
 }
 
 /// Adds `delta` (wrapping: `u64::MAX` is -1) to what endpoint `slot` is charged.
@@ -283,28 +288,38 @@ pub fn track(key: &CtKey, owner: u32, rule: u32, now: u64) -> Result<(), DropRea
 
 const EEXIST: i32 = 17;
 
-/// What the sweep callback needs.
+/// What the sweep callback needs and finds.
 #[repr(C)]
 struct Sweep {
     now: u64,
+    /// Whether it removed anything.
+    removed: bool,
 }
 
-/// Removes every expired conntrack entry, crediting its opener, unless a
-/// sweep ran less than [`CT_SWEEP_INTERVAL_NS`] ago. Returns whether it swept.
+/// Removes every expired conntrack entry, crediting its opener, unless the
+/// last sweep was too recent: [`CT_SWEEP_INTERVAL_NS`] after one that
+/// removed something, twice the wait before it (up to
+/// [`CT_SWEEP_MAX_INTERVAL_NS`]) after one that did not. Returns whether it
+/// swept.
 #[inline(always)]
 fn sweep(now: u64) -> bool {
-    let Some(last) = CT_SWEPT.get_ptr_mut(0) else {
+    let (Some(last), Some(wait)) = (CT_SWEPT.get_ptr_mut(0), CT_SWEPT.get_ptr_mut(1)) else {
         return false;
     };
-    // SAFETY: an element of an array map, valid for the program run; two
-    // CPUs racing here at worst both sweep.
-    unsafe {
-        if *last != 0 && now.wrapping_sub(*last) < CT_SWEEP_INTERVAL_NS {
+    // SAFETY: elements of an array map, valid for the program run; two CPUs
+    // racing here at worst both sweep.
+    let interval = unsafe {
+        let interval = (*wait).clamp(CT_SWEEP_INTERVAL_NS, CT_SWEEP_MAX_INTERVAL_NS);
+        if *last != 0 && now.wrapping_sub(*last) < interval {
             return false;
         }
         *last = now;
-    }
-    let mut ctx = Sweep { now };
+        interval
+    };
+    let mut ctx = Sweep {
+        now,
+        removed: false,
+    };
     // SAFETY: the map pointer is the map definition (`HashMap` is
     // `repr(transparent)` over it), the callback has the signature the
     // helper calls it with, and `ctx` outlives the call.
@@ -316,6 +331,13 @@ fn sweep(now: u64) -> bool {
             0,
         );
     }
+    let next = if ctx.removed {
+        CT_SWEEP_INTERVAL_NS
+    } else {
+        interval.saturating_mul(2)
+    };
+    // SAFETY: as above.
+    unsafe { *wait = next };
     true
 }
 
@@ -329,9 +351,11 @@ extern "C" fn sweep_entry(
     ctx: *mut Sweep,
 ) -> i64 {
     // SAFETY: the helper passes valid key, value and our context.
-    let (key, value, ctx) = unsafe { (&*key, &*value, &*ctx) };
-    if expired(key.proto, value, ctx.now) {
-        forget(key, value.owner);
+    let (key, value, ctx) = unsafe { (&*key, &*value, &mut *ctx) };
+    // A flag, not a count: the verifier checks the callback as a loop, and
+    // a count would make every iteration a new state to it.
+    if expired(key.proto, value, ctx.now) && forget(key, value.owner) {
+        ctx.removed = true;
     }
     0
 }

@@ -234,7 +234,7 @@ fn tracked(k: &CtKey, f: &Flow, is_reply: bool, now: u64) -> bool {
         return false;
     };
     if expired(k.proto, v, now) {
-        maps::forget(k, v.owner);
+        let _ = maps::forget(k, v.owner);
         return false;
     }
     // An ICMP error is about the connection, not part of it.

@@ -597,10 +597,17 @@ impl ProgRun {
         self.maps.ct_charged.set(slot, n, 0).unwrap();
     }
 
-    /// Lets the next program run sweep expired entries (as if the last
-    /// sweep were long ago).
+    /// Lets the next program run sweep expired entries (as if no sweep had
+    /// run yet).
     pub fn allow_sweep(&mut self) {
         self.maps.ct_swept.set(0, 0, 0).unwrap();
+        self.maps.ct_swept.set(1, 0, 0).unwrap();
+    }
+
+    /// How long the programs wait after the last sweep before the next (ns;
+    /// 0: not set yet, the shortest).
+    pub fn sweep_wait(&self) -> u64 {
+        self.maps.ct_swept.get(&1, 0).unwrap()
     }
 
     /// All conntrack entries.

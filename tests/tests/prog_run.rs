@@ -7,7 +7,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use bpfnet_common::{hook, CtKey, DropReason, CT_ENTRIES, CT_QUOTA, RULE_LINK};
+use bpfnet_common::{
+    hook, CtKey, DropReason, CT_ENTRIES, CT_QUOTA, CT_SWEEP_INTERVAL_NS, RULE_LINK,
+};
 use bpfnet_tests::frames::{
     arp, arp_request, echo6, ether, icmp6, icmp6_checksum, icmp_echo, ipv6, mac_of, nd_solicit,
     parse_ipv4, tcp_syn, udp, udp_frame, Ipv4, Mac, ParsedIpv4, ARP_REPLY, BROADCAST, ETH_P_ARP,
@@ -434,6 +436,8 @@ fn an_endpoint_is_held_to_its_conntrack_quota_and_expired_entries_free_it() {
     assert_eq!(t.dp.ingress(a3.ifindex, &over).action, TC_ACT_SHOT);
     assert_eq!(quota_drops(&t), before + 1);
     assert_eq!(t.dp.ct_charged(a3.slot), CT_QUOTA);
+    // That drop swept first, in vain: the next sweep waits twice as long.
+    assert_eq!(t.dp.sweep_wait(), 2 * CT_SWEEP_INTERVAL_NS);
     // Another endpoint is not held by a3's quota.
     let other = syn_via_gateway(&a1, &b1, 50000);
     assert_eq!(t.dp.ingress(a1.ifindex, &other).action, TC_ACT_REDIRECT);
@@ -449,6 +453,7 @@ fn an_endpoint_is_held_to_its_conntrack_quota_and_expired_entries_free_it() {
     t.dp.allow_sweep();
     assert_eq!(t.dp.ingress(a3.ifindex, &over).action, TC_ACT_REDIRECT);
     assert_eq!(quota_drops(&t), before + 1);
+    assert_eq!(t.dp.sweep_wait(), CT_SWEEP_INTERVAL_NS);
     let owners: Vec<u32> = t.dp.conntrack().iter().map(|(_, v)| v.owner).collect();
     assert_eq!(owners.iter().filter(|o| **o == a3.slot).count(), 1);
     assert_eq!(owners.iter().filter(|o| **o == a1.slot).count(), 1);
@@ -952,6 +957,7 @@ fn ipv4_cost_per_packet() {
     let b = dp.add_network(2, ip(10, 2, 0, 0), 24, FLOOD);
     let b1 = dp.add_endpoint(&b, 2, ip(10, 2, 0, 2), 3);
     dp.policy(&a1, &b1, IPPROTO_UDP, 53, 5, true);
+    dp.policy(&a1, &b1, IPPROTO_TCP, 80, 6, true);
     let cases = [
         (
             "routed-tracked",
@@ -983,6 +989,28 @@ fn ipv4_cost_per_packet() {
             "cost {name}: min {:.1} median {:.1} max {:.1} ns",
             ns[0], ns[7], ns[14]
         );
+    }
+    // The worst runs: a1 at its conntrack quota opens a connection, and the
+    // sweep walks a table of live entries (at most once a second).
+    for size in [CT_QUOTA as u32, CT_ENTRIES] {
+        let took = dp.fill_conntrack(size, 100);
+        dp.set_ct_charged(a1.slot, CT_QUOTA);
+        let mut ns: Vec<f64> = (0..5u16)
+            .map(|i| {
+                dp.allow_sweep();
+                let syn = syn_via_gateway(&a1, &b1, 1000 + i);
+                let t = dp.time(true, a1.ifindex, &syn, 1).as_nanos() as f64;
+                assert_eq!(dp.ingress(a1.ifindex, &syn).action, TC_ACT_SHOT);
+                t
+            })
+            .collect();
+        ns.sort_by(f64::total_cmp);
+        println!(
+            "cost sweep of {took} live entries: min {:.0} median {:.0} max {:.0} ns",
+            ns[0], ns[2], ns[4]
+        );
+        dp.flush_conntrack();
+        dp.set_ct_charged(a1.slot, 0);
     }
     // IPv6 next to it, when the object has it.
     if dp.maps.endpoints6.is_none() {
