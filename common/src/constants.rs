@@ -5,7 +5,7 @@
 
 /// Bump whenever a key, value, map name or map size changes: pins live
 /// under a directory named after it, so an old layout is never reused by mistake.
-pub const MAP_LAYOUT_VERSION: u32 = 6;
+pub const MAP_LAYOUT_VERSION: u32 = 7;
 
 /// Capacity of the per-endpoint maps (endpoints, FDB, neighbours, counters).
 pub const MAX_ENDPOINTS: u32 = 8192;
@@ -17,8 +17,19 @@ pub const MAX_FLOOD_PORTS: u32 = 64;
 pub const MAX_RULES: u32 = 16384;
 /// Capacity of each policy generation map (rules expanded to endpoint pairs).
 pub const MAX_POLICY_ENTRIES: u32 = 262_144;
-/// Capacity of the connection-tracking LRU.
-pub const CT_ENTRIES: u32 = 65_536;
+/// Capacity of the connection-tracking table (a plain hash, allocated as it
+/// fills: nothing is ever evicted to make room).
+pub const CT_ENTRIES: u32 = 262_144;
+/// Connections one endpoint may have open in the conntrack table at once
+/// (those it opened; replies to it are charged to their opener). The table
+/// holds [`CT_ENTRIES`] / [`CT_QUOTA`] = 32 endpoints at their quota.
+pub const CT_QUOTA: u64 = 8192;
+/// The datapath sweeps expired conntrack entries (when an endpoint is at
+/// its quota or the table is full) at most once in this many ns; after a
+/// sweep that found nothing to remove the wait doubles, up to
+/// [`CT_SWEEP_MAX_INTERVAL_NS`] (a walk of a full table takes tens of ms).
+pub const CT_SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
+pub const CT_SWEEP_MAX_INTERVAL_NS: u64 = 8_000_000_000;
 /// Capacity of the LRU that remembers the ports of fragmented datagrams.
 pub const FRAGMENT_ENTRIES: u32 = 8192;
 /// Size in bytes of the `DROP_EVENTS` ring buffer (a power of two, a

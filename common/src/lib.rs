@@ -31,7 +31,10 @@ pub mod maps {
     pub const NETWORKS6: &str = "NETWORKS6";
     pub const NEIGHBOURS6: &str = "NEIGHBOURS6";
     pub const SUBNETS6: &str = "SUBNETS6";
-    pub const ALL: [&str; 19] = [
+    pub const CT_CHARGED: &str = "CT_CHARGED";
+    pub const CT_RELEASED: &str = "CT_RELEASED";
+    pub const CT_SWEPT: &str = "CT_SWEPT";
+    pub const ALL: [&str; 22] = [
         ENDPOINTS,
         FDB,
         NEIGHBOURS,
@@ -51,6 +54,9 @@ pub mod maps {
         NETWORKS6,
         NEIGHBOURS6,
         SUBNETS6,
+        CT_CHARGED,
+        CT_RELEASED,
+        CT_SWEPT,
     ];
 }
 
@@ -224,6 +230,10 @@ pub struct CtValue {
     /// When the connection last carried a packet (`bpf_ktime_get_ns`,
     /// monotonic): an entry idle longer than its [`ct_timeout`] is gone.
     pub last_seen: u64,
+    /// Slot of the endpoint that opened it: its quota ([`CT_QUOTA`]) is
+    /// charged for the entry until the entry is removed.
+    pub owner: u32,
+    pub _pad: u32,
 }
 
 /// What conntrack has seen of a connection.
@@ -341,10 +351,12 @@ pub enum DropReason {
     RouterSolicitation = 22,
     SpoofedNd = 23,
     Ipv6ExtensionHeader = 24,
+    ConntrackQuota = 25,
+    ConntrackFull = 26,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 27;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -371,6 +383,8 @@ impl DropReason {
         DropReason::RouterSolicitation,
         DropReason::SpoofedNd,
         DropReason::Ipv6ExtensionHeader,
+        DropReason::ConntrackQuota,
+        DropReason::ConntrackFull,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -405,6 +419,8 @@ impl DropReason {
             DropReason::RouterSolicitation => "router-solicitation",
             DropReason::SpoofedNd => "spoofed-nd-sender",
             DropReason::Ipv6ExtensionHeader => "ipv6-extension-header",
+            DropReason::ConntrackQuota => "conntrack-quota",
+            DropReason::ConntrackFull => "conntrack-full",
         }
     }
 }
@@ -509,8 +525,8 @@ mod tests {
         assert_eq!(
             (MAP_LAYOUT_VERSION, sizes),
             (
-                6,
-                [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 16, 12, 4, 32, 16, 20]
+                7,
+                [32, 12, 8, 8, 8, 20, 8, 56, 40, 12, 8, 16, 24, 12, 4, 32, 16, 20]
             )
         );
     }

@@ -26,6 +26,8 @@
 //! one place that turns it into a TC action, counts it, and reports drops.
 #![no_std]
 #![no_main]
+// Inline assembly for the BPF target: the atomic add of `maps::charge`.
+#![feature(asm_experimental_arch)]
 
 mod arp;
 mod drops;

@@ -13,7 +13,7 @@
 //! Connections expire when idle (`ct_timeout`).
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use bpfnet_common::{
-    action, ct_state, ct_timeout, CtKey, DropReason, FragKey, FragPorts, PolicyKey,
+    action, ct_state, ct_timeout, CtKey, CtValue, DropReason, FragKey, FragPorts, PolicyKey,
 };
 use network_types::{
     eth::EthHdr,
@@ -174,7 +174,7 @@ fn decide(
         _ => false,
     };
     if opens {
-        maps::track(&f.key, v.rule, now);
+        maps::track(&f.key, src, v.rule, now)?;
     }
     Ok(())
 }
@@ -219,6 +219,12 @@ fn idle_limit(proto: u8, state: u32) -> u64 {
     secs * NS_PER_SEC
 }
 
+/// Whether connection entry `v` of `proto` has been idle beyond its limit at `now`.
+#[inline(always)]
+pub fn expired(proto: u8, v: &CtValue, now: u64) -> bool {
+    now.wrapping_sub(v.last_seen) > idle_limit(proto, v.state)
+}
+
 /// Whether `k` is a live connection. A packet of it — going its reply way
 /// (`is_reply`) or its opening way — refreshes it and moves its state; an
 /// entry idle beyond its limit is forgotten, which closes its reply path.
@@ -227,8 +233,8 @@ fn tracked(k: &CtKey, f: &Flow, is_reply: bool, now: u64) -> bool {
     let Some(v) = maps::connection(k) else {
         return false;
     };
-    if now.wrapping_sub(v.last_seen) > idle_limit(k.proto, v.state) {
-        maps::forget(k);
+    if expired(k.proto, v, now) {
+        let _ = maps::forget(k, v.owner);
         return false;
     }
     // An ICMP error is about the connection, not part of it.

@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use aya::{
-    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
@@ -124,6 +124,8 @@ pub struct Maps {
     /// The live policy generation (`POLICY_GEN` is 0 in a fresh load).
     pub policy: HashMap<MapData, PolicyKey, PolicyValue>,
     pub conntrack: HashMap<MapData, CtKey, CtValue>,
+    pub ct_charged: Array<MapData, u64>,
+    pub ct_swept: Array<MapData, u64>,
     pub rule_hits: PerCpuArray<MapData, u64>,
     pub fragments: HashMap<MapData, FragKey, FragPorts>,
     /// IPv6 maps: `None` in an object from before IPv6 (`BNT_DATAPATH_OBJECT`).
@@ -163,6 +165,8 @@ impl Maps {
             drop_events: take(ebpf, maps::DROP_EVENTS),
             policy: take(ebpf, maps::POLICY_0),
             conntrack: take(ebpf, maps::CONNTRACK),
+            ct_charged: take(ebpf, maps::CT_CHARGED),
+            ct_swept: take(ebpf, maps::CT_SWEPT),
             rule_hits: take(ebpf, maps::RULE_HITS),
             fragments: take(ebpf, maps::FRAGMENTS),
             endpoints6: maybe(ebpf, maps::ENDPOINTS6),
@@ -583,6 +587,79 @@ impl ProgRun {
         events
     }
 
+    /// What endpoint `slot` is charged for conntrack entries (nothing in a
+    /// test run releases: that is userspace's part).
+    pub fn ct_charged(&self, slot: u32) -> u64 {
+        self.maps.ct_charged.get(&slot, 0).unwrap()
+    }
+
+    pub fn set_ct_charged(&mut self, slot: u32, n: u64) {
+        self.maps.ct_charged.set(slot, n, 0).unwrap();
+    }
+
+    /// Lets the next program run sweep expired entries (as if no sweep had
+    /// run yet).
+    pub fn allow_sweep(&mut self) {
+        self.maps.ct_swept.set(0, 0, 0).unwrap();
+        self.maps.ct_swept.set(1, 0, 0).unwrap();
+    }
+
+    /// How long the programs wait after the last sweep before the next (ns;
+    /// 0: not set yet, the shortest).
+    pub fn sweep_wait(&self) -> u64 {
+        self.maps.ct_swept.get(&1, 0).unwrap()
+    }
+
+    /// All conntrack entries.
+    pub fn conntrack(&self) -> Vec<(CtKey, CtValue)> {
+        self.maps.conntrack.iter().map(|e| e.unwrap()).collect()
+    }
+
+    /// Writes conntrack entry `key` as it is (aging or adding one).
+    pub fn set_conntrack(&mut self, key: CtKey, value: CtValue) {
+        self.maps.conntrack.insert(key, value, 0).unwrap();
+    }
+
+    /// Fills conntrack with answered TCP connections (live for days) that
+    /// endpoint `owner` opened, until it takes no more; returns how many
+    /// it took (the kernel's count of a hash map allocated as it fills is
+    /// per CPU, so the last few entries below `n` may be refused).
+    pub fn fill_conntrack(&mut self, n: u32, owner: u32) -> u32 {
+        let value = CtValue {
+            rule: 0,
+            state: bpfnet_common::ct_state::REPLIED,
+            last_seen: monotonic_ns(),
+            owner,
+            _pad: 0,
+        };
+        for i in 0..n {
+            let key = CtKey {
+                src_ip: u32::from_ne_bytes([198, 18, (i >> 16) as u8, (i >> 8) as u8]),
+                dst_ip: u32::from_ne_bytes([198, 19, 0, i as u8]),
+                sport: 1,
+                dport: 2,
+                proto: 6,
+                _pad: [0; 3],
+            };
+            match self.maps.conntrack.insert(key, value, 0) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
+                {
+                    return i;
+                }
+                Err(e) => panic!("filling conntrack: {e}"),
+            }
+        }
+        n
+    }
+
+    pub fn flush_conntrack(&mut self) {
+        for (k, _) in self.conntrack() {
+            self.maps.conntrack.remove(&k).unwrap();
+        }
+    }
+
     /// Whether conntrack holds `key`.
     pub fn tracked(&self, key: &CtKey) -> Option<CtValue> {
         self.maps.conntrack.get(key, 0).ok()
@@ -601,4 +678,16 @@ impl ProgRun {
             .parse()
             .expect("rx_packets")
     }
+}
+
+/// The clock of `bpf_ktime_get_ns` (CLOCK_MONOTONIC), in ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -326,8 +326,19 @@ fn established_connection_is_cut(name: &str, reason: &str, cut: impl FnOnce(&Tes
             .filter(|l| l.starts_with(&format!("data 8080 {a} ")))
             .count()
     };
+    // The stream is charged to a's conntrack quota until it is forgotten.
+    let a_conntrack = |h: &TestHost| {
+        h.bpfnet_json(&["stats", "a", "--format", "json"])["endpoints"][0]["conntrack"].clone()
+    };
+    assert_eq!(a_conntrack(&h), 1, "{:#}", h.stats());
     let before = h.drops(reason);
     cut(&h, &allow);
+    assert_eq!(
+        a_conntrack(&h),
+        0,
+        "forgotten, and credited: {:#}",
+        h.stats()
+    );
     // What was in flight when the rules changed has landed by now.
     thread::sleep(Duration::from_millis(300));
     let (n1, e1) = (data_from_a(&srv), stream.lines().len());

@@ -7,7 +7,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use bpfnet_common::{hook, CtKey, DropReason, RULE_LINK};
+use bpfnet_common::{
+    hook, CtKey, DropReason, CT_ENTRIES, CT_QUOTA, CT_SWEEP_INTERVAL_NS, RULE_LINK,
+};
 use bpfnet_tests::frames::{
     arp, arp_request, echo6, ether, icmp6, icmp6_checksum, icmp_echo, ipv6, mac_of, nd_solicit,
     parse_ipv4, tcp_syn, udp, udp_frame, Ipv4, Mac, ParsedIpv4, ARP_REPLY, BROADCAST, ETH_P_ARP,
@@ -137,6 +139,16 @@ fn via_gateway(from: &Ep, to_ip: Ipv4Addr, ip: Ipv4) -> Vec<u8> {
         from.mac,
         ETH_P_IP,
         &ip.build(&udp(40000, 53, b"q")),
+    )
+}
+
+/// A TCP SYN from `from` to `to` in another network, from port `sport` to 80.
+fn syn_via_gateway(from: &Ep, to: &Ep, sport: u16) -> Vec<u8> {
+    ether(
+        from.gw_mac,
+        from.mac,
+        ETH_P_IP,
+        &Ipv4::new(from.ip, to.ip, IPPROTO_TCP).build(&tcp_syn(sport, 80)),
     )
 }
 
@@ -305,6 +317,10 @@ fn drop_case(t: &T, reason: DropReason) -> DropCase {
         DropReason::SpoofedNd => {
             ingress_case(&t.d1, nd_solicit(t.d1.mac, t.d1v6.ip, t.d2v6.ip, t.d2.mac))
         }
+        // a3 may open connections to b1; these find it at its quota (see
+        // `precondition`) or the table full.
+        DropReason::ConntrackQuota => ingress_case(a3, syn_via_gateway(a3, b1, 40001)),
+        DropReason::ConntrackFull => ingress_case(a3, syn_via_gateway(a3, b1, 40002)),
         DropReason::Ipv6ExtensionHeader => {
             // Hop-by-hop options (what MLD uses) to the gateway.
             let hbh = [58, 0, 5, 2, 0, 0, 1, 0, 128, 0, 0, 0, 0, 0, 0, 0];
@@ -328,9 +344,11 @@ fn every_drop_reason_is_decided_counted_and_reported() {
     let mut t = topology("prog-run-drops");
     for reason in DropReason::ALL {
         let case = drop_case(&t, reason);
+        precondition(&mut t, reason, true);
         let before = t.dp.drops();
         let ep_before = case.slot.map(|s| t.dp.counters(s));
         let run = run_case(&t.dp, &case);
+        precondition(&mut t, reason, false);
         assert_eq!(run.action, TC_ACT_SHOT, "{reason:?}: not dropped");
         let after = t.dp.drops();
         for (i, r) in DropReason::ALL.iter().enumerate() {
@@ -395,6 +413,66 @@ fn every_drop_reason_is_decided_counted_and_reported() {
     }
     // The denying rule counted its hit.
     assert_eq!(t.dp.rule_hits(RULE_DENY), 1);
+}
+
+/// Conntrack holds one endpoint to its quota: a3 opens CT_QUOTA
+/// connections, the next is dropped as `conntrack-quota` while a1 still
+/// opens one; once a3's entries have expired (nothing looked them up: a
+/// flood's), its next connection sweeps them and is let through.
+#[test]
+fn an_endpoint_is_held_to_its_conntrack_quota_and_expired_entries_free_it() {
+    let mut t = topology("prog-run-ctquota");
+    let (a1, a3, b1) = (t.a1, t.a3, t.b1);
+    t.dp.policy(&a1, &b1, IPPROTO_TCP, 80, 11, true);
+    let quota = u16::try_from(CT_QUOTA).unwrap();
+    for sport in 1..=quota {
+        let run = t.dp.ingress(a3.ifindex, &syn_via_gateway(&a3, &b1, sport));
+        assert_eq!(run.action, TC_ACT_REDIRECT, "SYN {sport} of the quota");
+    }
+    assert_eq!(t.dp.ct_charged(a3.slot), CT_QUOTA);
+    let quota_drops = |t: &T| t.dp.drops()[DropReason::ConntrackQuota as usize];
+    let before = quota_drops(&t);
+    let over = syn_via_gateway(&a3, &b1, quota + 1);
+    assert_eq!(t.dp.ingress(a3.ifindex, &over).action, TC_ACT_SHOT);
+    assert_eq!(quota_drops(&t), before + 1);
+    assert_eq!(t.dp.ct_charged(a3.slot), CT_QUOTA);
+    // That drop swept first, in vain: the next sweep waits twice as long.
+    assert_eq!(t.dp.sweep_wait(), 2 * CT_SWEEP_INTERVAL_NS);
+    // Another endpoint is not held by a3's quota.
+    let other = syn_via_gateway(&a1, &b1, 50000);
+    assert_eq!(t.dp.ingress(a1.ifindex, &other).action, TC_ACT_REDIRECT);
+    assert_eq!(t.dp.ct_charged(a1.slot), 1);
+    // a3's SYNs were never answered: 61 s later they are expired.
+    let long_ago = bpfnet_tests::prog_run::monotonic_ns() - 61_000_000_000;
+    for (k, mut v) in t.dp.conntrack() {
+        if v.owner == a3.slot {
+            v.last_seen = long_ago;
+            t.dp.set_conntrack(k, v);
+        }
+    }
+    t.dp.allow_sweep();
+    assert_eq!(t.dp.ingress(a3.ifindex, &over).action, TC_ACT_REDIRECT);
+    assert_eq!(quota_drops(&t), before + 1);
+    assert_eq!(t.dp.sweep_wait(), CT_SWEEP_INTERVAL_NS);
+    let owners: Vec<u32> = t.dp.conntrack().iter().map(|(_, v)| v.owner).collect();
+    assert_eq!(owners.iter().filter(|o| **o == a3.slot).count(), 1);
+    assert_eq!(owners.iter().filter(|o| **o == a1.slot).count(), 1);
+    assert_eq!((t.dp.ct_charged(a3.slot), t.dp.ct_charged(a1.slot)), (1, 1));
+}
+
+/// What a drop case needs beyond its frame (`on`), and its undoing.
+fn precondition(t: &mut T, reason: DropReason, on: bool) {
+    match reason {
+        DropReason::ConntrackQuota if on => t.dp.set_ct_charged(t.a3.slot, CT_QUOTA),
+        DropReason::ConntrackQuota => t.dp.set_ct_charged(t.a3.slot, 0),
+        // Opened by a slot no endpoint has: nobody is at its quota.
+        DropReason::ConntrackFull if on => {
+            let took = t.dp.fill_conntrack(CT_ENTRIES, 100);
+            assert!(took > CT_ENTRIES - 1024, "conntrack took only {took}");
+        }
+        DropReason::ConntrackFull => t.dp.flush_conntrack(),
+        _ => {}
+    }
 }
 
 /// The addresses a drop event reports for `frame`: IPv4 source,
@@ -870,11 +948,21 @@ fn frames_ll(mac: Mac) -> Ipv6Addr {
 #[test]
 #[ignore = "a measurement, not a check; run by hand"]
 fn ipv4_cost_per_packet() {
-    let mut dp = ProgRun::new("prog-run-cost", 2);
+    let mut dp = ProgRun::new("prog-run-cost", 3);
     let a = dp.add_network(1, ip(10, 1, 0, 0), 24, FLOOD);
     let a1 = dp.add_endpoint(&a, 0, ip(10, 1, 0, 2), 1);
     let a2 = dp.add_endpoint(&a, 1, ip(10, 1, 0, 3), 2);
+    // Routed to another network along a rule: conntrack's path (the first
+    // run opens the connection, the others find it).
+    let b = dp.add_network(2, ip(10, 2, 0, 0), 24, FLOOD);
+    let b1 = dp.add_endpoint(&b, 2, ip(10, 2, 0, 2), 3);
+    dp.policy(&a1, &b1, IPPROTO_UDP, 53, 5, true);
+    dp.policy(&a1, &b1, IPPROTO_TCP, 80, 6, true);
     let cases = [
+        (
+            "routed-tracked",
+            via_gateway(&a1, b1.ip, Ipv4::new(a1.ip, b1.ip, IPPROTO_UDP)),
+        ),
         ("unicast", udp_to(&a1, a2.mac, a2.ip, 9)),
         (
             "arp",
@@ -891,6 +979,8 @@ fn ipv4_cost_per_packet() {
         ),
     ];
     for (name, frame) in cases {
+        let run = dp.ingress(a1.ifindex, &frame);
+        assert_ne!(run.action, TC_ACT_SHOT, "{name} should not be dropped");
         let mut ns: Vec<f64> = (0..15)
             .map(|_| dp.time(true, a1.ifindex, &frame, 100_000).as_nanos() as f64)
             .collect();
@@ -899,6 +989,28 @@ fn ipv4_cost_per_packet() {
             "cost {name}: min {:.1} median {:.1} max {:.1} ns",
             ns[0], ns[7], ns[14]
         );
+    }
+    // The worst runs: a1 at its conntrack quota opens a connection, and the
+    // sweep walks a table of live entries (at most once a second).
+    for size in [CT_QUOTA as u32, CT_ENTRIES] {
+        let took = dp.fill_conntrack(size, 100);
+        dp.set_ct_charged(a1.slot, CT_QUOTA);
+        let mut ns: Vec<f64> = (0..5u16)
+            .map(|i| {
+                dp.allow_sweep();
+                let syn = syn_via_gateway(&a1, &b1, 1000 + i);
+                let t = dp.time(true, a1.ifindex, &syn, 1).as_nanos() as f64;
+                assert_eq!(dp.ingress(a1.ifindex, &syn).action, TC_ACT_SHOT);
+                t
+            })
+            .collect();
+        ns.sort_by(f64::total_cmp);
+        println!(
+            "cost sweep of {took} live entries: min {:.0} median {:.0} max {:.0} ns",
+            ns[0], ns[2], ns[4]
+        );
+        dp.flush_conntrack();
+        dp.set_ct_charged(a1.slot, 0);
     }
     // IPv6 next to it, when the object has it.
     if dp.maps.endpoints6.is_none() {

@@ -83,7 +83,8 @@ enum Cmd {
     /// Finish or roll back an operation a crash interrupted, reconcile the
     /// kernel with bpfnet's state and remove leftovers.
     Gc,
-    /// Packet and drop counters of the datapath.
+    /// Packet and drop counters of the datapath, and each endpoint's open
+    /// conntrack entries against its quota.
     Stats {
         sandbox: Option<String>,
         #[arg(long, value_enum, default_value = "table")]

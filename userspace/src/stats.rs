@@ -2,7 +2,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use bpfnet_common::{hook, DropReason, EndpointCounters};
+use bpfnet_common::{hook, DropReason, EndpointCounters, CT_QUOTA};
 use serde_json::{json, Value};
 
 use crate::{
@@ -20,6 +20,8 @@ pub struct EndpointStats {
     pub network: String,
     pub interface: String,
     pub counters: EndpointCounters,
+    /// Conntrack entries it opened that are still in the table.
+    pub conntrack: u64,
 }
 
 pub struct Report {
@@ -47,6 +49,7 @@ pub async fn collect(c: &Controller, sandbox: Option<&str>) -> Result<Report> {
             network: ep.network.clone(),
             interface: ep.ifname.clone(),
             counters: c.datapath().counters(ep.slot)?,
+            conntrack: c.datapath().conntrack_use(ep.slot)?,
         });
     }
     Ok(Report {
@@ -67,6 +70,7 @@ impl Report {
                     "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
                     "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
                     "forwarded": c.forwarded, "to_host": c.to_host, "dropped": c.dropped,
+                    "conntrack": e.conntrack, "conntrack_quota": CT_QUOTA,
                 })
             })
             .collect();
@@ -91,6 +95,7 @@ impl Report {
                     c.forwarded.to_string(),
                     c.to_host.to_string(),
                     c.dropped.to_string(),
+                    format!("{}/{CT_QUOTA}", e.conntrack),
                 ]
             })
             .collect();
@@ -106,6 +111,7 @@ impl Report {
                 "FORWARDED",
                 "TO HOST",
                 "DROPPED",
+                "CONNTRACK",
             ],
             &rows,
         );

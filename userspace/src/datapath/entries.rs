@@ -30,6 +30,8 @@ pub(super) struct Maps {
     policy_gen: Array<MapData, u32>,
     policy: [HashMap<MapData, PolicyKey, PolicyValue>; 2],
     conntrack: HashMap<MapData, CtKey, CtValue>,
+    ct_charged: Array<MapData, u64>,
+    ct_released: Array<MapData, u64>,
     rule_hits: PerCpuArray<MapData, u64>,
     endpoints6: HashMap<MapData, u32, Endpoint6>,
     networks6: HashMap<MapData, u32, Network6>,
@@ -63,6 +65,8 @@ impl Maps {
                 HashMap::try_from(m(maps::POLICY_1)?)?,
             ],
             conntrack: HashMap::try_from(m(maps::CONNTRACK)?)?,
+            ct_charged: Array::try_from(m(maps::CT_CHARGED)?)?,
+            ct_released: Array::try_from(m(maps::CT_RELEASED)?)?,
             rule_hits: PerCpuArray::try_from(m(maps::RULE_HITS)?)?,
             endpoints6: HashMap::try_from(m(maps::ENDPOINTS6)?)?,
             networks6: HashMap::try_from(m(maps::NETWORKS6)?)?,
@@ -80,6 +84,10 @@ impl Datapath {
         self.with_maps(|m| {
             let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); m.cpus])?;
             m.ep_counters.set(ep.slot, zero, 0)?;
+            // A fresh conntrack quota: whatever the slot's last holder left
+            // charged (a flush a crash cut short) is not this endpoint's.
+            let charged = m.ct_charged.get(&ep.slot, 0)?;
+            m.ct_released.set(ep.slot, charged, 0)?;
             m.endpoints.insert(ifindex, ep, 0)?;
             Ok(())
         })
@@ -341,15 +349,24 @@ impl Datapath {
     /// their next packet is judged as a new connection.
     pub fn flush_conntrack(&self, doomed: impl Fn(&CtKey, &CtValue) -> bool) -> Result<usize> {
         self.with_maps(|m| {
-            let gone: Vec<CtKey> = m
+            let gone: Vec<(CtKey, u32)> = m
                 .conntrack
                 .iter()
                 .filter_map(|e| e.ok())
                 .filter(|(k, v)| doomed(k, v))
-                .map(|(k, _)| k)
+                .map(|(k, v)| (k, v.owner))
                 .collect();
-            for k in &gone {
-                ignore_missing(m.conntrack.remove(k))?;
+            // The openers are credited for what this removes (the programs
+            // credit what they remove themselves).
+            let mut credit = std::collections::BTreeMap::<u32, u64>::new();
+            for (k, owner) in &gone {
+                if removed(m.conntrack.remove(k))? {
+                    *credit.entry(*owner).or_default() += 1;
+                }
+            }
+            for (slot, n) in credit {
+                let released = m.ct_released.get(&slot, 0)?;
+                m.ct_released.set(slot, released.wrapping_add(n), 0)?;
             }
             Ok(gone.len())
         })
@@ -367,6 +384,34 @@ impl Datapath {
                 m.rule_hits.set(*rule, zero, 0)?;
             }
             Ok(())
+        })
+    }
+
+    /// Sets what each endpoint slot in `slots` is charged to the entries it
+    /// owns in the table: heals a charge that a crash between removing
+    /// entries and crediting them left behind. Entries the programs add or
+    /// remove meanwhile may leave it one off each, until the next recount.
+    pub fn recount_conntrack(&self, slots: &std::collections::BTreeSet<u32>) -> Result<()> {
+        self.with_maps(|m| {
+            let mut owned = std::collections::BTreeMap::<u32, u64>::new();
+            for (_, v) in m.conntrack.iter().filter_map(|e| e.ok()) {
+                *owned.entry(v.owner).or_default() += 1;
+            }
+            for slot in slots {
+                let charged = m.ct_charged.get(slot, 0)?;
+                let n = owned.get(slot).copied().unwrap_or(0);
+                m.ct_released.set(*slot, charged.wrapping_sub(n), 0)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Conntrack entries endpoint `slot` has open (charged to its quota).
+    pub fn conntrack_use(&self, slot: u32) -> Result<u64> {
+        self.with_maps(|m| {
+            let charged = m.ct_charged.get(&slot, 0)?;
+            let released = m.ct_released.get(&slot, 0)?;
+            Ok((charged.wrapping_sub(released) as i64).max(0) as u64)
         })
     }
 
@@ -435,6 +480,18 @@ fn neighbour_key(ep: &EndpointEntry) -> NeighbourKey {
     NeighbourKey {
         net_id: ep.net_id,
         ip: ep.ip,
+    }
+}
+
+/// Whether a removal removed something (false: it was gone already).
+fn removed(r: Result<(), MapError>) -> Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

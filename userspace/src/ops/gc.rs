@@ -2,7 +2,8 @@
 //! a crash interrupted (from its journal), then forgets sandboxes whose
 //! namespace vanished, and finally removes datapath entries and pins that no
 //! endpoint of the committed state owns: a map entry goes only when the
-//! endpoint it belongs to is dead.
+//! endpoint it belongs to is dead. Live endpoints' conntrack quotas are
+//! recounted from the table.
 use std::collections::BTreeSet;
 
 use anyhow::Result;
@@ -190,6 +191,8 @@ fn sweep_datapath(host: &Host, state: &State) -> Result<Vec<String>> {
             removed.push(format!("datapath entries of ifindex {ifindex}"));
         }
     }
+    let live_slots: BTreeSet<u32> = state.endpoints().map(|(_, e)| e.slot).collect();
+    host.dp.recount_conntrack(&live_slots)?;
     let n = host.dp.remove_unowned(&live_ifindex, &live_addr)?;
     if n > 0 {
         removed.push(format!("{n} FDB and neighbour entries of dead endpoints"));
