@@ -85,7 +85,7 @@ def tcp_echo_try(addr, port, msg, timeout="2"):
 
 def udp_echo_server(addr, port):
     """Echo each datagram back; print `served <peer ip>` for each."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((addr, int(port)))
     print("ready", flush=True)
     while True:
@@ -96,7 +96,7 @@ def udp_echo_server(addr, port):
 
 def udp_echo_client(addr, port, msg, timeout="2"):
     """Send MSG (three tries), print the echo or `failed timeout`."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(float(timeout) / 3)
     for _ in range(3):
         s.sendto(msg.encode(), (addr, int(port)))

@@ -15,19 +15,8 @@ fn dual_stack(h: &TestHost, name: &str, v4: &str, v6: &str) {
     ]);
 }
 
-/// The IPv6 address of a sandbox on a network, from `bpfnet inspect`.
 fn ip6_on(h: &TestHost, sandbox: &str, net: &str) -> String {
-    let v = h.inspect(sandbox);
-    let ip = jstr(
-        &v,
-        &format!("/NetworkSettings/Networks/{net}/GlobalIPv6Address"),
-    )
-    .to_string();
-    assert!(
-        !ip.is_empty(),
-        "{sandbox} has no IPv6 address on {net}:\n{v:#}"
-    );
-    ip
+    h.ip6_on(sandbox, net)
 }
 
 /// Docker's fields: the IPAM config of both families, each endpoint's

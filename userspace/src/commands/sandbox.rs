@@ -164,7 +164,7 @@ pub fn port(c: &Controller, name: &str, port: Option<&str>) -> Result<ExitCode> 
                 .map_err(|e| anyhow!("invalid port {p:?}: {e}"))
         })
         .transpose()?;
-    for line in inspect::port_lines(sb, only)? {
+    for line in inspect::port_lines(c.state(), sb, only)? {
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)

@@ -1,14 +1,14 @@
 //! Published ports of a new sandbox: every `--publish`/`--expose` parsed and
 //! every host port chosen and checked before anything is created.
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 
 use anyhow::{bail, Result};
 
 use super::{journal::Recovery, sandbox::SandboxCreate, Controller, Plan};
 use crate::{
     nat,
-    ports::{parse_expose, parse_publish, Port, PortBinding, Proto},
-    state::State,
+    ports::{host_port, parse_expose, parse_publish, Port, PortBinding, Proto},
+    state::{Network, State},
 };
 
 impl Controller {
@@ -29,12 +29,7 @@ impl Controller {
             .expect("checked")
             .ports
             .clear();
-        let reaches_out = sb.endpoints.iter().any(|e| {
-            target
-                .networks
-                .get(&e.network)
-                .is_some_and(nat::reaches_out)
-        });
+        let via = nat::publishing(&target, &sb).map(|(net, _)| net);
         let req = SandboxCreate {
             name: name.into(),
             publish,
@@ -48,7 +43,7 @@ impl Controller {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let (ports, _) = resolve_ports(&target, &req, &mode, reaches_out)?;
+        let (ports, _) = resolve_ports(&target, &req, &mode, via)?;
         target.sandboxes.get_mut(name).expect("checked").ports = ports.clone();
         self.execute(Plan {
             what: format!("publish ports of {name}"),
@@ -65,13 +60,14 @@ impl Controller {
 }
 
 /// The bindings and exposed ports `req` asks for, against the bindings
-/// of `state`. `reaches_out`: the sandbox has a network through which
-/// ports can be published.
+/// of `state`. `via`: the network the ports would be published through
+/// (see [`nat::publishing`]), none if the sandbox has no network that
+/// reaches out.
 pub(super) fn resolve_ports(
     state: &State,
     req: &SandboxCreate,
     mode: &str,
-    reaches_out: bool,
+    via: Option<&Network>,
 ) -> Result<(Vec<PortBinding>, Vec<Port>)> {
     let specs = req
         .publish
@@ -91,8 +87,13 @@ pub(super) fn resolve_ports(
         return Ok((vec![], exposed));
     }
     let name = &req.name;
-    if !reaches_out {
+    let Some(via) = via else {
         bail!("--publish needs a network that reaches beyond the host; sandbox {name:?} would use {mode}, where ports cannot be published");
+    };
+    if via.subnet6.is_none() {
+        if let Some(ip) = specs.iter().find_map(|s| s.host_ip.filter(IpAddr::is_ipv6)) {
+            bail!("cannot publish on [{ip}]: sandbox {name:?} has no IPv6 address on network {:?}, which its ports are published through (create it with --ipv6)", via.name);
+        }
     }
     let taken: Vec<(&str, &PortBinding)> = state
         .sandboxes
@@ -101,7 +102,7 @@ pub(super) fn resolve_ports(
         .collect();
     let mut out: Vec<PortBinding> = vec![];
     let pick = |container: Port,
-                host_ip: Option<Ipv4Addr>,
+                host_ip: Option<IpAddr>,
                 range: Option<(u16, u16)>,
                 requested: String,
                 out: &mut Vec<PortBinding>|
@@ -157,21 +158,18 @@ fn free(
     taken: &[(&str, &PortBinding)],
     out: &[PortBinding],
     proto: Proto,
-    host_ip: Option<Ipv4Addr>,
+    host_ip: Option<IpAddr>,
     port: u16,
 ) -> Result<()> {
-    let at = format!(
-        "{}:{port}/{}",
-        host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-        proto.as_str()
-    );
+    let ip = host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+    let at = format!("{}/{}", host_port(ip, port), proto.as_str());
     if let Some((owner, _)) = taken.iter().find(|(_, b)| b.clashes(proto, host_ip, port)) {
         bail!("host port {at} is already published by sandbox {owner:?}; pick another host port");
     }
     if out.iter().any(|b| b.clashes(proto, host_ip, port)) {
         bail!("host port {at} is given twice");
     }
-    let addr = SocketAddrV4::new(host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port);
+    let addr = SocketAddr::new(ip, port);
     let bound = match proto {
         Proto::Tcp => TcpListener::bind(addr).map(drop),
         Proto::Udp => UdpSocket::bind(addr).map(drop),
@@ -196,7 +194,7 @@ fn random_port(
     taken: &[(&str, &PortBinding)],
     out: &[PortBinding],
     proto: Proto,
-    host_ip: Option<Ipv4Addr>,
+    host_ip: Option<IpAddr>,
 ) -> Result<u16> {
     let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
