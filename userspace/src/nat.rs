@@ -289,7 +289,7 @@ impl Ruleset {
             snat_to(&mut r, o.gateway);
             rules.push(r);
             // 127.0.0.1 clients: the sandbox answers the gateway instead.
-            if let IpAddr::V4(_) = o.gateway {
+            if o.gateway.is_ipv4() {
                 let mut r = Rule::new(&post);
                 dnatted(&mut r);
                 match_net(&mut r, Field::Saddr, "127.0.0.0/8".parse().expect("valid"));
