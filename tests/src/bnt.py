@@ -51,6 +51,18 @@ def tcp_echo_server(addr, port):
         print("served", peer[0], flush=True)
 
 
+def tcp_hold6only(port):
+    """Listen on [::]:PORT for IPv6 only (IPV6_V6ONLY): 0.0.0.0:PORT stays
+    free. Prints `ready`, then holds it."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::", int(port)))
+    s.listen(1)
+    print("ready", flush=True)
+    while True:
+        time.sleep(60)
+
+
 def tcp_echo_client(addr, port, msg, timeout="3"):
     print(tcp_exchange(addr, port, msg.encode(), float(timeout)).decode())
 
@@ -325,6 +337,7 @@ COMMANDS = {
     "tcp-echo-server": tcp_echo_server,
     "tcp-echo": tcp_echo_client,
     "tcp-echo-try": tcp_echo_try,
+    "tcp-hold6only": tcp_hold6only,
     "tcp-echo6": tcp_echo6,
     "udp-echo-server": udp_echo_server,
     "udp-echo": udp_echo_client,

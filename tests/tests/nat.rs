@@ -842,7 +842,18 @@ fn published_ports_over_ipv6() {
         o.stderr.trim(),
         "Error: host port [2001:db8:100::1]:8080/tcp is already published by sandbox \"web\"; pick another host port"
     );
+    // A port a host process holds on IPv6 only.
+    let mut holder = h.py_spawn(None, &["tcp-hold6only", "9100"]);
+    holder.wait_line("ready", Duration::from_secs(10));
+    let o = h.bpfnet_fail(&["create", "--name", "x", "--network", "ds", "-p", "9100:80"]);
+    assert_eq!(
+        o.stderr.trim(),
+        "Error: host port [::]:9100/tcp is in use by a process on the host; pick another host port"
+    );
     assert_eq!(before, (h.snapshot(), nft_table(&h)));
+    // An IPv4-only sandbox is not published over IPv6: the port is free.
+    h.bpfnet_ok(&["create", "--name", "y", "--network", "v4", "-p", "9100:80"]);
+    drop(holder);
 
     // rm takes the IPv6 mappings out too.
     assert!(ip6_table(&h).contains("publish web 80/tcp"));

@@ -1,6 +1,6 @@
 //! Published ports of a new sandbox: every `--publish`/`--expose` parsed and
 //! every host port chosen and checked before anything is created.
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 use anyhow::{bail, Result};
 
@@ -95,6 +95,8 @@ pub(super) fn resolve_ports(
             bail!("cannot publish on [{ip}]: sandbox {name:?} has no IPv6 address on network {:?}, which its ports are published through (create it with --ipv6)", via.name);
         }
     }
+    // Published over IPv6 too (see nat::publishes_ipv6).
+    let v6 = via.subnet6.is_some();
     let taken: Vec<(&str, &PortBinding)> = state
         .sandboxes
         .values()
@@ -110,18 +112,18 @@ pub(super) fn resolve_ports(
         let proto = container.proto;
         let host_port = match range {
             Some((lo, hi)) if lo == hi => {
-                free(&taken, out, proto, host_ip, lo)?;
+                free(&taken, out, proto, host_ip, lo, v6)?;
                 lo
             }
             Some((lo, hi)) => (lo..=hi)
-                .find(|p| free(&taken, out, proto, host_ip, *p).is_ok())
+                .find(|p| free(&taken, out, proto, host_ip, *p, v6).is_ok())
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "no free host port in {lo}-{hi}/{} for {container}",
                         proto.as_str()
                     )
                 })?,
-            None => random_port(&taken, out, proto, host_ip)?,
+            None => random_port(&taken, out, proto, host_ip, v6)?,
         };
         out.push(PortBinding {
             container,
@@ -153,13 +155,15 @@ pub(super) fn resolve_ports(
 }
 
 /// Whether a host port can be published: no sandbox has it, this request
-/// does not take it twice, and no process on the host holds it.
+/// does not take it twice, and no process on the host holds it (on IPv6
+/// as well when it is published over IPv6 on every address, `v6`).
 fn free(
     taken: &[(&str, &PortBinding)],
     out: &[PortBinding],
     proto: Proto,
     host_ip: Option<IpAddr>,
     port: u16,
+    v6: bool,
 ) -> Result<()> {
     let ip = host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
     let at = format!("{}/{}", host_port(ip, port), proto.as_str());
@@ -170,11 +174,20 @@ fn free(
         bail!("host port {at} is given twice");
     }
     let addr = SocketAddr::new(ip, port);
-    let bound = match proto {
+    let bind = |addr| match proto {
         Proto::Tcp => TcpListener::bind(addr).map(drop),
         Proto::Udp => UdpSocket::bind(addr).map(drop),
     };
-    match bound {
+    if v6 && host_ip.is_none() {
+        // A listener on [::] only (IPV6_V6ONLY) leaves 0.0.0.0 free; a
+        // host without IPv6 has nothing to hold it.
+        let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+        if bind(any6).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse) {
+            let at = format!("{}/{}", host_port(any6.ip(), port), proto.as_str());
+            bail!("host port {at} is in use by a process on the host; pick another host port");
+        }
+    }
+    match bind(addr) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             bail!("host port {at} is in use by a process on the host; pick another host port")
@@ -195,6 +208,7 @@ fn random_port(
     out: &[PortBinding],
     proto: Proto,
     host_ip: Option<IpAddr>,
+    v6: bool,
 ) -> Result<u16> {
     let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -208,7 +222,7 @@ fn random_port(
     let start = u32::from_str_radix(&crate::util::new_id()[..8], 16).unwrap_or(0) % span;
     for i in 0..span {
         let p = lo + ((start + i) % span) as u16;
-        if free(taken, out, proto, host_ip, p).is_ok() {
+        if free(taken, out, proto, host_ip, p, v6).is_ok() {
             return Ok(p);
         }
     }
