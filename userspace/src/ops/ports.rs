@@ -178,17 +178,8 @@ fn free(
         Proto::Tcp => TcpListener::bind(addr).map(drop),
         Proto::Udp => UdpSocket::bind(addr).map(drop),
     };
-    if v6 && host_ip.is_none() {
-        // A listener on [::] only (IPV6_V6ONLY) leaves 0.0.0.0 free; a
-        // host without IPv6 has nothing to hold it.
-        let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
-        if bind(any6).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse) {
-            let at = format!("{}/{}", host_port(any6.ip(), port), proto.as_str());
-            bail!("host port {at} is in use by a process on the host; pick another host port");
-        }
-    }
     match bind(addr) {
-        Ok(()) => Ok(()),
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             bail!("host port {at} is in use by a process on the host; pick another host port")
         }
@@ -200,6 +191,16 @@ fn free(
         }
         Err(e) => bail!("cannot check host port {at}: {e}"),
     }
+    if v6 && host_ip.is_none() {
+        // A listener on [::] only (IPV6_V6ONLY) leaves 0.0.0.0 free; a
+        // host without IPv6 has nothing to hold it.
+        let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+        if bind(any6).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse) {
+            let at = format!("{}/{}", host_port(any6.ip(), port), proto.as_str());
+            bail!("host port {at} is in use by a process on the host; pick another host port");
+        }
+    }
+    Ok(())
 }
 
 /// A free port from the kernel's ephemeral range, from a random start.
