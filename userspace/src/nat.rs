@@ -20,9 +20,10 @@
 //!   addresses (`fib daddr type local`) go to `ports`, one DNAT rule per
 //!   published port. The client's source is kept.
 //! - `postrouting` (nat): a published port reached from a sandbox (hairpin)
-//!   or from 127.0.0.1 is SNATed to a gateway address of its family, so the reply comes
-//!   back through the host; what a sandbox sends elsewhere leaves
-//!   masqueraded (per network, `enable_ip_masquerade=false` turns it off).
+//!   or from 127.0.0.1 is SNATed to a gateway address of its family, so
+//!   the reply comes back through the host; what a sandbox sends elsewhere
+//!   leaves masqueraded (per network, `enable_ip_masquerade=false` turns it
+//!   off).
 //! - `forward` (filter): into a bpfnet interface the host forwards only
 //!   replies, published ports, what comes from another bpfnet interface
 //!   (the datapath judges that) and what is for a network that does not
