@@ -51,6 +51,18 @@ def tcp_echo_server(addr, port):
         print("served", peer[0], flush=True)
 
 
+def tcp_hold6only(port):
+    """Listen on [::]:PORT for IPv6 only (IPV6_V6ONLY): 0.0.0.0:PORT stays
+    free. Prints `ready`, then holds it."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::", int(port)))
+    s.listen(1)
+    print("ready", flush=True)
+    while True:
+        time.sleep(60)
+
+
 def tcp_echo_client(addr, port, msg, timeout="3"):
     print(tcp_exchange(addr, port, msg.encode(), float(timeout)).decode())
 
@@ -85,7 +97,7 @@ def tcp_echo_try(addr, port, msg, timeout="2"):
 
 def udp_echo_server(addr, port):
     """Echo each datagram back; print `served <peer ip>` for each."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((addr, int(port)))
     print("ready", flush=True)
     while True:
@@ -96,7 +108,7 @@ def udp_echo_server(addr, port):
 
 def udp_echo_client(addr, port, msg, timeout="2"):
     """Send MSG (three tries), print the echo or `failed timeout`."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(float(timeout) / 3)
     for _ in range(3):
         s.sendto(msg.encode(), (addr, int(port)))
@@ -325,6 +337,7 @@ COMMANDS = {
     "tcp-echo-server": tcp_echo_server,
     "tcp-echo": tcp_echo_client,
     "tcp-echo-try": tcp_echo_try,
+    "tcp-hold6only": tcp_hold6only,
     "tcp-echo6": tcp_echo6,
     "udp-echo-server": udp_echo_server,
     "udp-echo": udp_echo_client,

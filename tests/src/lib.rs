@@ -694,6 +694,18 @@ impl TestHost {
         ip
     }
 
+    /// The IPv6 address of a sandbox on a network, from `bpfnet inspect`.
+    pub fn ip6_on(&self, sandbox: &str, net: &str) -> String {
+        let v = self.inspect(sandbox);
+        let ptr = format!("/NetworkSettings/Networks/{net}/GlobalIPv6Address");
+        let ip = jstr(&v, &ptr).to_string();
+        assert!(
+            !ip.is_empty(),
+            "{sandbox} has no IPv6 address on {net}:\n{v:#}"
+        );
+        ip
+    }
+
     /// The gateway of a network, from `bpfnet network inspect`.
     pub fn gateway_of(&self, net: &str) -> String {
         let v = self.network_inspect(net);

@@ -212,15 +212,18 @@ fn judge_c(h: &TestHost, ctx: &str) -> bool {
     }
 }
 
-/// c with a published port: whole or gone, and the NAT table follows.
+/// c with a published port: whole or gone, and both NAT tables follow
+/// (net1 is dual-stack: c is published over IPv6 too).
 fn judge_c_published(h: &TestHost, ctx: &str) -> bool {
     let whole = judge_c(h, ctx);
-    let table = h.run(&["nft", "list", "table", "ip", "bpfnet"]).stdout;
-    assert_eq!(
-        table.contains("publish c 80/tcp"),
-        whole,
-        "{ctx}: the NAT table does not follow the state:\n{table}"
-    );
+    for family in ["ip", "ip6"] {
+        let table = h.run(&["nft", "list", "table", family, "bpfnet"]).stdout;
+        assert_eq!(
+            table.contains("publish c 80/tcp"),
+            whole,
+            "{ctx}: the NAT table {family} does not follow the state:\n{table}"
+        );
+    }
     whole
 }
 

@@ -6,7 +6,8 @@
 //! by a veth (198.51.100.0/24) with a server address of its own
 //! (203.0.113.10) and no route back to any sandbox subnet: a connection
 //! that works and shows the host's 198.51.100.1 as its peer proves the
-//! masquerade.
+//! masquerade. The same over IPv6 (issue 18): the veth also carries
+//! 2001:db8:100::/64, the server 2001:db8:200::10.
 
 use std::time::Duration;
 
@@ -15,12 +16,38 @@ use bpfnet_tests::{Bg, TestHost, PYTHON};
 const HOST_IP: &str = "198.51.100.1";
 const OUTSIDE_IP: &str = "198.51.100.2";
 const SERVER: &str = "203.0.113.10";
+const HOST_IP6: &str = "2001:db8:100::1";
+/// A second host address (deprecated: never the source the host picks), to
+/// tell a port bound to one address apart.
+const HOST_IP6_B: &str = "2001:db8:100::3";
+const OUTSIDE_IP6: &str = "2001:db8:100::2";
+const SERVER6: &str = "2001:db8:200::10";
 
 fn host(name: &str) -> TestHost {
     let h = TestHost::new(name);
     h.sh_ok("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    outside(&h);
+    h
+}
+
+/// `host` with IPv6 on the way out as well.
+fn host6(name: &str) -> TestHost {
+    let h = TestHost::new(name);
+    outside(&h);
     h.sh_ok(&format!(
-        "set -e; ip link set lo up; ip netns add outside; ip -n outside link set lo up; \
+        "set -e; ip addr add {HOST_IP6}/64 dev up0 nodad; ip addr add {HOST_IP6_B}/64 dev up0 nodad preferred_lft 0; \
+         ip -n outside addr add {OUTSIDE_IP6}/64 dev up1 nodad; \
+         ip -n outside addr add {SERVER6}/128 dev lo; \
+         ip -6 route add 2001:db8:200::/64 via {OUTSIDE_IP6}"
+    ));
+    h
+}
+
+/// The outside namespace, and bpfnet loaded. Forwarding starts off (a new
+/// namespace inherits the machine's `ip_forward`).
+fn outside(h: &TestHost) {
+    h.sh_ok(&format!(
+        "set -e; sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0; ip link set lo up; ip netns add outside; ip -n outside link set lo up; \
          ip link add up0 type veth peer name up1 netns outside; \
          ip addr add {HOST_IP}/24 dev up0; ip link set up0 up; \
          ip -n outside addr add {OUTSIDE_IP}/24 dev up1; ip -n outside link set up1 up; \
@@ -28,7 +55,6 @@ fn host(name: &str) -> TestHost {
          ip route add 203.0.113.0/24 via {OUTSIDE_IP}"
     ));
     h.bpfnet_ok(&["datapath", "load"]);
-    h
 }
 
 /// A server on `ip` (a UDP server bound to the wildcard would answer
@@ -67,8 +93,20 @@ fn last_peer(server: &mut Bg, n: usize) -> String {
         .to_string()
 }
 
+/// Both tables, `ip bpfnet` then `ip6 bpfnet`.
 fn nft_table(h: &TestHost) -> String {
     h.run(&["nft", "list", "table", "ip", "bpfnet"]).stdout
+        + &h.run(&["nft", "list", "table", "ip6", "bpfnet"]).stdout
+}
+
+fn ip6_table(h: &TestHost) -> String {
+    h.run(&["nft", "list", "table", "ip6", "bpfnet"]).stdout
+}
+
+fn forwarding6(h: &TestHost) -> String {
+    h.sh_ok("sysctl -n net.ipv6.conf.all.forwarding")
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -363,6 +401,9 @@ fn bad_and_conflicting_publish_change_nothing() {
         (&["--network", "cut", "-p", "9000:80"], "--publish needs a network that reaches beyond the host; sandbox \"x\" would use only --internal networks (cut), where ports cannot be published"),
         (&["--network", "host", "-p", "9000:80"], "--publish needs a network that reaches beyond the host; sandbox \"x\" would use network mode host, where ports cannot be published"),
         (&["--expose", "x"], "invalid --expose \"x\": invalid port \"x\" (a number from 1 to 65535)"),
+        (&["-p", "[::1]:9000:80"], "invalid --publish \"[::1]:9000:80\": IPv6 loopback clients cannot be forwarded to a sandbox (IPv6 has no route_localnet); publish on 127.0.0.1 or on a host address"),
+        (&["-p", "2001:db8::1:9000:80"], "invalid --publish \"2001:db8::1:9000:80\": too many ':' (the form is [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO], an IPv6 HOSTIP in brackets: [2001:db8::1]:8080:80)"),
+        (&["-p", "[2001:db8::1]:9000:80"], "cannot publish on [2001:db8::1]: sandbox \"x\" has no IPv6 address on network \"bridge\", which its ports are published through (create it with --ipv6)"),
     ];
     for (extra, line) in cases {
         let mut args = vec!["create", "--name", "x"];
@@ -578,4 +619,250 @@ fn a_table_of_hundreds_of_networks_is_one_batch() {
         "8080:80",
     ]);
     assert!(nft_table(&h).contains("publish web 80/tcp"));
+}
+
+/// `network create --ipv6 --subnet V4 --subnet V6 EXTRA… NAME`.
+fn ds_network(h: &TestHost, name: &str, v4: &str, v6: &str, extra: &[&str]) {
+    let mut args = vec![
+        "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
+    ];
+    args.extend_from_slice(extra);
+    args.push(name);
+    h.bpfnet_ok(&args);
+}
+
+#[test]
+fn outbound_ipv6_is_masqueraded_and_internal_is_cut_off() {
+    let h = host6("nat6-out");
+    assert_eq!(forwarding6(&h), "0", "no IPv6 network reaches out yet");
+    ds_network(&h, "user", "10.91.0.0/24", "fd42:91::/64", &[]);
+    ds_network(&h, "cut", "10.92.0.0/24", "fd42:92::/64", &["--internal"]);
+    assert_eq!(forwarding6(&h), "1", "a dual-stack network turns it on");
+    ds_network(
+        &h,
+        "routed",
+        "10.93.0.0/24",
+        "fd42:93::/64",
+        &["-o", "com.docker.network.bridge.enable_ip_masquerade=false"],
+    );
+    h.create("u1", &["user"]);
+    h.create("i1", &["cut"]);
+    h.create("r1", &["routed"]);
+    let routes = h.exec_ok("u1", &["ip", "-6", "route", "show", "default"]);
+    assert!(routes.contains("via fd42:91::1"), "{routes}");
+    let routes = h.exec_ok("i1", &["ip", "-6", "route", "show", "default"]);
+    assert!(
+        routes.trim().is_empty(),
+        "internal default route:\n{routes}"
+    );
+
+    let mut tcp_server = serve(&h, "outside", "tcp-echo-server", SERVER6, "7000");
+    let mut udp_server = serve(&h, "outside", "udp-echo-server", SERVER6, "7001");
+    assert_eq!(tcp(&h, Some("u1"), SERVER6, "7000"), "hello", "TCP out");
+    assert_eq!(last_peer(&mut tcp_server, 1), HOST_IP6, "masqueraded (TCP)");
+    assert_eq!(udp(&h, Some("u1"), SERVER6, "7001"), "hello", "UDP out");
+    assert_eq!(last_peer(&mut udp_server, 1), HOST_IP6, "masqueraded (UDP)");
+    // IPv4 of the same sandbox still goes out.
+    let mut tcp4 = serve(&h, "outside", "tcp-echo-server", SERVER, "7002");
+    assert_eq!(tcp(&h, Some("u1"), SERVER, "7002"), "hello");
+    assert_eq!(last_peer(&mut tcp4, 1), HOST_IP);
+
+    // Internal: cut off even with a default route made by hand.
+    h.exec_ok(
+        "i1",
+        &["ip", "-6", "route", "add", "default", "via", "fd42:92::1"],
+    );
+    assert!(tcp(&h, Some("i1"), SERVER6, "7000").starts_with("failed"));
+    assert!(udp(&h, Some("i1"), SERVER6, "7001").starts_with("failed"));
+
+    // Masquerade off: the sandbox's own address arrives (given a route back).
+    h.exec_ok(
+        "outside",
+        &["ip", "-6", "route", "add", "fd42:93::/64", "via", HOST_IP6],
+    );
+    assert_eq!(tcp(&h, Some("r1"), SERVER6, "7000"), "hello");
+    assert_eq!(last_peer(&mut tcp_server, 2), h.ip6_on("r1", "routed"));
+    let all = tcp_server.stop().stdout + &udp_server.stop().stdout;
+    assert!(!all.contains("fd42:92"), "internal reached out:\n{all}");
+
+    let rules = ip6_table(&h);
+    assert!(
+        rules.contains("ip6 saddr fd42:91::/64 oifname != \"bn*\" masquerade"),
+        "{rules}"
+    );
+    assert!(
+        !rules.contains("fd42:92"),
+        "internal in the table:\n{rules}"
+    );
+    assert!(
+        !rules.contains("ip6 saddr fd42:93::/64 oifname != \"bn*\" masquerade"),
+        "{rules}"
+    );
+    assert!(rules.contains("ip6 daddr fd42:93::/64 accept"), "{rules}");
+    // Dropped and counted: routed straight to a masqueraded sandbox.
+    h.exec_ok(
+        "outside",
+        &["ip", "-6", "route", "add", "fd42:91::/64", "via", HOST_IP6],
+    );
+    let mut direct = h.py_spawn(Some("u1"), &["tcp-echo-server", "::", "7100"]);
+    direct.wait_line("ready", Duration::from_secs(10));
+    let u1 = h.ip6_on("u1", "user");
+    assert!(tcp(&h, Some("outside"), &u1, "7100").starts_with("failed"));
+    let rules = ip6_table(&h);
+    assert!(
+        !rules.contains("counter packets 0 bytes 0 drop"),
+        "the drop counted nothing:\n{rules}"
+    );
+    drop(direct);
+
+    h.bpfnet_ok(&["datapath", "unload"]);
+    let tables = h.ok(&["nft", "list", "tables"]);
+    assert!(!tables.contains("bpfnet"), "left after unload:\n{tables}");
+    assert_eq!(forwarding6(&h), "0", "unload puts IPv6 forwarding back");
+}
+
+#[test]
+fn published_ports_over_ipv6() {
+    let h = host6("nat6-ports");
+    ds_network(&h, "ds", "10.94.0.0/24", "fd42:94::/64", &[]);
+    h.bpfnet_ok(&["network", "create", "--subnet", "10.95.0.0/24", "v4"]);
+    h.bpfnet_ok(&[
+        "create",
+        "--name",
+        "web",
+        "--network",
+        "ds",
+        "-p",
+        "8080:80",
+        "-p",
+        "8081:81/udp",
+        "-p",
+        &format!("[{HOST_IP6}]:8082:80"),
+    ]);
+    h.bpfnet_ok(&[
+        "create",
+        "--name",
+        "old",
+        "--network",
+        "v4",
+        "-p",
+        "9090:80",
+    ]);
+    h.create("client", &["ds"]);
+    let mut web = serve(&h, "web", "tcp-echo-server", "::", "80");
+    let mut web_udp = serve(&h, "web", "udp-echo-server", "::", "81");
+    let mut old = serve(&h, "old", "tcp-echo-server", "0.0.0.0", "80");
+
+    assert_eq!(
+        h.bpfnet_ok(&["port", "web"]),
+        format!(
+            "80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n80/tcp -> [{HOST_IP6}]:8082\n\
+             81/udp -> 0.0.0.0:8081\n81/udp -> [::]:8081\n"
+        )
+    );
+    assert_eq!(
+        h.bpfnet_ok(&["port", "web", "81/udp"]),
+        "0.0.0.0:8081\n[::]:8081\n"
+    );
+    assert_eq!(h.bpfnet_ok(&["port", "old"]), "80/tcp -> 0.0.0.0:9090\n");
+    let v = h.inspect("web");
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["80/tcp"],
+        serde_json::json!([
+            {"HostIp": "0.0.0.0", "HostPort": "8080"},
+            {"HostIp": "::", "HostPort": "8080"},
+            {"HostIp": HOST_IP6, "HostPort": "8082"},
+        ])
+    );
+    assert_eq!(
+        v["HostConfig"]["PortBindings"]["80/tcp"][1],
+        serde_json::json!({"HostIp": HOST_IP6, "HostPort": "8082"})
+    );
+
+    // From outside over IPv6, the client's address kept; over IPv4 too.
+    let mut n = 0;
+    for (ip, port) in [(HOST_IP6, "8080"), (HOST_IP6_B, "8080"), (HOST_IP6, "8082")] {
+        assert_eq!(
+            tcp(&h, Some("outside"), ip, port),
+            "hello",
+            "outside -> [{ip}]:{port}"
+        );
+        n += 1;
+        assert_eq!(last_peer(&mut web, n), OUTSIDE_IP6, "source kept");
+    }
+    assert_eq!(udp(&h, Some("outside"), HOST_IP6, "8081"), "hello");
+    assert_eq!(last_peer(&mut web_udp, 1), OUTSIDE_IP6, "source kept (UDP)");
+    assert_eq!(tcp(&h, Some("outside"), HOST_IP, "8080"), "hello");
+    n += 1;
+    assert_eq!(last_peer(&mut web, n), format!("::ffff:{OUTSIDE_IP}"));
+    // Bound to one address: not on the other.
+    assert!(tcp(&h, Some("outside"), HOST_IP6_B, "8082").starts_with("failed"));
+    // An IPv4-only sandbox is published over IPv4 only.
+    assert_eq!(tcp(&h, Some("outside"), HOST_IP, "9090"), "hello");
+    assert!(tcp(&h, Some("outside"), HOST_IP6, "9090").starts_with("failed"));
+    drop(old.stop());
+
+    // From the host and from a sandbox through a host address (hairpin).
+    assert_eq!(tcp(&h, None, HOST_IP6, "8080"), "hello", "host -> 8080");
+    assert_eq!(tcp(&h, Some("client"), HOST_IP6, "8080"), "hello");
+    assert_eq!(udp(&h, Some("client"), HOST_IP6, "8081"), "hello");
+    // The sandbox's own address is not reachable from outside by routing.
+    h.exec_ok(
+        "outside",
+        &["ip", "-6", "route", "add", "fd42:94::/64", "via", HOST_IP6],
+    );
+    let web_ip6 = h.ip6_on("web", "ds");
+    assert!(tcp(&h, Some("outside"), &web_ip6, "80").starts_with("failed"));
+
+    // An IPv6 address that is not the host's.
+    let before = (h.snapshot(), nft_table(&h));
+    let o = h.bpfnet_fail(&[
+        "create",
+        "--name",
+        "x",
+        "--network",
+        "ds",
+        "-p",
+        "[2001:db8:100::77]:9000:80",
+    ]);
+    assert_eq!(
+        o.stderr.trim(),
+        "Error: cannot publish on [2001:db8:100::77]:9000/tcp: 2001:db8:100::77 is not an address of this host"
+    );
+    let o = h.bpfnet_fail(&[
+        "create",
+        "--name",
+        "x",
+        "--network",
+        "ds",
+        "-p",
+        &format!("[{HOST_IP6}]:8080:80"),
+    ]);
+    assert_eq!(
+        o.stderr.trim(),
+        "Error: host port [2001:db8:100::1]:8080/tcp is already published by sandbox \"web\"; pick another host port"
+    );
+    // A port a host process holds on IPv6 only.
+    let mut holder = h.py_spawn(None, &["tcp-hold6only", "9100"]);
+    holder.wait_line("ready", Duration::from_secs(10));
+    let o = h.bpfnet_fail(&["create", "--name", "x", "--network", "ds", "-p", "9100:80"]);
+    assert_eq!(
+        o.stderr.trim(),
+        "Error: host port [::]:9100/tcp is in use by a process on the host; pick another host port"
+    );
+    assert_eq!(before, (h.snapshot(), nft_table(&h)));
+    // An IPv4-only sandbox is not published over IPv6: the port is free.
+    h.bpfnet_ok(&["create", "--name", "y", "--network", "v4", "-p", "9100:80"]);
+    drop(holder);
+
+    // rm takes the IPv6 mappings out too.
+    assert!(ip6_table(&h).contains("publish web 80/tcp"));
+    h.bpfnet_ok(&["rm", "web"]);
+    let rules = nft_table(&h);
+    assert!(!rules.contains("publish web"), "left after rm:\n{rules}");
+    let rules = ip6_table(&h);
+    assert!(!rules.contains("dnat to"), "DNAT left after rm:\n{rules}");
+    assert!(tcp(&h, Some("outside"), HOST_IP6, "8080").starts_with("failed"));
+    drop(web);
+    drop(web_udp);
 }

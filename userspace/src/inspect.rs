@@ -1,5 +1,7 @@
 //! What `inspect`, `network inspect`, `ls` and `ps` print: Docker's field
 //! names in JSON, aligned tables for people.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -179,7 +181,7 @@ pub fn sandbox_json(state: &State, sb: &Sandbox) -> Value {
             "GlobalIPv6PrefixLen": top["GlobalIPv6PrefixLen"],
             "IPv6Gateway": top["IPv6Gateway"],
             "Networks": networks,
-            "Ports": published_ports(sb),
+            "Ports": published_ports(sb, crate::nat::publishes_ipv6(state, sb)),
         },
     })
 }
@@ -215,18 +217,26 @@ fn port_bindings(sb: &Sandbox) -> Value {
 }
 
 /// `NetworkSettings.Ports`: what is published where (null for a port
-/// only exposed), as Docker shows it.
-fn published_ports(sb: &Sandbox) -> Value {
+/// only exposed), as Docker shows it: a port published on every address
+/// once per family (`0.0.0.0`, and `::` when `v6`).
+fn published_ports(sb: &Sandbox, v6: bool) -> Value {
     let mut m = Map::new();
     for p in all_ports(sb) {
         let bound: Vec<Value> = sb
             .ports
             .iter()
             .filter(|b| b.container == p)
-            .map(|b| {
-                json!({
-                    "HostIp": b.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
-                    "HostPort": b.host_port.to_string(),
+            .flat_map(|b| {
+                let ips = match b.host_ip {
+                    Some(ip) => vec![ip],
+                    None if v6 => vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()],
+                    None => vec![Ipv4Addr::UNSPECIFIED.into()],
+                };
+                ips.into_iter().map(|ip: IpAddr| {
+                    json!({
+                        "HostIp": ip.to_string(),
+                        "HostPort": b.host_port.to_string(),
+                    })
                 })
             })
             .collect();
@@ -243,20 +253,30 @@ fn published_ports(sb: &Sandbox) -> Value {
 }
 
 /// `bpfnet port NAME [PORT]`: `80/tcp -> 0.0.0.0:8080` lines, or with a
-/// port only the host sides, as `docker port` prints them.
-pub fn port_lines(sb: &Sandbox, only: Option<crate::ports::Port>) -> anyhow::Result<Vec<String>> {
+/// port only the host sides, as `docker port` prints them (`[::]:8080`
+/// too for a sandbox published over IPv6).
+pub fn port_lines(
+    state: &State,
+    sb: &Sandbox,
+    only: Option<crate::ports::Port>,
+) -> anyhow::Result<Vec<String>> {
+    let v6 = crate::nat::publishes_ipv6(state, sb);
     let mut bindings: Vec<_> = sb.ports.iter().collect();
     bindings.sort_by_key(|b| (b.container, b.host_ip, b.host_port));
     match only {
         None => Ok(bindings
             .iter()
-            .map(|b| format!("{} -> {}", b.container, b.host()))
+            .flat_map(|b| {
+                b.hosts(v6)
+                    .into_iter()
+                    .map(|h| format!("{} -> {h}", b.container))
+            })
             .collect()),
         Some(p) => {
             let lines: Vec<String> = bindings
                 .iter()
                 .filter(|b| b.container == p)
-                .map(|b| b.host())
+                .flat_map(|b| b.hosts(v6))
                 .collect();
             if lines.is_empty() {
                 anyhow::bail!("no public port {p} published for sandbox {:?}", sb.name);

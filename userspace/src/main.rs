@@ -65,7 +65,8 @@ enum Cmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// List a sandbox's published ports (`80/tcp -> 0.0.0.0:8080`), or
+    /// List a sandbox's published ports (`80/tcp -> 0.0.0.0:8080`, and
+    /// `80/tcp -> [::]:8080` when published over IPv6 too), or
     /// where one port is published.
     Port {
         name: String,

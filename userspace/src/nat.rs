@@ -1,24 +1,29 @@
 //! Reaching the world: outbound masquerade, published ports and the guard
-//! on what the host forwards into sandboxes, in one nftables table of
-//! bpfnet's own (`ip bpfnet`).
+//! on what the host forwards into sandboxes, in nftables tables of
+//! bpfnet's own: `ip bpfnet` and `ip6 bpfnet`, built by the same code from
+//! the same [`Ruleset`] (each table takes the entries of its family).
 //!
 //! The table is derived from the state like the datapath's policy entries:
 //! [`Ruleset::of`] says what it must hold, [`apply`] replaces the whole
 //! table in one atomic batch (add, delete, add with every chain and rule),
-//! so a crash leaves either the old table or the new one, and `gc`/`unload`
-//! make it match the state (or remove it) again. Nothing outside the table
-//! is touched, except `net.ipv4.ip_forward` (set as Docker sets it, put back
-//! by `unload`) and `route_localnet` on the host-side interfaces that
+//! so a crash leaves either the old tables or the new ones (both tables
+//! go in one batch), and `gc`/`unload` make them match the state (or remove
+//! them) again. Nothing outside the tables is touched, except
+//! `net.ipv4.ip_forward` and `net.ipv6.conf.all.forwarding` (set as Docker
+//! sets them, when a network of that family reaches out; put back by
+//! `unload`) and `route_localnet` on the host-side interfaces that
 //! published ports lead to (127.0.0.1 clients; gone with the interface).
+//! IPv6 has no `route_localnet`: `::1` clients are not served.
 //!
 //! Chains:
 //! - `prerouting`, `output` (nat): packets for one of the host's own
 //!   addresses (`fib daddr type local`) go to `ports`, one DNAT rule per
 //!   published port. The client's source is kept.
 //! - `postrouting` (nat): a published port reached from a sandbox (hairpin)
-//!   or from 127.0.0.1 is SNATed to a gateway address, so the reply comes
-//!   back through the host; what a sandbox sends elsewhere leaves
-//!   masqueraded (per network, `enable_ip_masquerade=false` turns it off).
+//!   or from 127.0.0.1 is SNATed to a gateway address of its family, so
+//!   the reply comes back through the host; what a sandbox sends elsewhere
+//!   leaves masqueraded (per network, `enable_ip_masquerade=false` turns it
+//!   off).
 //! - `forward` (filter): into a bpfnet interface the host forwards only
 //!   replies, published ports, what comes from another bpfnet interface
 //!   (the datapath judges that) and what is for a network that does not
@@ -26,13 +31,13 @@
 //!   a sandbox's address) is dropped.
 use std::{
     ffi::{CStr, CString},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::Path,
     ptr::NonNull,
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use nftnl::{
     expr::{self, ct::ConntrackStatus, Expression, Register},
     nft_expr, nftnl_sys as sys, Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy,
@@ -43,11 +48,40 @@ use crate::{
     fsutil,
     paths::Paths,
     ports::Proto,
-    state::{DriverKind, Network, State},
+    state::{DriverKind, Endpoint, Network, Sandbox, State},
 };
 
-/// The table's name (family `ip`).
+/// The tables' name (families `ip` and `ip6`).
 pub const TABLE: &CStr = c"bpfnet";
+
+/// What differs between the two tables: the family, and the sysctl that
+/// makes the kernel forward it.
+#[derive(Clone, Copy)]
+struct Family {
+    proto: ProtoFamily,
+    forwarding: &'static str,
+    /// In the state dir: the forwarding value before bpfnet turned it on.
+    saved: &'static str,
+}
+
+const FAMILIES: [Family; 2] = [
+    Family {
+        proto: ProtoFamily::Ipv4,
+        forwarding: "net/ipv4/ip_forward",
+        saved: "ip_forward.before",
+    },
+    Family {
+        proto: ProtoFamily::Ipv6,
+        forwarding: "net/ipv6/conf/all/forwarding",
+        saved: "ipv6_forwarding.before",
+    },
+];
+
+impl Family {
+    fn holds(self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == (self.proto == ProtoFamily::Ipv4)
+    }
+}
 
 /// Every host-side interface bpfnet makes starts with this (`bn…` veths,
 /// `bnbr…` bridges).
@@ -59,18 +93,19 @@ pub const MASQUERADE_OPTION: &str = "com.docker.network.bridge.enable_ip_masquer
 /// A network that reaches beyond the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outbound {
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    pub subnet: IpNet,
+    pub gateway: IpAddr,
     pub masquerade: bool,
 }
 
 /// One published port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dnat {
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub proto: Proto,
-    pub ip: Ipv4Addr,
+    /// The sandbox's address; its family says which table.
+    pub ip: IpAddr,
     pub port: u16,
     /// For the rule's comment: `SANDBOX PORT/PROTO`.
     pub what: String,
@@ -100,11 +135,36 @@ pub fn masquerades(net: &Network) -> bool {
     net.options.get(MASQUERADE_OPTION).map(String::as_str) != Some("false")
 }
 
+/// The network and endpoint a sandbox's ports are published through:
+/// its first on a network that reaches out, as Docker publishes through
+/// the endpoint that holds the default route.
+pub fn publishing<'a>(state: &'a State, sb: &'a Sandbox) -> Option<(&'a Network, &'a Endpoint)> {
+    sb.endpoints.iter().find_map(|e| {
+        let net = state.networks.get(&e.network)?;
+        reaches_out(net).then_some((net, e))
+    })
+}
+
+/// Whether a sandbox's ports are published over IPv6 too: its publishing
+/// endpoint has an IPv6 address. (Docker's userland proxy also serves an
+/// IPv4-only container over IPv6; bpfnet, without a proxy, does not.)
+pub fn publishes_ipv6(state: &State, sb: &Sandbox) -> bool {
+    publishing(state, sb).is_some_and(|(_, ep)| ep.ip6.is_some())
+}
+
 impl Ruleset {
     pub fn of(state: &State) -> Ruleset {
         let mut r = Ruleset::default();
         for net in state.networks.values().filter(|n| reaches_out(n)) {
-            if let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) {
+            let v4 = net
+                .subnet
+                .map(IpNet::from)
+                .zip(net.gateway.map(IpAddr::from));
+            let v6 = net
+                .subnet6
+                .map(IpNet::from)
+                .zip(net.gateway6.map(IpAddr::from));
+            for (subnet, gateway) in v4.into_iter().chain(v6) {
                 r.outbound.push(Outbound {
                     subnet,
                     gateway,
@@ -119,23 +179,27 @@ impl Ruleset {
             .filter_map(|n| n.bridge.clone())
             .collect();
         for sb in state.sandboxes.values().filter(|s| !s.ports.is_empty()) {
-            // Published on the first network that reaches out, as Docker
-            // publishes through the endpoint that holds the default route.
-            let Some((net, ep)) = sb.endpoints.iter().find_map(|e| {
-                let net = state.networks.get(&e.network)?;
-                reaches_out(net).then_some((net, e))
-            }) else {
+            let Some((net, ep)) = publishing(state, sb) else {
                 continue;
             };
+            let ips = [Some(IpAddr::from(ep.ip)), ep.ip6.map(IpAddr::from)];
             for b in &sb.ports {
-                r.ports.push(Dnat {
-                    host_ip: b.host_ip,
-                    host_port: b.host_port,
-                    proto: b.container.proto,
-                    ip: ep.ip,
-                    port: b.container.port,
-                    what: format!("{} {}", sb.name, b.container),
-                });
+                // A binding without a host address: every address of each
+                // family the sandbox has; with one: that address, if the
+                // sandbox has its family.
+                for ip in ips.into_iter().flatten() {
+                    if b.host_ip.is_some_and(|h| h.is_ipv4() != ip.is_ipv4()) {
+                        continue;
+                    }
+                    r.ports.push(Dnat {
+                        host_ip: b.host_ip,
+                        host_port: b.host_port,
+                        proto: b.container.proto,
+                        ip,
+                        port: b.container.port,
+                        what: format!("{} {}", sb.name, b.container),
+                    });
+                }
             }
             let dev = match net.driver {
                 DriverKind::LinuxBridge => net.bridge.clone().unwrap_or_default(),
@@ -149,8 +213,21 @@ impl Ruleset {
     }
 
     fn batch(&self) -> Result<FinalizedBatch> {
-        let table = Table::new(TABLE, ProtoFamily::Ipv4);
         let mut batch = Batch::new();
+        for family in FAMILIES {
+            self.table(&mut batch, family)?;
+        }
+        Ok(batch.finalize())
+    }
+
+    /// The table of `family`, with the entries of that family.
+    fn table(&self, batch: &mut Batch, family: Family) -> Result<()> {
+        let table = Table::new(TABLE, family.proto);
+        let outbound: Vec<&Outbound> = self
+            .outbound
+            .iter()
+            .filter(|o| family.holds(o.gateway))
+            .collect();
         // Add (a no-op when it exists), delete with everything in it, add
         // anew: one transaction, so nobody sees a half-built table.
         batch.add(&table, MsgType::Add);
@@ -179,29 +256,28 @@ impl Ruleset {
             r.add_expr(&nft_expr!(verdict jump c"ports".to_owned()));
             rules.push(r);
         }
-        for d in &self.ports {
+        for d in self.ports.iter().filter(|d| family.holds(d.ip)) {
             let mut r = Rule::new(&ports);
             if let Some(ip) = d.host_ip {
-                r.add_expr(&nft_expr!(payload ipv4 daddr));
-                r.add_expr(&nft_expr!(cmp == ip));
+                match_ip(&mut r, Field::Daddr, ip);
             }
             r.add_expr(&nft_expr!(meta l4proto));
             r.add_expr(&nft_expr!(cmp == d.proto.number()));
             // The destination port sits at the same offset in TCP and UDP.
             r.add_expr(&nft_expr!(payload tcp dport));
             r.add_expr(&nft_expr!(cmp == d.host_port.to_be()));
-            r.add_expr(&expr::Immediate::new(d.ip.octets(), Register::Reg1));
+            load_ip(&mut r, d.ip);
             r.add_expr(&expr::Immediate::new(d.port.to_be(), Register::Reg2));
             r.add_expr(&expr::Nat {
                 nat_type: expr::NatType::DNat,
-                family: ProtoFamily::Ipv4,
+                family: family.proto,
                 ip_register: Register::Reg1,
                 port_register: Some(Register::Reg2),
             });
             comment(&mut r, &format!("publish {}", d.what))?;
             rules.push(r);
         }
-        for o in &self.outbound {
+        for o in &outbound {
             // Hairpin: a sandbox reaching a published port through a host
             // address gets the reply back through its own gateway.
             // Only into a sandbox: another runtime's DNAT to somewhere
@@ -214,14 +290,16 @@ impl Ruleset {
             snat_to(&mut r, o.gateway);
             rules.push(r);
             // 127.0.0.1 clients: the sandbox answers the gateway instead.
-            let mut r = Rule::new(&post);
-            dnatted(&mut r);
-            match_net(&mut r, Field::Saddr, "127.0.0.0/8".parse().expect("valid"));
-            match_net(&mut r, Field::Daddr, o.subnet);
-            snat_to(&mut r, o.gateway);
-            rules.push(r);
+            if o.gateway.is_ipv4() {
+                let mut r = Rule::new(&post);
+                dnatted(&mut r);
+                match_net(&mut r, Field::Saddr, "127.0.0.0/8".parse().expect("valid"));
+                match_net(&mut r, Field::Daddr, o.subnet);
+                snat_to(&mut r, o.gateway);
+                rules.push(r);
+            }
         }
-        for o in self.outbound.iter().filter(|o| o.masquerade) {
+        for o in outbound.iter().filter(|o| o.masquerade) {
             let mut r = Rule::new(&post);
             match_net(&mut r, Field::Saddr, o.subnet);
             r.add_expr(&nft_expr!(meta oifname));
@@ -268,7 +346,7 @@ impl Ruleset {
         rules.push(r);
         // A network that does not masquerade is routed: its addresses are
         // reachable from wherever a route to them leads.
-        for o in self.outbound.iter().filter(|o| !o.masquerade) {
+        for o in outbound.iter().filter(|o| !o.masquerade) {
             let mut r = Rule::new(&fwd);
             into_bpfnet(&mut r);
             match_net(&mut r, Field::Daddr, o.subnet);
@@ -284,7 +362,7 @@ impl Ruleset {
         for r in &rules {
             batch.add(r, MsgType::Add);
         }
-        Ok(batch.finalize())
+        Ok(())
     }
 }
 
@@ -293,13 +371,38 @@ enum Field {
     Daddr,
 }
 
-fn match_net(r: &mut Rule, field: Field, net: Ipv4Net) {
-    match field {
-        Field::Saddr => r.add_expr(&nft_expr!(payload ipv4 saddr)),
-        Field::Daddr => r.add_expr(&nft_expr!(payload ipv4 daddr)),
+/// The address `field` of the packet into register 1 (the table's family
+/// is the address's).
+fn load(r: &mut Rule, field: Field, v4: bool) {
+    match (field, v4) {
+        (Field::Saddr, true) => r.add_expr(&nft_expr!(payload ipv4 saddr)),
+        (Field::Daddr, true) => r.add_expr(&nft_expr!(payload ipv4 daddr)),
+        (Field::Saddr, false) => r.add_expr(&nft_expr!(payload ipv6 saddr)),
+        (Field::Daddr, false) => r.add_expr(&nft_expr!(payload ipv6 daddr)),
     }
-    r.add_expr(&nft_expr!(bitwise mask net.netmask(), xor Ipv4Addr::UNSPECIFIED));
+}
+
+fn match_ip(r: &mut Rule, field: Field, ip: IpAddr) {
+    load(r, field, ip.is_ipv4());
+    r.add_expr(&nft_expr!(cmp == ip));
+}
+
+fn match_net(r: &mut Rule, field: Field, net: IpNet) {
+    load(r, field, net.addr().is_ipv4());
+    let zero = match net {
+        IpNet::V4(_) => IpAddr::from(Ipv4Addr::UNSPECIFIED),
+        IpNet::V6(_) => IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    r.add_expr(&nft_expr!(bitwise mask net.netmask(), xor zero));
     r.add_expr(&nft_expr!(cmp == net.network()));
+}
+
+/// An address into register 1 (a NAT expression's address).
+fn load_ip(r: &mut Rule, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => r.add_expr(&expr::Immediate::new(ip.octets(), Register::Reg1)),
+        IpAddr::V6(ip) => r.add_expr(&expr::Immediate::new(ip.octets(), Register::Reg1)),
+    }
 }
 
 /// `ct status dnat`.
@@ -309,11 +412,15 @@ fn dnatted(r: &mut Rule) {
     r.add_expr(&nft_expr!(cmp != 0u32));
 }
 
-fn snat_to(r: &mut Rule, ip: Ipv4Addr) {
-    r.add_expr(&expr::Immediate::new(ip.octets(), Register::Reg1));
+fn snat_to(r: &mut Rule, ip: IpAddr) {
+    load_ip(r, ip);
     r.add_expr(&expr::Nat {
         nat_type: expr::NatType::SNat,
-        family: ProtoFamily::Ipv4,
+        family: if ip.is_ipv4() {
+            ProtoFamily::Ipv4
+        } else {
+            ProtoFamily::Ipv6
+        },
         ip_register: Register::Reg1,
         port_register: None,
     });
@@ -430,13 +537,15 @@ fn send(batch: &FinalizedBatch) -> Result<()> {
     Ok(())
 }
 
-/// Makes bpfnet's table what `rules` says, in one transaction, and the
-/// sysctls it needs.
+/// Makes bpfnet's tables what `rules` says, in one transaction, and the
+/// sysctls they need.
 pub fn apply(paths: &Paths, rules: &Ruleset) -> Result<()> {
     let batch = rules.batch()?;
-    send(&batch).context("updating nftables table ip bpfnet")?;
-    if !rules.outbound.is_empty() {
-        enable_forwarding(paths)?;
+    send(&batch).context("updating nftables tables ip bpfnet and ip6 bpfnet")?;
+    for family in FAMILIES {
+        if rules.outbound.iter().any(|o| family.holds(o.gateway)) {
+            enable_forwarding(paths, family)?;
+        }
     }
     for dev in &rules.localnet {
         // Gone with its interface; a missing one is gc's business.
@@ -445,45 +554,51 @@ pub fn apply(paths: &Paths, rules: &Ruleset) -> Result<()> {
     Ok(())
 }
 
-/// Removes bpfnet's table (nothing else) and puts `ip_forward` back if
-/// bpfnet turned it on.
+/// Removes bpfnet's tables (nothing else) and puts the forwarding sysctls
+/// back where bpfnet turned them on.
 pub fn remove(paths: &Paths) -> Result<()> {
-    let table = Table::new(TABLE, ProtoFamily::Ipv4);
     let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    send(&batch.finalize()).context("removing nftables table ip bpfnet")?;
-    let saved = forwarding_file(paths);
-    match std::fs::read_to_string(&saved) {
-        Ok(before) => {
-            crate::netns::sysctl(IP_FORWARD, before.trim())
-                .context("restoring net.ipv4.ip_forward")?;
-            std::fs::remove_file(&saved)
-                .with_context(|| format!("removing {}", saved.display()))?;
+    for family in FAMILIES {
+        let table = Table::new(TABLE, family.proto);
+        batch.add(&table, MsgType::Add);
+        batch.add(&table, MsgType::Del);
+    }
+    send(&batch.finalize()).context("removing nftables tables ip bpfnet and ip6 bpfnet")?;
+    for family in FAMILIES {
+        let saved = paths.state_dir.join(family.saved);
+        match std::fs::read_to_string(&saved) {
+            Ok(before) => {
+                crate::netns::sysctl(family.forwarding, before.trim())
+                    .with_context(|| format!("restoring {}", sysctl_name(family)))?;
+                std::fs::remove_file(&saved)
+                    .with_context(|| format!("removing {}", saved.display()))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", saved.display())),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", saved.display())),
     }
     Ok(())
 }
 
-const IP_FORWARD: &str = "net/ipv4/ip_forward";
-
-fn forwarding_file(paths: &Paths) -> std::path::PathBuf {
-    paths.state_dir.join("ip_forward.before")
+fn sysctl_name(family: Family) -> String {
+    family.forwarding.replace('/', ".")
 }
 
 /// Sandboxes reach the world through the host's routing: turn forwarding
-/// on as Docker does, remembering (durably, first) that it was off.
-fn enable_forwarding(paths: &Paths) -> Result<()> {
-    let now = std::fs::read_to_string(Path::new("/proc/sys").join(IP_FORWARD))
-        .context("reading net.ipv4.ip_forward")?;
+/// of the family on as Docker does, remembering (durably, first) that it
+/// was off. For IPv6 that is `all.forwarding`, since replies come in on
+/// the uplink; it also makes interfaces with `accept_ra=1` ignore router
+/// advertisements (as with Docker; `accept_ra=2` keeps them).
+fn enable_forwarding(paths: &Paths, family: Family) -> Result<()> {
+    let now = std::fs::read_to_string(Path::new("/proc/sys").join(family.forwarding))
+        .with_context(|| format!("reading {}", sysctl_name(family)))?;
     if now.trim() != "0" {
         return Ok(());
     }
-    let saved = forwarding_file(paths);
+    let saved = paths.state_dir.join(family.saved);
     if !saved.exists() {
         fsutil::atomic_write(&saved, b"0\n", 0o600)?;
     }
-    crate::netns::sysctl(IP_FORWARD, "1").context("setting net.ipv4.ip_forward=1")
+    crate::netns::sysctl(family.forwarding, "1")
+        .with_context(|| format!("setting {}=1", sysctl_name(family)))
 }

@@ -1,6 +1,10 @@
 //! Published ports: Docker's `-p`/`--publish` and `--expose` specs, and the
 //! bindings a sandbox keeps once bpfnet has resolved them.
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    str::FromStr,
+};
 
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
@@ -72,9 +76,10 @@ impl FromStr for Port {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortBinding {
     pub container: Port,
-    /// The host address it is published on; None: every address.
+    /// The host address it is published on; None: every address (of
+    /// both families when the sandbox has IPv6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     /// The host port as it was asked for (`HostConfig.PortBindings`): a
     /// port, a range, or empty when bpfnet chose it.
@@ -83,28 +88,42 @@ pub struct PortBinding {
 }
 
 impl PortBinding {
-    /// `0.0.0.0:8080`, as `docker port` prints the host side.
-    pub fn host(&self) -> String {
-        format!(
-            "{}:{}",
-            self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            self.host_port
-        )
+    /// The host sides as `docker port` prints them: `0.0.0.0:8080`, and
+    /// `[::]:8080` too when the port is also published over IPv6 (`v6`).
+    pub fn hosts(&self, v6: bool) -> Vec<String> {
+        match self.host_ip {
+            Some(ip) => vec![host_port(ip, self.host_port)],
+            None => {
+                let mut all = vec![host_port(Ipv4Addr::UNSPECIFIED.into(), self.host_port)];
+                if v6 {
+                    all.push(host_port(
+                        std::net::Ipv6Addr::UNSPECIFIED.into(),
+                        self.host_port,
+                    ));
+                }
+                all
+            }
+        }
     }
 
     /// Whether two bindings want the same host port and protocol on an
     /// address they share.
-    pub fn clashes(&self, proto: Proto, host_ip: Option<Ipv4Addr>, port: u16) -> bool {
+    pub fn clashes(&self, proto: Proto, host_ip: Option<IpAddr>, port: u16) -> bool {
         self.container.proto == proto
             && self.host_port == port
             && (self.host_ip.is_none() || host_ip.is_none() || self.host_ip == host_ip)
     }
 }
 
+/// `0.0.0.0:8080`, `[::1]:8080`.
+pub fn host_port(ip: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
 /// One `--publish` as given, before host ports are chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishSpec {
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     /// Host port range; None: bpfnet picks free ports.
     pub host_ports: Option<(u16, u16)>,
     pub container_ports: (u16, u16),
@@ -179,19 +198,39 @@ pub fn parse_publish(spec: &str) -> Result<PublishSpec> {
 
 fn parse_publish_inner(spec: &str) -> Result<PublishSpec> {
     let (ports, proto) = split_proto(spec)?;
+    // An IPv6 host address is written in brackets: `[::1]:8080:80`.
+    let (ip, ports) = match ports.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, rest) = rest
+                .split_once(']')
+                .ok_or_else(|| anyhow!("a '[' without ']' around the IPv6 host address"))?;
+            let ports = rest.strip_prefix(':').ok_or_else(|| {
+                anyhow!("the IPv6 host address [{ip}] needs ':' and ports after it ([::1]:8080:80)")
+            })?;
+            (Some(ip), ports)
+        }
+        None => (None, ports),
+    };
     let parts: Vec<&str> = ports.split(':').collect();
-    let (ip, host, container) = match parts[..] {
-        [c] => (None, None, c),
-        [h, c] => (None, Some(h), c),
-        [ip, h, c] => (Some(ip), Some(h), c),
-        _ => bail!("too many ':' (the form is [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO]; IPv6 is not supported)"),
+    let (ip, host, container) = match (ip, &parts[..]) {
+        (None, [c]) => (None, None, *c),
+        (None, [h, c]) => (None, Some(*h), *c),
+        (None, [ip, h, c]) => (Some(*ip), Some(*h), *c),
+        (Some(ip), [h, c]) => (Some(ip), Some(*h), *c),
+        _ => bail!("too many ':' (the form is [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO], an IPv6 HOSTIP in brackets: [2001:db8::1]:8080:80)"),
     };
     let host_ip = match ip {
         None | Some("") => None,
         Some(ip) => {
-            let ip: Ipv4Addr = ip
-                .parse()
-                .map_err(|_| anyhow!("invalid host address {ip:?} (an IPv4 address)"))?;
+            let ip: IpAddr = ip.parse().map_err(|_| {
+                anyhow!("invalid host address {ip:?} (an IPv4 address, or IPv6 in brackets)")
+            })?;
+            if ip == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST) {
+                bail!("IPv6 loopback clients cannot be forwarded to a sandbox (IPv6 has no route_localnet); publish on 127.0.0.1 or on a host address");
+            }
+            if ip.to_canonical() != ip {
+                bail!("invalid host address {ip} (an IPv4-mapped IPv6 address: write the IPv4 address)");
+            }
             (!ip.is_unspecified()).then_some(ip)
         }
     };
@@ -236,7 +275,12 @@ mod tests {
             (None, Some((8080, 8080)), (80, 80), Proto::Tcp)
         );
         let p = parse_publish("127.0.0.1:8080:80/udp").unwrap();
-        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST.into()));
+        let p = parse_publish("[2001:db8::1]:8080:80").unwrap();
+        assert_eq!(p.host_ip, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(p.host_ports, Some((8080, 8080)));
+        let p = parse_publish("[::]::80/udp").unwrap();
+        assert_eq!((p.host_ip, p.host_ports), (None, None));
         assert_eq!(p.proto, Proto::Udp);
         let p = parse_publish("80").unwrap();
         assert_eq!((p.host_ports, p.requested.as_str()), (None, ""));
@@ -282,6 +326,13 @@ mod tests {
         assert!(err("1.2.3:80:80").contains("invalid host address \"1.2.3\""));
         assert!(err("0:80").contains("invalid host port \"0\""));
         assert!(err("a:b:c:d").contains("too many ':'"));
+        assert!(err("2001:db8::1:8080:80").contains("too many ':'"));
+        assert_eq!(
+            err("[::1]:8080:80"),
+            "invalid --publish \"[::1]:8080:80\": IPv6 loopback clients cannot be forwarded to a sandbox (IPv6 has no route_localnet); publish on 127.0.0.1 or on a host address"
+        );
+        assert!(err("[2001:db8::1:8080:80").contains("without ']'"));
+        assert!(err("[zz]:8080:80").contains("invalid host address \"zz\""));
     }
 
     #[test]

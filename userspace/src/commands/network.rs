@@ -34,8 +34,9 @@ pub enum NetworkCmd {
         #[arg(long = "gateway")]
         gateways: Vec<String>,
         /// Dual stack: IPv6 too, on the --subnet given or on the next free
-        /// /64 of bpfnet's ULA pool fd62:706e:6574::/48. No NAT66 or
-        /// published ports over IPv6 yet.
+        /// /64 of bpfnet's ULA pool fd62:706e:6574::/48. Masqueraded
+        /// (NAT66) and published over IPv6 unless --internal; turns
+        /// net.ipv6.conf.all.forwarding on.
         #[arg(long)]
         ipv6: bool,
         /// No traffic leaves the network through the gateway; DNS answers

@@ -38,7 +38,9 @@ pub struct CreateOpts {
     /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp]
     /// (repeatable). Without HOSTPORT a free host port is picked. Reachable
     /// on the host's addresses (or HOSTIP), from 127.0.0.1 and from other
-    /// sandboxes through a host address.
+    /// sandboxes through a host address; over IPv6 too for a sandbox on a
+    /// --ipv6 network. An IPv6 HOSTIP in brackets: [2001:db8::1]:8080:80
+    /// ([::1] is refused: IPv6 has no route_localnet).
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
     /// Expose a port without publishing it: PORT[-END][/tcp|/udp]
@@ -164,7 +166,7 @@ pub fn port(c: &Controller, name: &str, port: Option<&str>) -> Result<ExitCode> 
                 .map_err(|e| anyhow!("invalid port {p:?}: {e}"))
         })
         .transpose()?;
-    for line in inspect::port_lines(sb, only)? {
+    for line in inspect::port_lines(c.state(), sb, only)? {
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)

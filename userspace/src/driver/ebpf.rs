@@ -80,8 +80,8 @@ impl Driver for Ebpf {
                 .add_unreachable_route(subnet.network(), subnet.prefix_len())
                 .await?;
             // IPv6 the same way: the gateway a /128 on lo, the subnet
-            // unreachable but for each endpoint's /128. The host forwards
-            // nothing for it (no NAT66 yet): no forwarding sysctl is touched.
+            // unreachable but for each endpoint's /128. What leaves the
+            // host is nat.rs's business (NAT66, forwarding).
             if let (Some(subnet6), Some(gw6)) = (net.subnet6, net.gateway6) {
                 host.nl
                     .add_address6(host.lo_index().await?, gw6, 128)

@@ -1,14 +1,14 @@
 //! Published ports of a new sandbox: every `--publish`/`--expose` parsed and
 //! every host port chosen and checked before anything is created.
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 use anyhow::{bail, Result};
 
 use super::{journal::Recovery, sandbox::SandboxCreate, Controller, Plan};
 use crate::{
     nat,
-    ports::{parse_expose, parse_publish, Port, PortBinding, Proto},
-    state::State,
+    ports::{host_port, parse_expose, parse_publish, Port, PortBinding, Proto},
+    state::{Network, State},
 };
 
 impl Controller {
@@ -29,12 +29,7 @@ impl Controller {
             .expect("checked")
             .ports
             .clear();
-        let reaches_out = sb.endpoints.iter().any(|e| {
-            target
-                .networks
-                .get(&e.network)
-                .is_some_and(nat::reaches_out)
-        });
+        let via = nat::publishing(&target, &sb).map(|(net, _)| net);
         let req = SandboxCreate {
             name: name.into(),
             publish,
@@ -48,7 +43,7 @@ impl Controller {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let (ports, _) = resolve_ports(&target, &req, &mode, reaches_out)?;
+        let (ports, _) = resolve_ports(&target, &req, &mode, via)?;
         target.sandboxes.get_mut(name).expect("checked").ports = ports.clone();
         self.execute(Plan {
             what: format!("publish ports of {name}"),
@@ -65,13 +60,14 @@ impl Controller {
 }
 
 /// The bindings and exposed ports `req` asks for, against the bindings
-/// of `state`. `reaches_out`: the sandbox has a network through which
-/// ports can be published.
+/// of `state`. `via`: the network the ports would be published through
+/// (see [`nat::publishing`]), none if the sandbox has no network that
+/// reaches out.
 pub(super) fn resolve_ports(
     state: &State,
     req: &SandboxCreate,
     mode: &str,
-    reaches_out: bool,
+    via: Option<&Network>,
 ) -> Result<(Vec<PortBinding>, Vec<Port>)> {
     let specs = req
         .publish
@@ -91,9 +87,16 @@ pub(super) fn resolve_ports(
         return Ok((vec![], exposed));
     }
     let name = &req.name;
-    if !reaches_out {
+    let Some(via) = via else {
         bail!("--publish needs a network that reaches beyond the host; sandbox {name:?} would use {mode}, where ports cannot be published");
+    };
+    if via.subnet6.is_none() {
+        if let Some(ip) = specs.iter().find_map(|s| s.host_ip.filter(IpAddr::is_ipv6)) {
+            bail!("cannot publish on [{ip}]: sandbox {name:?} has no IPv6 address on network {:?}, which its ports are published through (create it with --ipv6)", via.name);
+        }
     }
+    // Published over IPv6 too (see nat::publishes_ipv6).
+    let v6 = via.subnet6.is_some();
     let taken: Vec<(&str, &PortBinding)> = state
         .sandboxes
         .values()
@@ -101,7 +104,7 @@ pub(super) fn resolve_ports(
         .collect();
     let mut out: Vec<PortBinding> = vec![];
     let pick = |container: Port,
-                host_ip: Option<Ipv4Addr>,
+                host_ip: Option<IpAddr>,
                 range: Option<(u16, u16)>,
                 requested: String,
                 out: &mut Vec<PortBinding>|
@@ -109,18 +112,18 @@ pub(super) fn resolve_ports(
         let proto = container.proto;
         let host_port = match range {
             Some((lo, hi)) if lo == hi => {
-                free(&taken, out, proto, host_ip, lo)?;
+                free(&taken, out, proto, host_ip, lo, v6)?;
                 lo
             }
             Some((lo, hi)) => (lo..=hi)
-                .find(|p| free(&taken, out, proto, host_ip, *p).is_ok())
+                .find(|p| free(&taken, out, proto, host_ip, *p, v6).is_ok())
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "no free host port in {lo}-{hi}/{} for {container}",
                         proto.as_str()
                     )
                 })?,
-            None => random_port(&taken, out, proto, host_ip)?,
+            None => random_port(&taken, out, proto, host_ip, v6)?,
         };
         out.push(PortBinding {
             container,
@@ -152,32 +155,31 @@ pub(super) fn resolve_ports(
 }
 
 /// Whether a host port can be published: no sandbox has it, this request
-/// does not take it twice, and no process on the host holds it.
+/// does not take it twice, and no process on the host holds it (on IPv6
+/// as well when it is published over IPv6 on every address, `v6`).
 fn free(
     taken: &[(&str, &PortBinding)],
     out: &[PortBinding],
     proto: Proto,
-    host_ip: Option<Ipv4Addr>,
+    host_ip: Option<IpAddr>,
     port: u16,
+    v6: bool,
 ) -> Result<()> {
-    let at = format!(
-        "{}:{port}/{}",
-        host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-        proto.as_str()
-    );
+    let ip = host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+    let at = format!("{}/{}", host_port(ip, port), proto.as_str());
     if let Some((owner, _)) = taken.iter().find(|(_, b)| b.clashes(proto, host_ip, port)) {
         bail!("host port {at} is already published by sandbox {owner:?}; pick another host port");
     }
     if out.iter().any(|b| b.clashes(proto, host_ip, port)) {
         bail!("host port {at} is given twice");
     }
-    let addr = SocketAddrV4::new(host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port);
-    let bound = match proto {
+    let addr = SocketAddr::new(ip, port);
+    let bind = |addr| match proto {
         Proto::Tcp => TcpListener::bind(addr).map(drop),
         Proto::Udp => UdpSocket::bind(addr).map(drop),
     };
-    match bound {
-        Ok(()) => Ok(()),
+    match bind(addr) {
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             bail!("host port {at} is in use by a process on the host; pick another host port")
         }
@@ -189,6 +191,16 @@ fn free(
         }
         Err(e) => bail!("cannot check host port {at}: {e}"),
     }
+    if v6 && host_ip.is_none() {
+        // A listener on [::] only (IPV6_V6ONLY) leaves 0.0.0.0 free; a
+        // host without IPv6 has nothing to hold it.
+        let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+        if bind(any6).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse) {
+            let at = format!("{}/{}", host_port(any6.ip(), port), proto.as_str());
+            bail!("host port {at} is in use by a process on the host; pick another host port");
+        }
+    }
+    Ok(())
 }
 
 /// A free port from the kernel's ephemeral range, from a random start.
@@ -196,7 +208,8 @@ fn random_port(
     taken: &[(&str, &PortBinding)],
     out: &[PortBinding],
     proto: Proto,
-    host_ip: Option<Ipv4Addr>,
+    host_ip: Option<IpAddr>,
+    v6: bool,
 ) -> Result<u16> {
     let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -210,7 +223,7 @@ fn random_port(
     let start = u32::from_str_radix(&crate::util::new_id()[..8], 16).unwrap_or(0) % span;
     for i in 0..span {
         let p = lo + ((start + i) % span) as u16;
-        if free(taken, out, proto, host_ip, p).is_ok() {
+        if free(taken, out, proto, host_ip, p, v6).is_ok() {
             return Ok(p);
         }
     }

@@ -227,16 +227,16 @@ impl Controller {
                 no_address_on_default_bridge(req.ip.is_some(), req.ip6.is_some())?;
             }
         }
-        let (reaches_out, mode_text) = match &mode {
+        let (via, mode_text) = match &mode {
             Mode::Networks(nets) => (
                 nets.iter()
-                    .any(|n| nat::reaches_out(&self.state().networks[n])),
+                    .map(|n| &self.state().networks[n])
+                    .find(|n| nat::reaches_out(n)),
                 format!("only --internal networks ({})", nets.join(", ")),
             ),
-            _ => (false, format!("network mode {}", req.networks[0])),
+            _ => (None, format!("network mode {}", req.networks[0])),
         };
-        let (ports, exposed) =
-            super::ports::resolve_ports(self.state(), &req, &mode_text, reaches_out)?;
+        let (ports, exposed) = super::ports::resolve_ports(self.state(), &req, &mode_text, via)?;
         let dns = dns_settings(&req, &mode)?;
         let sandbox = Sandbox {
             id: new_id(),
