@@ -219,7 +219,7 @@ async fn dispatch(cmd: Cmd, paths: Paths) -> Result<ExitCode> {
             } else {
                 Controller::open(&paths).await?
             };
-            return match cmd {
+            let result = match cmd {
                 Cmd::Network(cmd) => commands::network::run(&mut c, cmd).await,
                 Cmd::Create(opts) => commands::sandbox::create(&mut c, opts).await,
                 Cmd::Run { opts, rm, cmd } => commands::sandbox::run(&mut c, opts, rm, cmd).await,
@@ -239,6 +239,11 @@ async fn dispatch(cmd: Cmd, paths: Paths) -> Result<ExitCode> {
                 | Cmd::DnsServer { .. }
                 | Cmd::DockerPlugin { .. } => unreachable!("handled before"),
             };
+            // The process exits next: freeing the state (thousands of
+            // sandboxes) piece by piece would only cost time. The lock goes
+            // with the process's files.
+            std::mem::forget(c);
+            return result;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -280,9 +280,9 @@ impl Controller {
         }
         if result.is_ok() {
             plan.target.last_op = Some(id);
-            result = self
-                .commit(plan.target.clone(), &plan.networks, &policy)
-                .await;
+            // (Not used after: undo works from the committed state.)
+            let target = std::mem::take(&mut plan.target);
+            result = self.commit(target, &plan.networks, &policy).await;
         }
         match result {
             Ok(()) => {

@@ -434,18 +434,8 @@ impl Contender {
             return Ok(());
         };
         let b = IP6_B.to_string();
-        for _ in 0..3 {
-            let o = self.host.run_full(
-                &[
-                    "ip", "netns", "exec", six.a, "ping", "-6", "-n", "-q", "-c", "1", "-W", "1",
-                    &b,
-                ],
-                None,
-                Duration::from_secs(5),
-            )?;
-            if o.code == 0 {
-                return Ok(());
-            }
+        if self.pings(six.a, &["-6"], &b)? {
+            return Ok(());
         }
         bail!(
             "[{}] {} cannot ping {} ({b}): the IPv6 pair is not set up right",
@@ -482,22 +472,31 @@ impl Contender {
     /// A → B answers a ping (also fills neighbour tables and bridge FDBs).
     pub fn check_path(&self) -> Result<()> {
         let b = ip_str(IP_B);
-        for _ in 0..3 {
-            let o = self.host.run_full(
-                &[
-                    "ip", "netns", "exec", A, "ping", "-n", "-q", "-c", "1", "-W", "1", &b,
-                ],
-                None,
-                Duration::from_secs(5),
-            )?;
-            if o.code == 0 {
-                return Ok(());
-            }
+        if self.pings(A, &[], &b)? {
+            return Ok(());
         }
         bail!(
             "[{}] {A} cannot ping {B} ({b}): the contender is not set up right",
             self.kind.name()
         )
+    }
+
+    /// Whether `from` gets an answer to one of three pings of `to`.
+    fn pings(&self, from: &str, family: &[&str], to: &str) -> Result<bool> {
+        let mut args = vec!["ip", "netns", "exec", from, "ping"];
+        args.extend_from_slice(family);
+        args.extend_from_slice(&["-n", "-q", "-c", "1", "-W", "1", to]);
+        for _ in 0..3 {
+            if self
+                .host
+                .run_full(&args, None, Duration::from_secs(5))?
+                .code
+                == 0
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub fn pair(&self) -> Pair<'_> {
