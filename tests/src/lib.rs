@@ -646,14 +646,7 @@ impl TestHost {
     /// veths with them), so this waits up to 5 s for the list to be
     /// `expected`, and returns the last one read either way.
     pub fn links_settled(&self, expected: &[&str]) -> Vec<String> {
-        let until = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let links = self.link_names(None);
-            if links == expected || std::time::Instant::now() >= until {
-                return links;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        settled(expected, || self.link_names(None))
     }
 
     /// Names of the netns under the host's /run/netns.
@@ -839,6 +832,19 @@ impl Drop for TestHost {
 }
 
 /// Names of `ip -o link show` output lines (`2: eth0@if5: …` → `eth0`).
+/// What `read` returns once it is `expected`, waiting up to 5 s (for what
+/// the kernel finishes after a command returned), or the last value read.
+pub fn settled<T: PartialEq<E>, E: ?Sized>(expected: &E, read: impl Fn() -> T) -> T {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = read();
+        if now == *expected || std::time::Instant::now() >= until {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn parse_link_names(out: &str) -> Vec<String> {
     out.lines()
         .filter_map(|l| l.split(": ").nth(1))

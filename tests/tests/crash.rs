@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bpfnet_tests::{Output, TestHost};
+use bpfnet_tests::{settled, Output, TestHost};
 use serde_json::Value;
 
 /// Runs `bpfnet ARGS` with `BPFNET_FAULT=n`.
@@ -81,11 +81,13 @@ fn assert_accounted_for(h: &TestHost, ctx: &str) {
         .collect();
     assert_eq!(etc, sbs, "{ctx}: /etc/netns dirs vs sandboxes");
     let (veths, ebpf, v6) = endpoints6(&st);
-    let links: BTreeSet<String> = h
-        .link_names(None)
-        .into_iter()
-        .filter(|l| l.starts_with("bn"))
-        .collect();
+    // (The veths of a removed sandbox go with its namespace, after `rm`.)
+    let links: BTreeSet<String> = settled(&veths, || {
+        h.link_names(None)
+            .into_iter()
+            .filter(|l| l.starts_with("bn"))
+            .collect()
+    });
     assert_eq!(links, veths, "{ctx}: host-side veths vs endpoints");
     for map in ["ENDPOINTS", "FDB", "NEIGHBOURS"] {
         let n = h.map_dump(map).len();
@@ -524,9 +526,9 @@ fn a_hundred_random_kills_during_a_mixed_workload_leave_whole_or_gone() {
             (true, _) => vec!["rm", &name],
         };
         let mut op = h.bpfnet_spawn(&args);
-        // Within an operation's run time: since attaching is a netlink
-        // request instead of two TCX links, a create takes tens of ms.
-        std::thread::sleep(Duration::from_millis(rng.below(50)));
+        // Within an operation's run time: a create or rm (this debug
+        // build, with the fork and exec) takes some 10 to 40 ms.
+        std::thread::sleep(Duration::from_micros(rng.below(25_000)));
         // SAFETY: kill(2) of a child we have not reaped (finish reaps it).
         let killed = unsafe { libc::kill(op.pid() as i32, libc::SIGKILL) } == 0;
         let out = op.finish(Duration::from_secs(30));
