@@ -65,7 +65,7 @@ fn run_with_rm_runs_in_a_fresh_sandbox_and_removes_it() {
         "netns left: {:?}",
         h.netns_list()
     );
-    assert_eq!(h.link_names(None), vec!["lo"]);
+    assert_eq!(h.links_settled(&["lo"]), vec!["lo"]);
     // Without --rm the sandbox stays.
     h.bpfnet_ok(&["run", "--name", "r2", "--", "true"]);
     assert_eq!(h.netns_list(), vec!["r2"]);
