@@ -78,7 +78,11 @@ fn churn_of_200_endpoints_leaves_no_map_entry_link_or_pin() {
             entries[0]
         );
     }
-    assert_eq!(h.links_settled(&["lo"]), vec!["lo"], "links left in the host");
+    assert_eq!(
+        h.links_settled(&["lo"]),
+        vec!["lo"],
+        "links left in the host"
+    );
     assert!(
         h.netns_list().is_empty(),
         "netns left: {:?}",

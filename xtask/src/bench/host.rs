@@ -69,6 +69,43 @@ fn reader<R: std::io::Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle
 }
 
 /// Runs `cmd` to completion with a timeout (killed then), optional stdin.
+/// Waits for `child` to exit (at most `timeout`), waking the moment it
+/// does: the set-up and teardown figures are the wall time of commands that
+/// take a few ms, which polling with sleeps would round up by as much as
+/// its interval. (A pidfd polled for readability; without one, polling.)
+fn wait_exact(child: &mut std::process::Child, timeout: Duration) -> std::io::Result<Option<i32>> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    if fd < 0 {
+        return wait_timeout(child, timeout);
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, its count, a timeout in ms.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            return Ok(Some(child.wait()?.code().unwrap_or(-1)));
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 pub fn run_timeout(
     line: &str,
     mut cmd: Command,
@@ -79,7 +116,7 @@ pub fn run_timeout(
         spawn_piped(&mut cmd, stdin).with_context(|| format!("cannot start `{line}`"))?;
     let out = reader(child.stdout.take());
     let err = reader(child.stderr.take());
-    let code = match wait_timeout(&mut child, timeout).context("wait for a child")? {
+    let code = match wait_exact(&mut child, timeout).context("wait for a child")? {
         Some(c) => c,
         None => {
             let _ = child.kill();
