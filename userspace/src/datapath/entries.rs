@@ -496,9 +496,5 @@ fn removed(r: Result<(), MapError>) -> Result<bool> {
 }
 
 fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
-    match r {
-        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    removed(r).map(drop)
 }
