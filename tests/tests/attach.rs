@@ -208,6 +208,8 @@ fn endpoints_get_both_programs_as_direct_action_filters_and_leave_none_behind() 
     h.bpfnet_ok(&["network", "disconnect", "net1", "b"]);
     assert_attached_exactly(h, &[&va, &vc]);
     h.bpfnet_ok(&["rm", "-f", "a", "c"]);
+    // (The pairs of a removed sandbox go with its namespace, after `rm`.)
+    assert_eq!(h.links_settled(&["lo"]), vec!["lo"], "links left");
     assert_attached_exactly(h, &[]);
     assert!(h.tc_filters().is_empty(), "{:?}", h.tc_filters());
 }
