@@ -215,6 +215,53 @@ pub fn delete(name: &str) -> Result<()> {
 }
 
 /// Writes a sysctl of the namespace the calling thread is in.
+///
+/// Through a procfs instance of this process's own, when it can make one:
+/// every network namespace has its own `/proc/sys/net` dentry, all of them
+/// in one hash chain of the shared `/proc`'s dentry cache, so the first
+/// sysctl of a new namespace walks one entry per namespace on the host
+/// (0.6 ms with 2,000 sandboxes here, 17 µs with none). A fresh instance's
+/// cache holds only what this process looked up.
 pub fn sysctl(path: &str, value: &str) -> std::io::Result<()> {
-    std::fs::write(Path::new("/proc/sys").join(path), value)
+    use std::io::Write as _;
+    let Some(proc) = private_proc() else {
+        return std::fs::write(Path::new("/proc/sys").join(path), value);
+    };
+    let file = nix::fcntl::openat(
+        Some(proc.as_raw_fd()),
+        Path::new("sys").join(path).as_path(),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: `openat` returned a new descriptor that nothing else owns.
+    let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(file) };
+    file.write_all(value.as_bytes())
+}
+
+/// A detached mount of a new procfs instance (never attached anywhere, gone
+/// with the process), or `None` where the new mount API is refused.
+fn private_proc() -> Option<&'static OwnedFd> {
+    static PROC: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    PROC.get_or_init(|| {
+        // <linux/mount.h>: FSOPEN_CLOEXEC, FSCONFIG_CMD_CREATE, FSMOUNT_CLOEXEC.
+        const FSOPEN_CLOEXEC: libc::c_uint = 1;
+        const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+        const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+        let take = |fd: libc::c_long| -> Option<OwnedFd> {
+            let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+            // SAFETY: the syscall returned a new descriptor that nothing else owns.
+            Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        };
+        // SAFETY: plain syscalls on a NUL-terminated name and our own descriptors.
+        unsafe {
+            let fs = take(libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC))?;
+            let raw = fs.as_raw_fd();
+            let null = std::ptr::null::<libc::c_char>();
+            if libc::syscall(libc::SYS_fsconfig, raw, FSCONFIG_CMD_CREATE, null, null, 0) != 0 {
+                return None;
+            }
+            take(libc::syscall(libc::SYS_fsmount, raw, FSMOUNT_CLOEXEC, 0))
+        }
+    })
+    .as_ref()
 }
