@@ -254,7 +254,11 @@ fn private_proc() -> Option<&'static OwnedFd> {
         };
         // SAFETY: plain syscalls on a NUL-terminated name and our own descriptors.
         unsafe {
-            let fs = take(libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC))?;
+            let fs = take(libc::syscall(
+                libc::SYS_fsopen,
+                c"proc".as_ptr(),
+                FSOPEN_CLOEXEC,
+            ))?;
             let raw = fs.as_raw_fd();
             let null = std::ptr::null::<libc::c_char>();
             if libc::syscall(libc::SYS_fsconfig, raw, FSCONFIG_CMD_CREATE, null, null, 0) != 0 {

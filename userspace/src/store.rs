@@ -438,6 +438,35 @@ pub fn parse(bytes: &[u8]) -> Result<State> {
 }
 
 impl State {
+    /// [`State::validate`] for a state that held together before `changes`:
+    /// only what they touched is checked (all of it when networks changed).
+    fn validate_changed(&self, changes: &Changes) -> Result<()> {
+        if changes.networks {
+            return self.validate();
+        }
+        for (name, _) in &changes.sandboxes {
+            let Some(s) = self.sandboxes.get(name) else {
+                continue;
+            };
+            if *name != s.name {
+                bail!("sandbox {name:?} is listed under the name {:?}", s.name);
+            }
+            if let Some(e) = s
+                .endpoints
+                .iter()
+                .find(|e| !self.networks.contains_key(&e.network))
+            {
+                bail!(
+                    "sandbox {name:?} has an endpoint on network {:?}, which does not exist",
+                    e.network
+                );
+            }
+        }
+        // (Rules are not the responder's business; `validate` checks them
+        // whenever the state is read whole.)
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
         for (key, n) in &self.networks {
             if *key != n.name {
@@ -590,28 +619,47 @@ impl Follower {
         &self.state
     }
 
-    /// Brings the state up to date with what is committed.
-    pub fn refresh(&mut self) -> Result<&State> {
-        if !self.catch_up() {
+    /// Brings the state up to date with what is committed, and says what
+    /// changed: `None` when it was read whole (anything may have).
+    pub fn refresh(&mut self) -> Result<(&State, Option<Changes>)> {
+        let changes = self.catch_up();
+        if changes.is_none() {
             let disk = read(&self.paths)?;
             self.state = disk.state;
             self.snapshot_id = disk.snapshot_id;
             self.log_ino = disk.log_ino;
             self.offset = disk.log_len;
         }
-        Ok(&self.state)
+        Ok((&self.state, changes))
     }
 
-    /// Applies the lines appended since the last look; false when that is
-    /// not enough (a file replaced, anything unexpected): read it all.
-    fn catch_up(&mut self) -> bool {
+    /// Applies the lines appended since the last look and returns what they
+    /// changed; `None` when that is not enough (a file replaced, anything
+    /// unexpected): read it all.
+    fn catch_up(&mut self) -> Option<Changes> {
+        let records = self.appended()?;
+        let mut changes = Changes::default();
+        for (_, record) in records {
+            changes.networks |= !record.networks.is_empty();
+            for name in record.sandboxes.keys() {
+                let old = self.state.sandboxes.get(name).cloned();
+                changes.sandboxes.push((name.clone(), old));
+            }
+            record.apply(&mut self.state);
+        }
+        // (Not valid: the full read that follows replaces it, and says why.)
+        self.state.validate_changed(&changes).ok()?;
+        Some(changes)
+    }
+
+    /// The records of the lines appended since the last look (the offset
+    /// moved past them), if the files are the ones last read.
+    fn appended(&mut self) -> Option<Vec<(usize, Record)>> {
         use std::io::Seek as _;
         let (Some(snapshot_id), Some(log_ino)) = (&self.snapshot_id, self.log_ino) else {
-            return false;
+            return None;
         };
-        let Ok(mut log) = File::open(self.paths.state_log()) else {
-            return false;
-        };
+        let mut log = File::open(self.paths.state_log()).ok()?;
         let same_snapshot = File::open(self.paths.state_file())
             .ok()
             .and_then(|f| identity(&f))
@@ -622,22 +670,26 @@ impl Follower {
             .seek(std::io::SeekFrom::Start(self.offset))
             .and_then(|_| log.read_to_end(&mut bytes));
         if !same_snapshot || !same_log || read.is_err() {
-            return false;
+            return None;
         }
-        let Ok(records) = whole_lines(&bytes) else {
-            return false;
-        };
+        let records = whole_lines(&bytes).ok()?;
         let next = self.state.seq + 1;
         if (0..).zip(&records).any(|(i, (_, r))| r.seq != next + i) {
-            return false;
+            return None;
         }
-        for (_, record) in records {
-            record.apply(&mut self.state);
-        }
-        // (Not valid: the full read that follows replaces it, and says why.)
         self.offset += bytes.len() as u64 - torn(&bytes);
-        self.state.validate().is_ok()
+        Some(records)
     }
+}
+
+/// What the commits a [`Follower`] caught up with changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Some network was added, changed or removed.
+    pub networks: bool,
+    /// Each sandbox a commit added, changed or removed, with what it was
+    /// before (`None`: it did not exist), in commit order.
+    pub sandboxes: Vec<(String, Option<Sandbox>)>,
 }
 
 fn parse_snapshot(path: &Path, bytes: &[u8]) -> Result<State> {
@@ -867,22 +919,37 @@ mod tests {
         let mut l = Locked::acquire(&d.0).unwrap();
         add(&mut l, "a", "op1");
         let mut f = Follower::new(&d.0);
-        assert_eq!(names(f.refresh().unwrap()), ["a"]);
+        let (state, changes) = f.refresh().unwrap();
+        assert_eq!(names(state), ["a"]);
+        assert!(changes.is_none(), "the first look reads it whole");
         add(&mut l, "b", "op2");
         add(&mut l, "c", "op3");
-        let offset = f.offset;
-        assert!(f.catch_up(), "appended lines are read incrementally");
-        assert!(f.offset > offset);
-        assert_eq!(names(f.state()), ["a", "b", "c"]);
-        assert_eq!(f.state().last_op.as_deref(), Some("op3"));
-        l.compact_next = true;
-        l.state.sandboxes.remove("a");
+        l.state.sandboxes.get_mut("b").unwrap().id = "changed".into();
         l.state.last_op = Some("op4".into());
         l.save().unwrap();
-        assert!(!f.catch_up(), "a new snapshot is read whole");
-        assert_eq!(names(f.refresh().unwrap()), ["b", "c"]);
-        add(&mut l, "d", "op5");
-        assert_eq!(names(f.refresh().unwrap()), ["b", "c", "d"]);
+        let offset = f.offset;
+        let changes = f.catch_up().expect("appended lines are read incrementally");
+        assert!(f.offset > offset);
+        assert_eq!(names(f.state()), ["a", "b", "c"]);
+        assert_eq!(f.state().last_op.as_deref(), Some("op4"));
+        // What each commit changed, with what it was before.
+        assert!(!changes.networks);
+        let seen: Vec<(&str, Option<&str>)> = changes
+            .sandboxes
+            .iter()
+            .map(|(n, old)| (n.as_str(), old.as_ref().map(|s| s.id.as_str())))
+            .collect();
+        assert_eq!(seen, [("b", None), ("c", None), ("b", Some("y"))]);
+        l.compact_next = true;
+        l.state.sandboxes.remove("a");
+        l.state.last_op = Some("op5".into());
+        l.save().unwrap();
+        assert!(f.catch_up().is_none(), "a new snapshot is read whole");
+        assert_eq!(names(f.refresh().unwrap().0), ["b", "c"]);
+        add(&mut l, "d", "op6");
+        let (state, changes) = f.refresh().unwrap();
+        assert_eq!(names(state), ["b", "c", "d"]);
+        assert_eq!(changes.unwrap().sandboxes.len(), 1);
         assert_eq!(f.state().seq, snapshot(&d.0).unwrap().seq);
     }
 }

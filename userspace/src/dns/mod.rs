@@ -77,6 +77,16 @@ impl Files {
         crate::fsutil::atomic_write(path, content.as_bytes(), 0o600)
     }
 
+    /// Says which state the worker serves (`loaded`): replaced whole, but
+    /// not made durable (it means nothing after a reboot; a command that
+    /// finds it missing or stale waits for the worker to say it again).
+    fn acknowledge(&self, gen: &str) -> Result<()> {
+        let tmp = self.dir.join("loaded.tmp");
+        std::fs::write(&tmp, gen).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.loaded)
+            .with_context(|| format!("writing {}", self.loaded.display()))
+    }
+
     fn write_pid(&self, path: &Path, pid: u32) -> Result<()> {
         self.write_atomic(path, &format!("{pid}\n"))
     }

@@ -246,6 +246,8 @@ pub async fn worker(paths: Paths) -> Result<()> {
     let mut loaded: Option<String> = None;
     // Only what was committed since it last looked is read.
     let mut follower = store::Follower::new(&paths);
+    // The follower's `seq` the name table was last brought in line with.
+    let mut table_at: Option<u64> = None;
     let mut gone_since: Option<Instant> = None;
     let mut bind_failed_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(POLL);
@@ -271,7 +273,8 @@ pub async fn worker(paths: Paths) -> Result<()> {
         if loaded.as_ref() == Some(&gen) && !retry_bind {
             continue;
         }
-        let state = match follower.refresh() {
+        let seq_before = follower.state().seq;
+        let (state, changes) = match follower.refresh() {
             Ok(s) => s,
             Err(e) => {
                 if loaded.is_some() {
@@ -300,12 +303,36 @@ pub async fn worker(paths: Paths) -> Result<()> {
         }
         let port = new_config.port;
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let table = Table::build(state, &ResolvConf::parse(&host).search);
+        let search = ResolvConf::parse(&host).search;
+        // Only sandboxes changed since the table was made: the table takes
+        // in just their change, in place (nobody is reading it), else it is
+        // built anew and the old one dropped after the acknowledgement.
+        let mut old_table = None;
+        {
+            let mut current = shared.table.write().expect("not poisoned");
+            let updated = match (changes, Arc::get_mut(&mut current)) {
+                (Some(c), Some(t))
+                    if !c.networks && table_at == Some(seq_before) && t.searches(&search) =>
+                {
+                    t.update(state, &c.sandboxes);
+                    true
+                }
+                _ => false,
+            };
+            if !updated {
+                old_table = Some(std::mem::replace(
+                    &mut *current,
+                    Arc::new(Table::build(state, &search)),
+                ));
+            }
+        }
+        table_at = Some(state.seq);
+        let gateways = shared.table().gateways.clone();
         *shared.upstreams.write().expect("not poisoned") = Arc::new(new_config.upstreams(&host));
         config = Some(new_config);
-        listeners.retain(|gw, _| table.gateways.contains(gw));
+        listeners.retain(|gw, _| gateways.contains(gw));
         bind_failed_at = None;
-        for &gw in &table.gateways {
+        for &gw in &gateways {
             if listeners.contains_key(&gw) {
                 continue;
             }
@@ -319,9 +346,9 @@ pub async fn worker(paths: Paths) -> Result<()> {
                 }
             }
         }
-        *shared.table.write().expect("not poisoned") = Arc::new(table);
-        files.write_atomic(&files.loaded, &gen)?;
+        files.acknowledge(&gen)?;
         loaded = Some(gen);
+        drop(old_table);
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Who may resolve what: an immutable snapshot of the names of every user
-//! network, built from the state and swapped whole on each reload.
+//! Who may resolve what: the names of every user network, built from the
+//! state, and brought up to date change by change (see [`Table::update`]).
 //!
 //! Rules (Docker's embedded DNS, aardvark-dns):
 //! - a requester is a bpfnet endpoint (by source address) of a sandbox that
@@ -27,7 +27,7 @@ use std::{
     },
 };
 
-use crate::state::{Network, State};
+use crate::state::{Endpoint, Network, Sandbox, State};
 
 /// Length of the short id Docker also resolves (`docker ps`'s CONTAINER ID).
 const SHORT_ID: usize = 12;
@@ -91,6 +91,8 @@ pub struct Table {
     search: Vec<String>,
     /// Where to listen: the gateways of the user networks.
     pub gateways: BTreeSet<Ipv4Addr>,
+    /// User network name → its names in `nets`.
+    index: HashMap<String, usize>,
 }
 
 /// Lower case, no trailing dot.
@@ -98,87 +100,165 @@ fn normalize(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Search domains as the table keeps them.
+fn normalized(search: &[String]) -> Vec<String> {
+    search
+        .iter()
+        .map(|s| normalize(s))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The names an endpoint answers to on its network (normalised): its
+/// sandbox's name and short id, and its aliases.
+fn names_of<'a>(sb: &'a Sandbox, ep: &'a Endpoint) -> impl Iterator<Item = String> + 'a {
+    [sb.name.as_str(), &sb.id[..SHORT_ID.min(sb.id.len())]]
+        .into_iter()
+        .chain(ep.aliases.iter().map(String::as_str))
+        .map(normalize)
+}
+
 impl Table {
     pub fn build(state: &State, search: &[String]) -> Table {
         let mut t = Table {
-            search: search
-                .iter()
-                .map(|s| normalize(s))
-                .filter(|s| !s.is_empty())
-                .collect(),
+            search: normalized(search),
             ..Table::default()
         };
-        let mut index = HashMap::new();
         for net in state.networks.values() {
             if resolves_names(net) {
-                index.insert(net.name.as_str(), t.nets.len());
+                t.index.insert(net.name.clone(), t.nets.len());
                 t.nets.push(NetNames::default());
                 t.gateways.extend(net.gateway);
             }
         }
         for sb in state.sandboxes.values() {
-            let on: Vec<usize> = sb
-                .endpoints
-                .iter()
-                .filter_map(|e| index.get(e.network.as_str()).copied())
-                .collect();
-            if on.is_empty() {
-                continue;
-            }
-            let forward = sb
-                .endpoints
-                .iter()
-                .any(|e| state.networks.get(&e.network).is_some_and(|n| !n.internal));
-            let id: Arc<str> = sb.id.as_str().into();
-            let upstreams = (!sb.dns.servers.is_empty()).then(|| {
-                Arc::new(
-                    sb.dns
-                        .servers
-                        .iter()
-                        .map(|s| SocketAddr::from((*s, 53)))
-                        .collect::<Vec<_>>(),
-                )
-            });
-            for ep in &sb.endpoints {
-                let own = index.get(ep.network.as_str()).copied();
-                let order = own
-                    .into_iter()
-                    .chain(on.iter().copied().filter(|&i| Some(i) != own))
-                    .collect();
-                t.requesters.insert(
-                    ep.ip,
-                    Requester {
-                        order,
-                        sandbox: id.clone(),
-                        forward,
-                        upstreams: upstreams.clone(),
-                    },
-                );
-                let Some(i) = own else { continue };
-                let net = &mut t.nets[i];
-                let names = [sb.name.as_str(), &sb.id[..SHORT_ID.min(sb.id.len())]]
-                    .into_iter()
-                    .chain(ep.aliases.iter().map(String::as_str));
-                for name in names {
-                    let entry = net.names.entry(normalize(name)).or_default();
-                    if !entry.addrs.contains(&ep.ip) {
-                        entry.addrs.push(ep.ip);
-                        entry.addrs.sort();
-                    }
-                    if let Some(ip6) = ep.ip6 {
-                        if !entry.addrs6.contains(&ip6) {
-                            entry.addrs6.push(ip6);
-                            entry.addrs6.sort();
-                        }
-                    }
-                }
-                net.ptr.insert(ep.ip, sb.name.clone());
-                if let Some(ip6) = ep.ip6 {
-                    net.ptr6.insert(ip6, sb.name.clone());
+            t.add(state, sb);
+        }
+        t
+    }
+
+    /// Whether the table was built for these search domains.
+    pub fn searches(&self, search: &[String]) -> bool {
+        self.search == normalized(search)
+    }
+
+    /// Brings a table built from an earlier state in line with `state`,
+    /// where only the sandboxes of `changed` changed (each with what it was
+    /// before, a sandbox changed twice listed twice) and no network did:
+    /// what the old sandboxes put in goes, what the new ones have comes in.
+    /// The same table as [`Table::build`] of `state`, in the time of the
+    /// change rather than of the whole state.
+    pub fn update(&mut self, state: &State, changed: &[(String, Option<Sandbox>)]) {
+        let mut names = std::collections::HashSet::new();
+        for (name, old) in changed {
+            // The first listing has what the table holds.
+            if names.insert(name.as_str()) {
+                if let Some(old) = old {
+                    self.remove(old);
                 }
             }
         }
-        t
+        for name in names {
+            if let Some(sb) = state.sandboxes.get(name) {
+                self.add(state, sb);
+            }
+        }
+    }
+
+    /// Takes in a sandbox's requesters, names and reverse names.
+    fn add(&mut self, state: &State, sb: &Sandbox) {
+        let on: Vec<usize> = sb
+            .endpoints
+            .iter()
+            .filter_map(|e| self.index.get(e.network.as_str()).copied())
+            .collect();
+        if on.is_empty() {
+            return;
+        }
+        let forward = sb
+            .endpoints
+            .iter()
+            .any(|e| state.networks.get(&e.network).is_some_and(|n| !n.internal));
+        let id: Arc<str> = sb.id.as_str().into();
+        let upstreams = (!sb.dns.servers.is_empty()).then(|| {
+            Arc::new(
+                sb.dns
+                    .servers
+                    .iter()
+                    .map(|s| SocketAddr::from((*s, 53)))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        for ep in &sb.endpoints {
+            let own = self.index.get(ep.network.as_str()).copied();
+            let order = own
+                .into_iter()
+                .chain(on.iter().copied().filter(|&i| Some(i) != own))
+                .collect();
+            self.requesters.insert(
+                ep.ip,
+                Requester {
+                    order,
+                    sandbox: id.clone(),
+                    forward,
+                    upstreams: upstreams.clone(),
+                },
+            );
+            let Some(i) = own else { continue };
+            let net = &mut self.nets[i];
+            for name in names_of(sb, ep) {
+                let entry = net.names.entry(name).or_default();
+                if !entry.addrs.contains(&ep.ip) {
+                    entry.addrs.push(ep.ip);
+                    entry.addrs.sort();
+                }
+                if let Some(ip6) = ep.ip6 {
+                    if !entry.addrs6.contains(&ip6) {
+                        entry.addrs6.push(ip6);
+                        entry.addrs6.sort();
+                    }
+                }
+            }
+            net.ptr.insert(ep.ip, sb.name.clone());
+            if let Some(ip6) = ep.ip6 {
+                net.ptr6.insert(ip6, sb.name.clone());
+            }
+        }
+    }
+
+    /// Takes out what [`Table::add`] took in for `sb` (as it was then).
+    fn remove(&mut self, sb: &Sandbox) {
+        for ep in &sb.endpoints {
+            if self
+                .requesters
+                .get(&ep.ip)
+                .is_some_and(|r| *r.sandbox == *sb.id)
+            {
+                self.requesters.remove(&ep.ip);
+            }
+            let Some(&i) = self.index.get(ep.network.as_str()) else {
+                continue;
+            };
+            let net = &mut self.nets[i];
+            for name in names_of(sb, ep) {
+                let Some(entry) = net.names.get_mut(&name) else {
+                    continue;
+                };
+                entry.addrs.retain(|a| *a != ep.ip);
+                entry.addrs6.retain(|a| Some(*a) != ep.ip6);
+                if entry.addrs.is_empty() && entry.addrs6.is_empty() {
+                    net.names.remove(&name);
+                }
+            }
+            if net.ptr.get(&ep.ip) == Some(&sb.name) {
+                net.ptr.remove(&ep.ip);
+            }
+            if let Some(ip6) = ep.ip6 {
+                if net.ptr6.get(&ip6) == Some(&sb.name) {
+                    net.ptr6.remove(&ip6);
+                }
+            }
+        }
     }
 
     /// Whether `src` may ask at all.
@@ -317,7 +397,7 @@ pub(crate) mod tests {
     use ipnet::Ipv4Net;
 
     use super::*;
-    use crate::state::{DriverKind, Endpoint, NetworkMode, Sandbox};
+    use crate::state::{DriverKind, NetworkMode};
 
     /// A bridge network on `subnet`, its gateway the first address.
     pub(crate) fn net(name: &str, subnet: &str) -> Network {
@@ -427,6 +507,79 @@ pub(crate) mod tests {
 
     const FORWARD: Resolution = Resolution::Unknown { forward: true };
     const NXDOMAIN: Resolution = Resolution::Unknown { forward: false };
+
+    /// Everything a table answers from, in one comparable order.
+    fn canonical(t: &Table) -> String {
+        let mut out = format!("search {:?} gateways {:?}\n", t.search, t.gateways);
+        let mut reqs: Vec<_> = t.requesters.iter().collect();
+        reqs.sort_by_key(|(ip, _)| **ip);
+        for (ip, r) in reqs {
+            out += &format!(
+                "{ip} {:?} {} {} {:?}\n",
+                r.order, r.sandbox, r.forward, r.upstreams
+            );
+        }
+        for (i, n) in t.nets.iter().enumerate() {
+            let names: BTreeMap<_, _> = n
+                .names
+                .iter()
+                .map(|(k, e)| (k, (&e.addrs, &e.addrs6)))
+                .collect();
+            let ptr: BTreeMap<_, _> = n.ptr.iter().collect();
+            let ptr6: BTreeMap<_, _> = n.ptr6.iter().collect();
+            out += &format!("net {i}: {names:?} {ptr:?} {ptr6:?}\n");
+        }
+        out
+    }
+
+    /// Change by change, the updated table is the one built from scratch:
+    /// sandboxes added, renamed in their aliases, moved between networks,
+    /// removed (one sharing an alias with another), one changed twice in a
+    /// batch.
+    #[test]
+    fn an_updated_table_is_the_table_built_from_the_new_state() {
+        let mut state = sample();
+        let mut t = Table::build(&state, &["corp.example".into()]);
+        type Change = fn(&mut State);
+        let steps: [(&[&str], Change); 6] = [
+            (&["new"], |s| {
+                add(s, "new", &[("net1", "172.18.0.9", &["store", "extra"])]);
+            }),
+            (&["db"], |s| {
+                s.sandboxes.get_mut("db").unwrap().endpoints[0].aliases = vec!["cache".into()];
+            }),
+            (&["cache", "hybrid"], |s| {
+                s.sandboxes.remove("cache");
+                s.sandboxes.remove("hybrid");
+            }),
+            (&["web"], |s| {
+                let web = s.sandboxes.get_mut("web").unwrap();
+                web.endpoints.retain(|e| e.network != "net1");
+                web.endpoints[0].network = "int".into();
+                web.endpoints[0].ip6 = Some("fd00::5".parse().unwrap());
+            }),
+            (&["api", "api"], |s| {
+                s.sandboxes.get_mut("api").unwrap().dns.servers = vec![ip("10.9.9.9")];
+            }),
+            (&["vault", "keeper"], |s| {
+                s.sandboxes.remove("vault");
+                add(s, "keeper", &[("net2", "172.19.0.7", &["vault"])]);
+            }),
+        ];
+        for (i, (names, change)) in steps.into_iter().enumerate() {
+            let before = state.clone();
+            change(&mut state);
+            let changed: Vec<(String, Option<Sandbox>)> = names
+                .iter()
+                .map(|n| (n.to_string(), before.sandboxes.get(*n).cloned()))
+                .collect();
+            t.update(&state, &changed);
+            let built = Table::build(&state, &["corp.example".into()]);
+            assert_eq!(canonical(&t), canonical(&built), "step {i}");
+        }
+        assert!(t.searches(&["Corp.Example.".into()]));
+        assert!(!t.searches(&[]));
+    }
 
     #[test]
     fn members_of_a_shared_network_resolve_each_other() {
