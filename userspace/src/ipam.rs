@@ -356,7 +356,8 @@ mod tests {
                 netns: None,
                 cni: None,
                 docker: None,
-            },
+            }
+            .into(),
         );
     }
 

@@ -343,7 +343,8 @@ mod tests {
                     netns: None,
                     cni: None,
                     docker: None,
-                },
+                }
+                .into(),
             );
         }
         st
@@ -487,7 +488,8 @@ mod tests {
                     netns: None,
                     cni: None,
                     docker: None,
-                },
+                }
+                .into(),
             );
         }
         // 21 x 21 pairs x 2 protocols x 1024 ports = 903,168 entries.

@@ -268,7 +268,7 @@ pub struct State {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_op: Option<String>,
     pub networks: BTreeMap<String, Network>,
-    pub sandboxes: BTreeMap<String, Sandbox>,
+    pub sandboxes: BTreeMap<String, Shared<Sandbox>>,
     /// Policy rules between networks, by id, kept by name.
     #[serde(default)]
     pub policies: BTreeMap<u32, crate::rule::Rule>,
@@ -278,11 +278,69 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A value that copies of the state share until one of them changes it:
+/// a command copies the state (its target) and compares it with the saved
+/// one (the commit's record) in time that follows the number of sandboxes
+/// only by a pointer each, not by their contents. Reads see the value;
+/// a write through `&mut` copies it first if another state still holds it.
+#[derive(Debug, Default)]
+pub struct Shared<T>(std::sync::Arc<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Clone> std::ops::DerefMut for Shared<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<T: PartialEq> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl<T> From<T> for Shared<T> {
+    fn from(value: T) -> Self {
+        Shared(std::sync::Arc::new(value))
+    }
+}
+
+impl<T: Clone> Shared<T> {
+    /// The value itself (copied if another state still holds it).
+    pub fn into_inner(self) -> T {
+        std::sync::Arc::unwrap_or_clone(self.0)
+    }
+}
+
+impl<T: Serialize> Serialize for Shared<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shared<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        T::deserialize(d).map(Shared::from)
+    }
+}
+
 impl State {
     pub fn endpoints(&self) -> impl Iterator<Item = (&Sandbox, &Endpoint)> {
         self.sandboxes
             .values()
-            .flat_map(|s| s.endpoints.iter().map(move |e| (s, e)))
+            .flat_map(|s| s.endpoints.iter().map(move |e| (&**s, e)))
     }
 
     pub fn endpoints_of<'a>(

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     paths::Paths,
     rule::Rule,
-    state::{Network, Sandbox, State, STATE_VERSION},
+    state::{Network, Sandbox, Shared, State, STATE_VERSION},
 };
 
 /// How long one process may hold the lock while a command waits for it
@@ -59,7 +59,7 @@ struct Record {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     networks: BTreeMap<String, Option<Network>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    sandboxes: BTreeMap<String, Option<Sandbox>>,
+    sandboxes: BTreeMap<String, Option<Shared<Sandbox>>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     policies: BTreeMap<u32, Option<Rule>>,
 }
@@ -94,15 +94,33 @@ fn diff<K: Ord + Clone, V: PartialEq + Clone>(
     old: &BTreeMap<K, V>,
     new: &BTreeMap<K, V>,
 ) -> BTreeMap<K, Option<V>> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    // One walk through both (their keys are in order): a sandbox the two
+    // states still share compares as one pointer (`Shared`).
     let mut changed = BTreeMap::new();
-    for (k, v) in new {
-        if old.get(k) != Some(v) {
-            changed.insert(k.clone(), Some(v.clone()));
-        }
-    }
-    for k in old.keys() {
-        if !new.contains_key(k) {
-            changed.insert(k.clone(), None);
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let order = match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Less,
+            (None, Some(_)) => Greater,
+            (Some((ok, _)), Some((nk, _))) => ok.cmp(nk),
+        };
+        match order {
+            Less => {
+                let (k, _) = o.next().expect("peeked");
+                changed.insert(k.clone(), None);
+            }
+            Greater => {
+                let (k, v) = n.next().expect("peeked");
+                changed.insert(k.clone(), Some(v.clone()));
+            }
+            Equal => {
+                let ((_, ov), (k, v)) = (o.next().expect("peeked"), n.next().expect("peeked"));
+                if ov != v {
+                    changed.insert(k.clone(), Some(v.clone()));
+                }
+            }
         }
     }
     changed
@@ -689,7 +707,7 @@ pub struct Changes {
     pub networks: bool,
     /// Each sandbox a commit added, changed or removed, with what it was
     /// before (`None`: it did not exist), in commit order.
-    pub sandboxes: Vec<(String, Option<Sandbox>)>,
+    pub sandboxes: Vec<(String, Option<Shared<Sandbox>>)>,
 }
 
 fn parse_snapshot(path: &Path, bytes: &[u8]) -> Result<State> {
@@ -724,6 +742,21 @@ mod tests {
         "sandboxes": {"s": {"id": "y", "name": "s", "created": "", "mode": {"networks": "n"},
         "endpoints": [{"id": "z", "network": "n", "ifname": "eth0", "host_ifname": "bnz",
         "ip": "10.1.0.2", "mac": [2, 66, 10, 1, 0, 2], "slot": 0}]}}}"#;
+
+    #[test]
+    fn a_record_holds_exactly_what_was_added_changed_or_removed() {
+        let map = |kv: &[(&str, u8)]| -> BTreeMap<String, u8> {
+            kv.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let old = map(&[("a", 1), ("b", 2), ("c", 3), ("e", 5)]);
+        let new = map(&[("b", 20), ("c", 3), ("d", 4), ("e", 5), ("f", 6)]);
+        let got: Vec<(String, Option<u8>)> = diff(&old, &new).into_iter().collect();
+        let want = [("a", None), ("b", Some(20)), ("d", Some(4)), ("f", Some(6))];
+        assert_eq!(got, want.map(|(k, v)| (k.to_string(), v)));
+        assert!(diff(&new, &new).is_empty());
+        assert_eq!(diff(&BTreeMap::new(), &new).len(), 5);
+        assert_eq!(diff(&new, &BTreeMap::new()).len(), 5);
+    }
 
     #[test]
     fn a_consistent_state_parses() {
@@ -770,7 +803,7 @@ mod tests {
     }
 
     fn sandbox(name: &str) -> Sandbox {
-        let mut s = parse(SAMPLE.as_bytes()).unwrap().sandboxes["s"].clone();
+        let mut s = Sandbox::clone(&parse(SAMPLE.as_bytes()).unwrap().sandboxes["s"]);
         s.name = name.into();
         s
     }
@@ -781,7 +814,7 @@ mod tests {
         l.state
             .networks
             .insert("n".into(), sample.networks["n"].clone());
-        l.state.sandboxes.insert(name.into(), sandbox(name));
+        l.state.sandboxes.insert(name.into(), sandbox(name).into());
         l.state.last_op = Some(op.into());
         l.save().unwrap();
     }

@@ -27,7 +27,7 @@ use std::{
     },
 };
 
-use crate::state::{Endpoint, Network, Sandbox, State};
+use crate::state::{Endpoint, Network, Sandbox, Shared, State};
 
 /// Length of the short id Docker also resolves (`docker ps`'s CONTAINER ID).
 const SHORT_ID: usize = 12;
@@ -148,7 +148,7 @@ impl Table {
     /// what the old sandboxes put in goes, what the new ones have comes in.
     /// The same table as [`Table::build`] of `state`, in the time of the
     /// change rather than of the whole state.
-    pub fn update(&mut self, state: &State, changed: &[(String, Option<Sandbox>)]) {
+    pub fn update(&mut self, state: &State, changed: &[(String, Option<Shared<Sandbox>>)]) {
         let mut names = std::collections::HashSet::new();
         for (name, old) in changed {
             // The first listing has what the table holds.
@@ -451,7 +451,8 @@ pub(crate) mod tests {
                 netns: None,
                 cni: None,
                 docker: None,
-            },
+            }
+            .into(),
         );
     }
 
@@ -569,7 +570,7 @@ pub(crate) mod tests {
         for (i, (names, change)) in steps.into_iter().enumerate() {
             let before = state.clone();
             change(&mut state);
-            let changed: Vec<(String, Option<Sandbox>)> = names
+            let changed: Vec<(String, Option<Shared<Sandbox>>)> = names
                 .iter()
                 .map(|n| (n.to_string(), before.sandboxes.get(*n).cloned()))
                 .collect();

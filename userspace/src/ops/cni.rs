@@ -40,11 +40,15 @@ pub const SHORT_ID: usize = 12;
 impl Controller {
     /// The sandbox of a container attached through CNI.
     pub fn cni_sandbox(&self, container_id: &str) -> Option<&Sandbox> {
-        self.state().sandboxes.values().find(|s| {
-            s.cni
-                .as_ref()
-                .is_some_and(|c| c.container_id == container_id)
-        })
+        self.state()
+            .sandboxes
+            .values()
+            .find(|s| {
+                s.cni
+                    .as_ref()
+                    .is_some_and(|c| c.container_id == container_id)
+            })
+            .map(|s| &**s)
     }
 
     /// The sandbox and endpoint of the attachment (`container_id`, `ifname`).
@@ -126,7 +130,8 @@ impl Controller {
                             configs: BTreeMap::new(),
                         }),
                         docker: None,
-                    },
+                    }
+                    .into(),
                 );
                 name
             }
@@ -155,7 +160,7 @@ impl Controller {
             after: vec![],
         })
         .await?;
-        let sb = self.state().sandboxes[&name].clone();
+        let sb = Sandbox::clone(&self.state().sandboxes[&name]);
         let ep = sb
             .endpoints
             .iter()

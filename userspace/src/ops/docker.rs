@@ -261,7 +261,8 @@ impl Controller {
                         netns: Some(req.sandbox_key.clone()),
                         cni: None,
                         docker: Some(DockerEndpoint { container_id: None }),
-                    },
+                    }
+                    .into(),
                 );
                 name
             }

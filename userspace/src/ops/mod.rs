@@ -246,6 +246,7 @@ impl Controller {
         self.state()
             .sandboxes
             .get(name)
+            .map(|s| &**s)
             .ok_or_else(|| anyhow!("sandbox {name:?} not found; list sandboxes with `bpfnet ps`"))
     }
 

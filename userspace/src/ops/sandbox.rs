@@ -259,7 +259,7 @@ impl Controller {
             docker: None,
         };
         let mut target = self.state().clone();
-        target.sandboxes.insert(name.into(), sandbox);
+        target.sandboxes.insert(name.into(), sandbox.into());
         let mut steps = vec![match &mode {
             Mode::Host => Step::NetnsAlias {
                 name: name.into(),
@@ -308,7 +308,7 @@ impl Controller {
             after: vec![],
         })
         .await?;
-        Ok(self.state().sandboxes[name].clone())
+        Ok(Sandbox::clone(&self.state().sandboxes[name]))
     }
 
     pub async fn connect(
