@@ -596,8 +596,10 @@ fn whole_lines(bytes: &[u8]) -> std::result::Result<Vec<(usize, Record)>, String
         if line.is_empty() {
             continue;
         }
-        let record: Record =
-            serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let record: Record = std::str::from_utf8(line)
+            .map_err(|e| e.to_string())
+            .and_then(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
+            .map_err(|e| format!("line {}: {e}", n + 1))?;
         records.push((n + 1, record));
     }
     Ok(records)
@@ -711,21 +713,30 @@ pub struct Changes {
 }
 
 fn parse_snapshot(path: &Path, bytes: &[u8]) -> Result<State> {
-    // The version first: a newer layout may not parse as this one.
+    // One pass over the text (the snapshot is the bulk of what a command
+    // reads): UTF-8 checked once for the whole, not string by string.
+    let parsed = std::str::from_utf8(bytes)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| Ok(serde_json::from_str::<State>(text)?));
+    // A newer layout is refused whether or not it parses as this one.
     #[derive(Deserialize)]
     struct Version {
         #[serde(default)]
         version: u32,
     }
-    if let Ok(Version { version }) = serde_json::from_slice(bytes) {
-        if version > STATE_VERSION {
-            bail!(
-                "{} was written by a newer bpfnet (state version {version}, this one reads up to {STATE_VERSION}); use that bpfnet",
-                path.display(),
-            );
-        }
+    let version = match &parsed {
+        Ok(state) => Some(state.version),
+        Err(_) => serde_json::from_slice::<Version>(bytes)
+            .ok()
+            .map(|v| v.version),
+    };
+    if let Some(version) = version.filter(|&v| v > STATE_VERSION) {
+        bail!(
+            "{} was written by a newer bpfnet (state version {version}, this one reads up to {STATE_VERSION}); use that bpfnet",
+            path.display(),
+        );
     }
-    serde_json::from_slice(bytes).with_context(|| {
+    parsed.with_context(|| {
         format!(
             "{} is corrupt; restore it from a backup, or move it away and run `bpfnet gc`",
             path.display()
