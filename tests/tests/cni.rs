@@ -665,3 +665,95 @@ fn internal_network_result_has_no_default_route() {
     let routes = h.exec_ok("in-ctr", &["ip", "route", "show", "default"]);
     assert!(routes.trim().is_empty(), "{routes}");
 }
+
+/// On a dual-stack network a container gets both families and the result
+/// says so as the CNI bridge plugin's does: both addresses with their
+/// gateways (0.4.0: with their versions) and both default routes; two
+/// containers reach each other over IPv6; CHECK verifies the IPv6 address
+/// in prevResult and in the container, and fails naming it when it is gone.
+#[test]
+fn dual_stack_network_result_carries_both_families() {
+    let h = TestHost::new("cni-dual");
+    h.bpfnet_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "172.30.0.0/24",
+        "--subnet",
+        "fd42:30::/64",
+        "ds",
+    ]);
+    netns_add(&h, &["ds-a", "ds-b"]);
+    let c = conf("0.4.0", "dsconf", "ds");
+    let a = Call::add("dualstackaaaa", "/run/netns/ds-a");
+    let ra = cni_ok(&h, &a, &c);
+    let ips: Vec<(&str, &str, &str)> = ra["ips"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ips: {ra:#}"))
+        .iter()
+        .map(|i| {
+            (
+                jstr(i, "/version"),
+                jstr(i, "/address"),
+                jstr(i, "/gateway"),
+            )
+        })
+        .collect();
+    assert_eq!(ips.len(), 2, "{ra:#}");
+    let (v4, v6) = (ips[0], ips[1]);
+    assert!(
+        v4.0 == "4"
+            && v4.1.starts_with("172.30.0.")
+            && v4.1.ends_with("/24")
+            && v4.2 == "172.30.0.1",
+        "{ra:#}"
+    );
+    assert!(
+        v6.0 == "6"
+            && v6.1.starts_with("fd42:30::")
+            && v6.1.ends_with("/64")
+            && v6.2 == "fd42:30::1",
+        "{ra:#}"
+    );
+    assert_eq!(
+        ra["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "172.30.0.1"}, {"dst": "::/0", "gw": "fd42:30::1"}]),
+        "{ra:#}"
+    );
+    let shown = h.exec_ok("ds-a", &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(shown.contains(v6.1), "{shown}");
+    let rb = cni_ok(&h, &Call::add("dualstackbbbb", "/run/netns/ds-b"), &c);
+    let b6 = jstr(&rb, "/ips/1/address")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    h.assert_ping(Some("ds-a"), &b6);
+
+    let mut with_prev = c.clone();
+    with_prev["prevResult"] = ra.clone();
+    assert_eq!(cni_ok(&h, &a.with("CHECK"), &with_prev), Value::Null);
+    let mut wrong = with_prev.clone();
+    wrong["prevResult"]["ips"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(1);
+    cni_err(&h, &a.with("CHECK"), &wrong, 101, v6.1);
+    h.exec_ok("ds-a", &["ip", "-6", "addr", "del", v6.1, "dev", "eth0"]);
+    cni_err(
+        &h,
+        &a.with("CHECK"),
+        &with_prev,
+        101,
+        &format!("eth0 does not have the address {}", v6.1),
+    );
+
+    cni_ok(&h, &a.with("DEL"), &c);
+    cni_ok(
+        &h,
+        &Call::add("dualstackbbbb", "/run/netns/ds-b").with("DEL"),
+        &c,
+    );
+    assert!(ps_names(&h).is_empty(), "{:?}", ps_names(&h));
+}

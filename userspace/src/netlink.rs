@@ -167,21 +167,44 @@ impl Netlink {
         Ok(out)
     }
 
-    /// The default route of the main table: (gateway, output interface).
+    /// The IPv4 default route of the main table: (gateway, output interface).
     pub async fn ipv4_default_route(&self) -> Result<Option<(Ipv4Addr, u32)>> {
+        let route = self
+            .default_route(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .await?;
+        Ok(route.and_then(|(gw, oif)| match gw {
+            RouteAddress::Inet(ip) => Some((ip, oif)),
+            _ => None,
+        }))
+    }
+
+    /// The IPv6 default route of the main table: (gateway, output interface).
+    pub async fn ipv6_default_route(&self) -> Result<Option<(Ipv6Addr, u32)>> {
+        let route = self
+            .default_route(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .await?;
+        Ok(route.and_then(|(gw, oif)| match gw {
+            RouteAddress::Inet6(ip) => Some((ip, oif)),
+            _ => None,
+        }))
+    }
+
+    /// The default route of the main table among the routes `dump` asks
+    /// for (one family): its gateway and output interface.
+    async fn default_route(&self, dump: RouteMessage) -> Result<Option<(RouteAddress, u32)>> {
         let msgs: Vec<RouteMessage> = self
             .handle
             .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .get(dump)
             .execute()
             .try_collect()
             .await
             .context("listing routes")?;
-        Ok(msgs.iter().find_map(|m| {
-            let main = m.header.table == RouteHeader::RT_TABLE_MAIN
+        Ok(msgs.into_iter().find_map(|m| {
+            let main = table_of(&m) == u32::from(RouteHeader::RT_TABLE_MAIN)
                 && m.header.destination_prefix_length == 0;
             let gw = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                RouteAttribute::Gateway(gw) => Some(gw.clone()),
                 _ => None,
             });
             let oif = m.attributes.iter().find_map(|a| match a {
@@ -342,14 +365,18 @@ impl Netlink {
             .context("listing addresses")
     }
 
-    /// The IPv4 addresses of a link, with their prefix lengths.
-    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+    /// The addresses of a link, with their prefix lengths: IPv4 by their
+    /// local address, IPv6 by theirs (IPv6 has no separate local one).
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
         let addrs = self.address_messages(index).await?;
         Ok(addrs
             .iter()
             .flat_map(|m| {
                 m.attributes.iter().filter_map(move |a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    AddressAttribute::Local(ip @ IpAddr::V4(_))
+                    | AddressAttribute::Address(ip @ IpAddr::V6(_)) => {
+                        Some((*ip, m.header.prefix_len))
+                    }
                     _ => None,
                 })
             })

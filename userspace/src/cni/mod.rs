@@ -387,6 +387,42 @@ async fn result_of(c: &Controller, sb: &Sandbox, ep: &Endpoint) -> anyhow::Resul
         (Some((gw, oif)), Some(index)) => oif == index && Some(gw) == net.gateway,
         _ => false,
     };
+    let mut ips = vec![IpConfig {
+        version: None,
+        address: format!("{}/{prefix}", ep.ip),
+        gateway: gateway.clone(),
+        interface: Some(1),
+    }];
+    let mut routes = vec![];
+    if default_route {
+        routes.push(Route {
+            dst: "0.0.0.0/0".into(),
+            gw: gateway,
+            ..Route::default()
+        });
+    }
+    // A dual-stack network: the IPv6 address and, when it is this
+    // interface's, the IPv6 default route, as the CNI bridge plugin reports.
+    if let Some((ip6, subnet6)) = ipv6_of(net, ep) {
+        let gateway6 = net.gateway6.map(|g| g.to_string());
+        ips.push(IpConfig {
+            version: None,
+            address: format!("{ip6}/{}", subnet6.prefix_len()),
+            gateway: gateway6.clone(),
+            interface: Some(1),
+        });
+        let default6 = match (inner.ipv6_default_route().await?, ifindex) {
+            (Some((gw, oif)), Some(index)) => oif == index && Some(gw) == net.gateway6,
+            _ => false,
+        };
+        if default6 {
+            routes.push(Route {
+                dst: "::/0".into(),
+                gw: gateway6,
+                ..Route::default()
+            });
+        }
+    }
     let nameservers = match net.gateway {
         Some(gw) if dns::table::resolves_names(net) => vec![gw.to_string()],
         _ => vec![],
@@ -406,26 +442,22 @@ async fn result_of(c: &Controller, sb: &Sandbox, ep: &Endpoint) -> anyhow::Resul
                 ..Interface::default()
             },
         ],
-        ips: vec![IpConfig {
-            version: None,
-            address: format!("{}/{prefix}", ep.ip),
-            gateway: gateway.clone(),
-            interface: Some(1),
-        }],
-        routes: if default_route {
-            vec![Route {
-                dst: "0.0.0.0/0".into(),
-                gw: gateway,
-                ..Route::default()
-            }]
-        } else {
-            vec![]
-        },
+        ips,
+        routes,
         dns: Dns {
             nameservers,
             ..Dns::default()
         },
     })
+}
+
+/// The IPv6 address of an endpoint on a dual-stack network, with the
+/// network's IPv6 subnet.
+fn ipv6_of(
+    net: &crate::state::Network,
+    ep: &Endpoint,
+) -> Option<(std::net::Ipv6Addr, ipnet::Ipv6Net)> {
+    ep.ip6.zip(net.subnet6).filter(|_| net.ipv6())
 }
 
 /// Our result after a `prevResult` (when a plugin before us in the chain
@@ -505,7 +537,10 @@ async fn check(env: &Env, conf: &NetConf, paths: &Paths) -> Result<(), Failure> 
     let net = &c.state().networks[&ep.network];
     let prefix = net.subnet.map(|s| s.prefix_len()).unwrap_or(32);
     let want_mac = fmt_mac(&ep.mac);
-    let want_addr = format!("{}/{prefix}", ep.ip);
+    // Each address bpfnet gave it: IPv4, and IPv6 on a dual-stack network.
+    let want: Vec<(std::net::IpAddr, u8)> = std::iter::once((ep.ip.into(), prefix))
+        .chain(ipv6_of(net, ep).map(|(ip6, s)| (ip6.into(), s.prefix_len())))
+        .collect();
     // prevResult against bpfnet's record.
     let Some(pos) = prev
         .interfaces
@@ -522,14 +557,17 @@ async fn check(env: &Env, conf: &NetConf, paths: &Paths) -> Result<(), Failure> 
             prev.interfaces[pos].mac
         )));
     }
-    if !prev
-        .ips
-        .iter()
-        .any(|ip| ip.interface == Some(pos) && ip.address == want_addr)
-    {
-        return Err(check_failed(format!(
-            "prevResult does not give {ifname} the address {want_addr} bpfnet gave it"
-        )));
+    for (ip, len) in &want {
+        let want_addr = format!("{ip}/{len}");
+        if !prev
+            .ips
+            .iter()
+            .any(|i| i.interface == Some(pos) && i.address == want_addr)
+        {
+            return Err(check_failed(format!(
+                "prevResult does not give {ifname} the address {want_addr} bpfnet gave it"
+            )));
+        }
     }
     // The kernel against bpfnet's record.
     if sb.netns_path() != Path::new(ns_path) {
@@ -552,12 +590,12 @@ async fn check(env: &Env, conf: &NetConf, paths: &Paths) -> Result<(), Failure> 
         )));
     }
     let addrs = inner
-        .ipv4_addresses(link.index)
+        .addresses(link.index)
         .await
         .map_err(internal("cannot list the container's addresses"))?;
-    if !addrs.contains(&(ep.ip, prefix)) {
+    if let Some((ip, len)) = want.iter().find(|a| !addrs.contains(a)) {
         return Err(check_failed(format!(
-            "{ifname} does not have the address {want_addr}"
+            "{ifname} does not have the address {ip}/{len}"
         )));
     }
     let host = c
