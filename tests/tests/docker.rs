@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bpfnet_tests::{secs, Bg, Output, TestHost};
+use bpfnet_tests::{jstr, secs, Bg, Output, TestHost};
 
 const DOCKER: &str = "/usr/bin/docker";
 const DOCKERD: &str = "/usr/sbin/dockerd";
@@ -299,9 +299,11 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
         "10.64.0.0/24",
         "--subnet",
         "fd64::/64",
+        "--subnet",
+        "fd65::/64",
         "v6",
     ]);
-    assert!(o.stderr.contains("NetworkDriver.CreateNetwork: bpfnet networks are IPv4-only; create the network without --ipv6"), "{o}");
+    assert!(o.stderr.contains("NetworkDriver.CreateNetwork: bpfnet networks have one IPv6 subnet; give one IPv6 --subnet"), "{o}");
     let o = d.fail(&[
         "network",
         "create",
@@ -503,6 +505,45 @@ fn docker_drives_bpfnet_through_the_remote_network_driver() {
         !out.contains("REACHED"),
         "an internal container reached b1:\n{out}"
     );
+
+    // --ipv6: a dual-stack network with the addresses Docker's IPAM chose;
+    // IPv6 to another container and to the gateway, a default IPv6 route.
+    d.ok_words("network create -d bpfnet --ipv6 --subnet 10.67.0.0/24 --subnet fd67::/64 dual");
+    d.ok_words(&format!(
+        "run -d --name v1 --network dual {IMAGE} sleep 600"
+    ));
+    d.wait_for(secs(15), "v1 and dual in bpfnet", || {
+        sandboxes(&h).contains(&"v1".into()) && networks(&h).contains(&"dual".into())
+    });
+    let v1 = h.inspect("v1");
+    let v1_ip6 = jstr(&v1, "/NetworkSettings/Networks/dual/GlobalIPv6Address").to_string();
+    assert!(v1_ip6.starts_with("fd67::"), "{v1:#}");
+    let docker_ip6 = d.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}",
+        "v1",
+    ]);
+    assert_eq!(docker_ip6.trim(), v1_ip6, "Docker and bpfnet disagree");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "dual",
+        IMAGE,
+        "sh",
+        "-c",
+        &format!(
+            "ip -6 route; for i in 1 2 3; do ping -6 -c1 -W1 {v1_ip6} && echo REACHED6 && break; done; \
+             ping -6 -c1 -W2 fd67::1 && echo GATEWAY6; true"
+        ),
+    ]);
+    assert!(
+        out.contains("REACHED6") && out.contains("GATEWAY6") && out.contains("default via fd67::1"),
+        "dual-stack:\n{out}"
+    );
+    d.ok_words("rm -f v1");
+    d.ok_words("network rm dual");
 
     // A restart: a new endpoint, the same address.
     d.ok(&[

@@ -5,7 +5,7 @@
 //! forwarding, and Docker does not notice (it activates a driver once).
 use std::{
     collections::HashMap,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -18,7 +18,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json, Router,
 };
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -157,6 +157,7 @@ async fn handle(State(tx): State<mpsc::Sender<Job>>, uri: Uri, body: Bytes) -> R
 /// An endpoint between CreateEndpoint and Join.
 struct Pending {
     ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
     mac: [u8; 6],
     received: Instant,
     spent: Duration,
@@ -195,7 +196,15 @@ fn address(s: &str, what: &str) -> Result<Ipv4Addr> {
     s.parse::<Ipv4Net>()
         .map(|n| n.addr())
         .or_else(|_| s.parse::<Ipv4Addr>())
-        .map_err(|_| anyhow!("invalid {what} {s:?}: bpfnet networks are IPv4"))
+        .map_err(|_| anyhow!("invalid {what} {s:?}: expected an IPv4 address"))
+}
+
+/// An IPv6 address as Docker sends one (`fd64::2/64` or bare).
+fn address6(s: &str, what: &str) -> Result<Ipv6Addr> {
+    s.parse::<Ipv6Net>()
+        .map(|n| n.addr())
+        .or_else(|_| s.parse::<Ipv6Addr>())
+        .map_err(|_| anyhow!("invalid {what} {s:?}: expected an IPv6 address"))
 }
 
 fn ms(d: Duration) -> String {
@@ -345,9 +354,20 @@ impl Worker {
     }
 
     async fn create_network(&mut self, r: api::CreateNetwork) -> Result<Value> {
-        if r.ipv6.as_ref().is_some_and(|v| !v.is_empty()) {
-            bail!("bpfnet networks are IPv4-only; create the network without --ipv6");
-        }
+        let v6 = match r.ipv6.as_deref().unwrap_or_default() {
+            [] => None,
+            [one] => {
+                let subnet: Ipv6Net = one
+                    .pool
+                    .parse()
+                    .map_err(|_| anyhow!("invalid IPv6 subnet {:?}", one.pool))?;
+                if one.gateway.is_empty() {
+                    bail!("no gateway given for subnet {subnet}");
+                }
+                Some((subnet, address6(&one.gateway, "IPv6 gateway")?))
+            }
+            _ => bail!("bpfnet networks have one IPv6 subnet; give one IPv6 --subnet"),
+        };
         let v4 = match r.ipv4.as_slice() {
             [one] => one,
             [] => bail!("no IPv4 subnet given; create the network with --subnet"),
@@ -368,6 +388,7 @@ impl Worker {
                 id: r.network_id.clone(),
                 subnet,
                 gateway,
+                v6,
                 internal,
                 options,
             })
@@ -382,13 +403,13 @@ impl Worker {
     fn create_endpoint(&mut self, r: api::CreateEndpoint) -> Result<Value> {
         let start = Instant::now();
         let iface = r.interface.unwrap_or_default();
-        if !iface.address_ipv6.is_empty() {
-            bail!("bpfnet networks are IPv4-only; no IPv6 address can be given");
-        }
         if iface.address.is_empty() {
             bail!("no IPv4 address given: bpfnet takes the address Docker's IPAM chose");
         }
         let ip = address(&iface.address, "address")?;
+        let ip6 = (!iface.address_ipv6.is_empty())
+            .then(|| address6(&iface.address_ipv6, "IPv6 address"))
+            .transpose()?;
         // Checked against the committed state now, so that a conflict fails
         // here rather than at Join.
         let state = store::snapshot(&self.paths)?;
@@ -403,6 +424,7 @@ impl Worker {
                 )
             })?;
         ipam::allocate(&state, net, Some(ip))?;
+        ipam::allocate6(&state, net, ip6)?;
         ports::from_options(&r.options.unwrap_or_default())?;
         let given = (!iface.mac_address.is_empty())
             .then(|| parse_mac(&iface.mac_address))
@@ -412,6 +434,7 @@ impl Worker {
             r.endpoint_id,
             Pending {
                 ip,
+                ip6,
                 mac,
                 received: start,
                 spent: start.elapsed(),
@@ -437,6 +460,7 @@ impl Worker {
                 network_id: r.network_id.clone(),
                 endpoint_id: r.endpoint_id.clone(),
                 ip: p.ip,
+                ip6: p.ip6,
                 mac: p.mac,
                 sandbox_key: r.sandbox_key.into(),
             })
@@ -447,6 +471,9 @@ impl Worker {
             "InterfaceName".into(),
             json!({ "SrcName": joined.peer, "DstPrefix": "eth" }),
         );
+        if let Some(gw6) = joined.gateway6 {
+            reply.insert("GatewayIPv6".into(), json!(gw6.to_string()));
+        }
         match joined.gateway {
             Some(gw) => {
                 reply.insert("Gateway".into(), json!(gw.to_string()));

@@ -108,6 +108,29 @@ pub fn of(net: &Network) -> &'static dyn Driver {
     }
 }
 
+/// The host side of an endpoint's pair: on a dual-stack network IPv6 on,
+/// but with no address at all (not even a link-local one a sandbox could
+/// reach): the gateway address lives on lo, and the host reaches the
+/// endpoint by its /128 route and permanent neighbour entry. Elsewhere,
+/// no IPv6.
+fn host_side_ipv6(ep: &Endpoint, v6: bool) -> Result<()> {
+    if v6 {
+        for (key, value) in [
+            ("accept_ra", "0"),
+            ("autoconf", "0"),
+            ("addr_gen_mode", "1"),
+        ] {
+            netns::sysctl(&format!("net/ipv6/conf/{}/{key}", ep.host_ifname), value)?;
+        }
+    } else {
+        let _ = netns::sysctl(
+            &format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
+            "1",
+        );
+    }
+    Ok(())
+}
+
 impl Host {
     pub(crate) async fn lo_index(&self) -> Result<u32> {
         Ok(self
@@ -192,10 +215,7 @@ impl Host {
                     .ok_or_else(|| anyhow!("veth {peer} vanished after creation"))?;
                 self.nl.set_mtu(p.index, mtu).await?;
             }
-            let _ = netns::sysctl(
-                &format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
-                "1",
-            );
+            host_side_ipv6(ep, ep.ip6.is_some() && net.ipv6())?;
             of(net).endpoint_attach(self, net, ep, &host).await
         }
         .await;
@@ -247,24 +267,7 @@ impl Host {
             );
             Ok(())
         })?;
-        if v6 {
-            // The host side carries no IPv6 address at all (not even a
-            // link-local one a sandbox could reach): the gateway address
-            // lives on lo, and the host reaches the endpoint by its /128
-            // route and permanent neighbour entry.
-            for (key, value) in [
-                ("accept_ra", "0"),
-                ("autoconf", "0"),
-                ("addr_gen_mode", "1"),
-            ] {
-                netns::sysctl(&format!("net/ipv6/conf/{}/{key}", ep.host_ifname), value)?;
-            }
-        } else {
-            let _ = netns::sysctl(
-                &format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
-                "1",
-            );
-        }
+        host_side_ipv6(ep, v6)?;
         let inner = Netlink::open_in(ns)?;
         let peer = inner
             .link_by_name(&ep.ifname)

@@ -10,12 +10,12 @@
 //! never deleted) and which carries [`DockerEndpoint`].
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
 use anyhow::{anyhow, bail, Result};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{journal::Recovery, sandbox::HOST_VETH_PREFIX, step::Step, Controller, Plan};
 use crate::{
@@ -38,6 +38,8 @@ pub struct DockerNetworkCreate {
     pub id: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// `--ipv6`: the IPv6 subnet and gateway of Docker's IPAM.
+    pub v6: Option<(Ipv6Net, Ipv6Addr)>,
     pub internal: bool,
     /// Options, already mapped (see `docker::options`).
     pub options: BTreeMap<String, String>,
@@ -49,6 +51,8 @@ pub struct DockerJoin {
     pub network_id: String,
     pub endpoint_id: String,
     pub ip: Ipv4Addr,
+    /// On a dual-stack network: the IPv6 address Docker's IPAM chose.
+    pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
     pub sandbox_key: PathBuf,
 }
@@ -60,6 +64,8 @@ pub struct Joined {
     pub peer: String,
     /// None on an internal network (no default route).
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 gateway, on a dual-stack network that is not internal.
+    pub gateway6: Option<Ipv6Addr>,
     pub sandbox: String,
 }
 
@@ -147,6 +153,15 @@ impl Controller {
             );
         }
         ipam::check_gateway(&subnet, req.gateway)?;
+        let v6 = match req.v6 {
+            Some((subnet6, gateway6)) => {
+                let routes = self.host_routes6().await?;
+                let subnet6 = self.checked_subnet6(&subnet6.to_string(), &routes, "--subnet")?;
+                ipam::check_gateway6(&subnet6, gateway6)?;
+                Some((subnet6, gateway6))
+            }
+            None => None,
+        };
         let name = provisional_network_name(&req.id);
         if self.state().networks.contains_key(&name) {
             bail!("bpfnet already has a network named {name:?}; remove it with `bpfnet network rm {name}`");
@@ -161,9 +176,8 @@ impl Controller {
             net_id: super::capacity::network_id(self.state())?,
             subnet: Some(subnet),
             gateway: Some(req.gateway),
-            // Docker's IPv6 networks are refused (CreateNetwork).
-            subnet6: None,
-            gateway6: None,
+            subnet6: v6.map(|(s, _)| s),
+            gateway6: v6.map(|(_, g)| g),
             internal: req.internal,
             options,
             bridge: None,
@@ -276,6 +290,10 @@ impl Controller {
             );
         }
         let ip = ipam::allocate(&target, &net, Some(req.ip))?;
+        let ip6 = ipam::allocate6(&target, &net, req.ip6)?;
+        if net.ipv6() && req.ip6.is_none() {
+            bail!("no IPv6 address given on dual-stack network {:?}: bpfnet takes the address Docker's IPAM chose", net.name);
+        }
         let host_ifname = format!("{HOST_VETH_PREFIX}{}", &req.endpoint_id[..10]);
         if target
             .endpoints()
@@ -293,7 +311,7 @@ impl Controller {
             host_ifname,
             host_ifindex: 0,
             ip,
-            ip6: None,
+            ip6,
             mac: req.mac,
             slot: super::capacity::endpoint_slot(&target)?,
             aliases: vec![],
@@ -325,6 +343,7 @@ impl Controller {
         Ok(Joined {
             peer,
             gateway: (!net.internal).then_some(net.gateway).flatten(),
+            gateway6: (!net.internal).then_some(net.gateway6).flatten(),
             sandbox,
         })
     }

@@ -66,9 +66,35 @@ impl Controller {
             .collect())
     }
 
+    /// An IPv6 subnet for a new network, kept off every other network's
+    /// and off the host's routes; `hint` names what to change.
+    pub(super) fn checked_subnet6(
+        &self,
+        s: &str,
+        host_routes6: &[ipam::HostRoute6],
+        hint: &str,
+    ) -> Result<ipnet::Ipv6Net> {
+        let subnet = ipam::parse_subnet6(s)?;
+        if let Some(other) = ipam::overlapping6(self.state(), &subnet) {
+            bail!(
+                "subnet {subnet} overlaps with network {:?} ({}); choose another {hint}",
+                other.name,
+                other.subnet6.expect("has an IPv6 subnet")
+            );
+        }
+        if let Some(r) = ipam::host_conflict6(host_routes6, &subnet) {
+            bail!(
+                "subnet {subnet} overlaps the host's own route {} (dev {}); choose another {hint}",
+                r.dst,
+                r.dev
+            );
+        }
+        Ok(subnet)
+    }
+
     /// [`Self::host_routes`] for IPv6 (link-local routes left out: no
     /// network's subnet can be link-local).
-    async fn host_routes6(&self) -> Result<Vec<ipam::HostRoute6>> {
+    pub(super) async fn host_routes6(&self) -> Result<Vec<ipam::HostRoute6>> {
         let names: BTreeMap<u32, String> = self
             .host
             .nl
@@ -164,24 +190,7 @@ impl Controller {
         };
         let subnet6 = match (req.ipv6, subnets6.first()) {
             (false, _) => None,
-            (true, Some(s)) => {
-                let subnet = ipam::parse_subnet6(s)?;
-                if let Some(other) = ipam::overlapping6(self.state(), &subnet) {
-                    bail!(
-                        "subnet {subnet} overlaps with network {:?} ({}); choose another subnet",
-                        other.name,
-                        other.subnet6.expect("has an IPv6 subnet")
-                    );
-                }
-                if let Some(r) = ipam::host_conflict6(&host_routes6, &subnet) {
-                    bail!(
-                        "subnet {subnet} overlaps the host's own route {} (dev {}); choose another subnet",
-                        r.dst,
-                        r.dev
-                    );
-                }
-                Some(subnet)
-            }
+            (true, Some(s)) => Some(self.checked_subnet6(s, &host_routes6, "subnet")?),
             (true, None) => Some(ipam::next_subnet6(self.state(), &host_routes6)?),
         };
         let gateway6 = match (subnet6, gateways6.first()) {
