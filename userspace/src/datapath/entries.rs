@@ -311,9 +311,12 @@ impl Datapath {
                 };
                 m.flood_ports.insert(key, port, 0)?;
             }
+            // The program reads only the first `flood_ports`; past them,
+            // only the slots the previous list used hold anything.
+            let before = net.flood_ports.min(MAX_FLOOD_PORTS);
             net.flood_ports = ports.len() as u32;
             m.networks.insert(net_id, net, 0)?;
-            for index in ports.len() as u32..MAX_FLOOD_PORTS {
+            for index in ports.len() as u32..before {
                 ignore_missing(m.flood_ports.remove(&FloodKey { net_id, index }))?;
             }
             Ok(())
