@@ -307,10 +307,9 @@ pub async fn worker(paths: Paths) -> Result<()> {
         // Only sandboxes changed since the table was made: the table takes
         // in just their change, in place (nobody is reading it), else it is
         // built anew and the old one dropped after the acknowledgement.
-        let mut old_table = None;
-        {
+        let updated = {
             let mut current = shared.table.write().expect("not poisoned");
-            let updated = match (changes, Arc::get_mut(&mut current)) {
+            match (changes, Arc::get_mut(&mut current)) {
                 (Some(c), Some(t))
                     if !c.networks && table_at == Some(seq_before) && t.searches(&search) =>
                 {
@@ -318,14 +317,13 @@ pub async fn worker(paths: Paths) -> Result<()> {
                     true
                 }
                 _ => false,
-            };
-            if !updated {
-                old_table = Some(std::mem::replace(
-                    &mut *current,
-                    Arc::new(Table::build(state, &search)),
-                ));
             }
-        }
+        };
+        // (Built outside the lock: queries go on meanwhile.)
+        let old_table = (!updated).then(|| {
+            let table = Arc::new(Table::build(state, &search));
+            std::mem::replace(&mut *shared.table.write().expect("not poisoned"), table)
+        });
         table_at = Some(state.seq);
         let gateways = shared.table().gateways.clone();
         *shared.upstreams.write().expect("not poisoned") = Arc::new(new_config.upstreams(&host));
