@@ -317,13 +317,6 @@ impl<T> From<T> for Shared<T> {
     }
 }
 
-impl<T: Clone> Shared<T> {
-    /// The value itself (copied if another state still holds it).
-    pub fn into_inner(self) -> T {
-        std::sync::Arc::unwrap_or_clone(self.0)
-    }
-}
-
 impl<T: Serialize> Serialize for Shared<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         self.0.serialize(s)
