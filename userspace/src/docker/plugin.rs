@@ -424,6 +424,9 @@ impl Worker {
                 )
             })?;
         ipam::allocate(&state, net, Some(ip))?;
+        if net.ipv6() && ip6.is_none() {
+            bail!("no IPv6 address given on a dual-stack network: bpfnet takes the address Docker's IPAM chose");
+        }
         ipam::allocate6(&state, net, ip6)?;
         ports::from_options(&r.options.unwrap_or_default())?;
         let given = (!iface.mac_address.is_empty())
