@@ -1,8 +1,10 @@
-//! Attaching the datapath: a clsact qdisc and one direct-action bpf filter
-//! per hook on every endpoint's host-side veth; reloads replace each
-//! filter's program in place under traffic (no packet lost, none unjudged,
-//! no connection reset), a layout change runs the old programs until the new
-//! ones are attached everywhere, and nothing is left behind.
+//! Attaching the datapath: a clsact qdisc on every endpoint's host-side veth,
+//! bound to two shared tc blocks that carry one direct-action bpf filter per
+//! hook; reloads replace each filter's program in place under traffic (no
+//! packet lost, none unjudged, no connection reset), a layout change runs
+//! the old programs until the new ones are attached everywhere (also on
+//! veths an older bpfnet gave blocks of their own), and nothing is left
+//! behind.
 
 use std::{thread, time::Duration};
 
@@ -15,6 +17,43 @@ fn prio() -> u64 {
 
 fn filter_name(prog: &str) -> String {
     format!("bpfnet-v{MAP_LAYOUT_VERSION}-{prog}")
+}
+
+/// The shared blocks every endpoint's clsact binds (ingress, egress).
+const BLOCKS: [&str; 2] = ["1651507201", "1651507202"];
+
+/// The blocks (ingress, egress) of each veth's clsact qdisc, "" for a
+/// block of its own.
+fn qdisc_blocks(h: &TestHost) -> Vec<(String, String, String)> {
+    let out = h.ok(&["tc", "-j", "qdisc", "show"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("tc -j qdisc show");
+    let block =
+        |q: &serde_json::Value, k: &str| q.get(k).map(|b| b.to_string()).unwrap_or_default();
+    let mut got: Vec<_> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|q| q["kind"] == "clsact")
+        .map(|q| {
+            (
+                q["dev"].as_str().unwrap_or("").to_string(),
+                block(q, "ingress_block"),
+                block(q, "egress_block"),
+            )
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+/// Asserts that `veths` (and no other link) bind the shared blocks.
+fn assert_shared_blocks(h: &TestHost, veths: &[&str]) {
+    let mut want: Vec<_> = veths
+        .iter()
+        .map(|v| (v.to_string(), BLOCKS[0].to_string(), BLOCKS[1].to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(qdisc_blocks(h), want, "clsact qdiscs and their blocks");
 }
 
 /// Asserts that exactly `veths` carry bpfnet's two filters of the current
@@ -189,15 +228,25 @@ fn under_traffic(p: &Pair, during: impl FnOnce(&dyn Fn() -> bool)) {
     assert_eq!(counts, vec![200, 0, 0], "{markers:?} frames received by b");
 }
 
-/// `create` puts a clsact qdisc with one direct-action filter per hook,
-/// running the pinned programs, on the endpoint's host-side veth; `rm` and
-/// `network disconnect` leave no qdisc and no filter behind.
+/// `create` puts a clsact qdisc on the endpoint's host-side veth, bound to
+/// the shared blocks, whose one direct-action filter per hook runs the
+/// pinned programs; `rm` and `network disconnect` leave no qdisc and no
+/// filter behind, and unbinding one veth leaves the others judged.
 #[test]
 fn endpoints_get_both_programs_as_direct_action_filters_and_leave_none_behind() {
     let p = pair("attach-filters");
     let h = &p.h;
     let [va, vb, vc] = ["a", "b", "c"].map(|s| h.host_veth(s, "eth0"));
     assert_attached_exactly(h, &[&va, &vb, &vc]);
+    assert_shared_blocks(h, &[&va, &vb, &vc]);
+    for block in BLOCKS {
+        let filters = h.ok(&["tc", "filter", "show", "block", block]);
+        assert_eq!(
+            filters.matches("bpfnet-v").count(),
+            1,
+            "block {block}: {filters}"
+        );
+    }
     // The guard is real: a forged source from a is dropped.
     let forged = format!("{},{},10.250.0.9,{},FORGEDFRAME", p.a_mac, p.b_mac, p.b_ip);
     let counts = h.count_received("b", "eth0", &["FORGEDFRAME"], || {
@@ -207,6 +256,19 @@ fn endpoints_get_both_programs_as_direct_action_filters_and_leave_none_behind() 
 
     h.bpfnet_ok(&["network", "disconnect", "net1", "b"]);
     assert_attached_exactly(h, &[&va, &vc]);
+    assert_shared_blocks(h, &[&va, &vc]);
+    // a and c, still bound to the blocks, are still guarded.
+    let forged = format!(
+        "{},{},10.250.0.9,{},FORGEDFRAME",
+        p.a_mac,
+        docker_mac(&p.c_ip),
+        p.c_ip
+    );
+    let counts = h.count_received("c", "eth0", &["FORGEDFRAME"], || {
+        h.py_in(Some("a"), &["sendp", "eth0", "5", &forged]);
+    });
+    assert_eq!(counts, vec![0], "forged frames reached c after b left");
+    h.assert_ping(Some("a"), &p.c_ip);
     h.bpfnet_ok(&["rm", "-f", "a", "c"]);
     // (The pairs of a removed sandbox go with its namespace, after `rm`.)
     assert_eq!(h.links_settled(&["lo"]), vec!["lo"], "links left");
@@ -227,7 +289,8 @@ fn reload_replaces_each_filters_program_in_place_under_traffic() {
     under_traffic(&p, |streaming| {
         while reloads < 3 || (streaming() && reloads < 20) {
             let out = h.bpfnet_ok(&["datapath", "load"]);
-            assert!(out.contains("replaced"), "{out}");
+            // One filter per shared block, whatever the number of veths.
+            assert!(out.contains("filters replaced in place: 2"), "{out}");
             reloads += 1;
             if reloads == 1 {
                 assert!(streaming(), "the TCP stream ended before the first reload");
@@ -237,12 +300,16 @@ fn reload_replaces_each_filters_program_in_place_under_traffic() {
     let after = h.pinned_prog_id("tc_ingress");
     assert_ne!(before, after, "reload kept the old program");
     assert_attached_exactly(h, &[&va, &vb, &vc]);
+    assert_shared_blocks(h, &[&va, &vb, &vc]);
 }
 
 /// A new map layout is attached behind the old one (a higher tc priority),
 /// so the old programs judge every packet until the new ones are on every
 /// veth; then the old filters and pins go. Simulated by moving the current
-/// attachment to the previous layout's priority and pin directory.
+/// attachment to the previous layout's priority and pin directory: on the
+/// shared blocks for a, and for b and c as an older bpfnet left them, on
+/// qdiscs with blocks of their own (which keep them: their filters are
+/// changed by device).
 #[test]
 fn layout_change_under_traffic_hands_over_without_an_unjudged_packet() {
     let p = pair("attach-layout");
@@ -261,20 +328,42 @@ fn layout_change_under_traffic_hands_over_without_an_unjudged_packet() {
             &format!("/sys/fs/bpf/bpfnet-v{old}-{prog}"),
         ]);
     }
-    for v in [&va, &vb, &vc] {
-        for (hook, prog) in [("ingress", "tc_ingress"), ("egress", "tc_egress")] {
+    for (v, own_blocks) in [(&va, false), (&vb, true), (&vc, true)] {
+        if own_blocks {
+            h.ok(&["tc", "qdisc", "del", "dev", v, "clsact"]);
+            h.ok(&["tc", "qdisc", "add", "dev", v, "clsact"]);
+        }
+        for (i, (hook, prog)) in [("ingress", "tc_ingress"), ("egress", "tc_egress")]
+            .into_iter()
+            .enumerate()
+        {
             let pin = format!("/sys/fs/bpf/bpfnet-v{old}-{prog}");
-            add_pinned_filter(h, v, hook, &old_prio, &pin);
+            if own_blocks {
+                add_pinned_filter(h, v, hook, &old_prio, &pin);
+                continue;
+            }
+            let block = ["block", BLOCKS[i]];
             h.ok(&[
-                "tc",
-                "filter",
-                "del",
-                "dev",
-                v,
-                hook,
-                "prio",
-                &prio().to_string(),
-            ]);
+                &["tc", "filter", "add"][..],
+                &block,
+                &[
+                    "prio",
+                    &old_prio,
+                    "handle",
+                    "1",
+                    "bpf",
+                    "da",
+                    "object-pinned",
+                    &pin,
+                ],
+            ]
+            .concat());
+            h.ok(&[
+                &["tc", "filter", "del"][..],
+                &block,
+                &["prio", &prio().to_string()],
+            ]
+            .concat());
         }
     }
     h.sh_ok(&format!(
@@ -289,6 +378,13 @@ fn layout_change_under_traffic_hands_over_without_an_unjudged_packet() {
         assert!(streaming(), "the TCP stream ended before the load did");
     });
     assert_attached_exactly(h, &[&va, &vb, &vc]);
+    let mut want = vec![
+        (va.clone(), BLOCKS[0].to_string(), BLOCKS[1].to_string()),
+        (vb.clone(), String::new(), String::new()),
+        (vc.clone(), String::new(), String::new()),
+    ];
+    want.sort();
+    assert_eq!(qdisc_blocks(h), want, "clsact qdiscs and their blocks");
     let pins = h.ok(&["ls", "/sys/fs/bpf/bpfnet"]);
     assert_eq!(
         pins.trim(),
@@ -297,14 +393,15 @@ fn layout_change_under_traffic_hands_over_without_an_unjudged_packet() {
     );
 }
 
-/// A veth that lost a filter (or never got its second one) is attached
+/// Veths that lost a filter (the shared ingress block's) are attached
 /// again by `datapath load`, and guarded again.
 #[test]
 fn datapath_load_reattaches_a_veth_missing_a_filter() {
     let p = pair("attach-repair");
     let h = &p.h;
     let [va, vb, vc] = ["a", "b", "c"].map(|s| h.host_veth(s, "eth0"));
-    h.ok(&[
+    // A shared block's filter is changed by the block, not by a device.
+    let by_device = h.run(&[
         "tc",
         "filter",
         "del",
@@ -314,7 +411,20 @@ fn datapath_load_reattaches_a_veth_missing_a_filter() {
         "prio",
         &prio().to_string(),
     ]);
-    assert_eq!(h.tc_filters().len(), 5);
+    assert!(
+        !by_device.success() && by_device.stderr.contains("shared"),
+        "{by_device}"
+    );
+    h.ok(&[
+        "tc",
+        "filter",
+        "del",
+        "block",
+        BLOCKS[0],
+        "prio",
+        &prio().to_string(),
+    ]);
+    assert_eq!(h.tc_filters().len(), 3, "{:?}", h.tc_filters());
     h.bpfnet_ok(&["datapath", "load"]);
     assert_attached_exactly(h, &[&va, &vb, &vc]);
     let forged = format!("{},{},10.250.0.9,{},FORGEDFRAME", p.a_mac, p.b_mac, p.b_ip);

@@ -3,23 +3,40 @@
 //! (`BPF_LINK_CREATE`, which waits for an RCU grace period on every attach),
 //! adding a filter costs one netlink round trip, and the qdisc plus both
 //! filters go in one send. A filter holds its program and lives as long as
-//! its device: nothing to pin for it to outlive the process, and deleting the
-//! veth takes qdisc and filters with it.
+//! its block: nothing to pin for it to outlive the process, and deleting the
+//! veth unbinds its qdisc (and the filters with the last device bound).
+//!
+//! Every endpoint's qdisc binds the same two *shared* tc blocks (one per
+//! hook, `SHARED_BLOCKS`): the filters exist once per namespace and judge
+//! every device bound to the block. A private block per qdisc would cost
+//! each new qdisc a walk of the kernel's list of indirect flow blocks (one
+//! entry per block on the host: `flow_indr_dev_setup_offload`), which grows
+//! with the number of endpoints; binding an existing shared block does not.
+//! The kernel lets a shared block's filters change only by the block's
+//! index (`Hook::Block`); a listing by device shows them, with the block.
+//! A qdisc an older bpfnet made has blocks of its own: its filters are
+//! still changed by device and hook (`Hook::Device`).
 use std::io;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use rtnetlink::{
     packet_core::{
-        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-        NLM_F_REPLACE, NLM_F_REQUEST,
+        DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _, NLM_F_ACK,
+        NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
     },
     packet_route::{
         link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
-        tc::{TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption},
+        tc::{TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcHeader, TcMessage, TcOption},
         RouteNetlinkMessage,
     },
     sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr},
 };
+
+/// The tc blocks every endpoint's clsact qdisc binds, ingress and egress
+/// (their indexes are per network namespace; `tc filter show block N`).
+pub const SHARED_BLOCKS: [u32; 2] = [0x6270_0001, 0x6270_0002];
+/// `TCA_INGRESS_BLOCK`, `TCA_EGRESS_BLOCK` (include/uapi/linux/rtnetlink.h).
+const TCA_BLOCKS: [u16; 2] = [13, 14];
 
 const ETH_P_ALL: u16 = 0x0003;
 /// The clsact qdisc's own handle (`ffff:`), as `tc` gives it.
@@ -28,10 +45,10 @@ const CLSACT_HANDLE: TcHandle = TcHandle {
     minor: 0,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
-    Ingress,
-    Egress,
+    Ingress = 0,
+    Egress = 1,
 }
 
 impl Direction {
@@ -63,6 +80,19 @@ pub struct Filter {
     pub handle: u32,
     pub name: String,
     pub prog_id: u32,
+    /// The shared block it sits on (`None`: the device's own block). One
+    /// filter of a shared block is listed once per device bound to it.
+    pub block: Option<u32>,
+}
+
+impl Filter {
+    /// Where a change of this filter (listed on `ifindex`) must be sent.
+    pub fn hook(&self, ifindex: u32) -> Hook {
+        match self.block {
+            Some(block) => Hook::Block(block),
+            None => Hook::Device(ifindex, self.direction),
+        }
+    }
 }
 
 /// A NETLINK_ROUTE socket of the calling thread's network namespace.
@@ -76,9 +106,46 @@ fn tc_info(prio: u16) -> u32 {
     (u32::from(prio) << 16) | u32::from(ETH_P_ALL.to_be())
 }
 
-fn filter_message(ifindex: u32, f: &NewFilter) -> RouteNetlinkMessage {
-    let mut msg = TcMessage::with_index(ifindex as i32);
-    msg.header.parent = f.direction.parent();
+/// Where a filter sits: one device's hook (its own block), or a shared
+/// block, which the kernel lets change only by its index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Device(u32, Direction),
+    Block(u32),
+}
+
+impl Hook {
+    /// The shared block of `direction`.
+    pub fn shared(direction: Direction) -> Hook {
+        Hook::Block(SHARED_BLOCKS[direction as usize])
+    }
+
+    fn header(self, msg: &mut TcMessage) {
+        match self {
+            Hook::Device(ifindex, direction) => {
+                msg.header.index = ifindex as i32;
+                msg.header.parent = direction.parent();
+            }
+            Hook::Block(block) => {
+                msg.header.index = TcHeader::TCM_IFINDEX_MAGIC_BLOCK as i32;
+                msg.header.parent = block.into();
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::Device(ifindex, d) => write!(f, "ifindex {ifindex} {d:?}"),
+            Hook::Block(b) => write!(f, "block {b:#x}"),
+        }
+    }
+}
+
+fn filter_message(hook: Hook, f: &NewFilter) -> RouteNetlinkMessage {
+    let mut msg = TcMessage::default();
+    hook.header(&mut msg);
     msg.header.handle = f.handle.into();
     msg.header.info = tc_info(f.prio);
     msg.attributes = vec![
@@ -97,6 +164,19 @@ fn clsact_message(ifindex: u32) -> TcMessage {
     msg.header.parent = TcHandle::CLSACT;
     msg.header.handle = CLSACT_HANDLE;
     msg.attributes = vec![TcAttribute::Kind("clsact".into())];
+    msg
+}
+
+/// A new clsact qdisc bound to the shared blocks. (On a device that has a
+/// clsact already, the kernel keeps it as it is: blocks cannot change.)
+fn shared_clsact_message(ifindex: u32) -> TcMessage {
+    let mut msg = clsact_message(ifindex);
+    for (kind, block) in TCA_BLOCKS.into_iter().zip(SHARED_BLOCKS) {
+        msg.attributes.push(TcAttribute::Other(DefaultNla::new(
+            kind,
+            block.to_ne_bytes().to_vec(),
+        )));
+    }
     msg
 }
 
@@ -210,52 +290,109 @@ impl Tc {
         }
     }
 
-    /// Adds the clsact qdisc if missing and installs (or atomically replaces,
-    /// same prio and handle) the given filters: one send, one answer each.
-    /// On failure nothing of this call is left behind.
+    /// Adds the clsact qdisc, bound to the shared blocks, and installs (or
+    /// atomically replaces, same prio and handle: on a block that has them,
+    /// a replace by the same program) the given filters on those blocks:
+    /// one send, one answer each. A device that has a clsact already keeps
+    /// it: its filters go where its qdisc's blocks are (its own blocks, if
+    /// an older bpfnet made it). On failure a qdisc this call made goes;
+    /// never a shared block's filters, which judge the other devices.
     pub fn attach(&mut self, ifindex: u32, filters: &[NewFilter]) -> Result<()> {
         let mut msgs = vec![(
-            RouteNetlinkMessage::NewQueueDiscipline(clsact_message(ifindex)),
-            NLM_F_CREATE,
+            RouteNetlinkMessage::NewQueueDiscipline(shared_clsact_message(ifindex)),
+            NLM_F_CREATE | NLM_F_EXCL,
         )];
         for f in filters {
-            msgs.push((filter_message(ifindex, f), NLM_F_CREATE | NLM_F_REPLACE));
+            msgs.push((
+                filter_message(Hook::shared(f.direction), f),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            ));
         }
-        let answers = self.batch(msgs)?;
-        if let Some((i, Err(e))) = answers.into_iter().enumerate().find(|(_, a)| a.is_err()) {
-            for f in filters {
-                let _ = self.delete_filter(ifindex, f.direction, f.prio);
+        let mut answers = self.batch(msgs)?.into_iter();
+        match answers.next().expect("one answer per message") {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                return self.attach_existing(ifindex, filters);
             }
-            let what = match i {
-                0 => "adding the clsact qdisc".to_string(),
-                i => format!("adding filter {}", filters[i - 1].name),
-            };
-            return Err(e).context(what);
+            Err(e) => return Err(e).context("adding the clsact qdisc"),
+        }
+        if let Some((f, Err(e))) = filters.iter().zip(answers).find(|(_, a)| a.is_err()) {
+            let _ = self.delete_clsact(ifindex);
+            return Err(e).with_context(|| format!("adding filter {}", f.name));
         }
         Ok(())
     }
 
+    /// `attach` on a device with a clsact qdisc: the filters go to each
+    /// hook's block, shared or the device's own.
+    fn attach_existing(&mut self, ifindex: u32, filters: &[NewFilter]) -> Result<()> {
+        let blocks = self.clsact_blocks(ifindex)?;
+        for f in filters {
+            let hook = match blocks[f.direction as usize] {
+                Some(block) => Hook::Block(block),
+                None => Hook::Device(ifindex, f.direction),
+            };
+            self.replace_at(hook, f, NLM_F_CREATE | NLM_F_REPLACE)
+                .with_context(|| format!("adding filter {} ({hook})", f.name))?;
+        }
+        Ok(())
+    }
+
+    /// The shared blocks (ingress, egress) the clsact qdisc of `ifindex`
+    /// binds; `None` for a hook with a block of its own.
+    fn clsact_blocks(&mut self, ifindex: u32) -> Result<[Option<u32>; 2]> {
+        let msgs = self.dump(RouteNetlinkMessage::GetQueueDiscipline(
+            TcMessage::with_index(ifindex as i32),
+        ))?;
+        let mut blocks = [None, None];
+        for m in msgs {
+            let RouteNetlinkMessage::NewQueueDiscipline(m) = m else {
+                continue;
+            };
+            if m.header.index as u32 != ifindex || m.header.parent != TcHandle::CLSACT {
+                continue;
+            }
+            for a in &m.attributes {
+                let TcAttribute::Other(nla) = a else { continue };
+                let Some(i) = TCA_BLOCKS.iter().position(|k| *k == nla.kind()) else {
+                    continue;
+                };
+                let mut v = [0u8; 4];
+                if nla.value_len() == 4 {
+                    nla.emit_value(&mut v);
+                    blocks[i] = Some(u32::from_ne_bytes(v)).filter(|b| *b != 0);
+                }
+            }
+        }
+        Ok(blocks)
+    }
+
     /// Atomically points an existing filter at another program (same
-    /// direction, prio and handle: `tc filter replace`). No moment without a
+    /// hook, prio and handle: `tc filter replace`). No moment without a
     /// program.
-    pub fn replace(&mut self, ifindex: u32, f: &NewFilter) -> Result<()> {
+    pub fn replace(&mut self, hook: Hook, f: &NewFilter) -> Result<()> {
+        self.replace_at(hook, f, NLM_F_REPLACE)
+            .with_context(|| format!("replacing filter {} of {hook}", f.name))
+    }
+
+    fn replace_at(&mut self, hook: Hook, f: &NewFilter, flags: u16) -> Result<()> {
         let answer = self
-            .batch(vec![(filter_message(ifindex, f), NLM_F_REPLACE)])?
+            .batch(vec![(filter_message(hook, f), flags)])?
             .remove(0);
-        answer.with_context(|| format!("replacing filter {} of ifindex {ifindex}", f.name))
+        Ok(answer?)
     }
 
     /// Deletes the filters at `prio` (missing ones are fine).
-    pub fn delete_filter(&mut self, ifindex: u32, direction: Direction, prio: u16) -> Result<()> {
-        let mut msg = TcMessage::with_index(ifindex as i32);
-        msg.header.parent = direction.parent();
+    pub fn delete_filter(&mut self, hook: Hook, prio: u16) -> Result<()> {
+        let mut msg = TcMessage::default();
+        hook.header(&mut msg);
         msg.header.info = tc_info(prio);
         match self
             .batch(vec![(RouteNetlinkMessage::DelTrafficFilter(msg), 0)])?
             .remove(0)
         {
             Err(e) if !gone(&e) => {
-                Err(e).with_context(|| format!("deleting filter prio {prio} of ifindex {ifindex}"))
+                Err(e).with_context(|| format!("deleting filter prio {prio} of {hook}"))
             }
             _ => Ok(()),
         }
@@ -299,6 +436,10 @@ impl Tc {
                 handle,
                 name: String::new(),
                 prog_id: 0,
+                // A shared block's filters come with the block's index in
+                // place of the parent.
+                block: (m.header.index as u32 == TcHeader::TCM_IFINDEX_MAGIC_BLOCK)
+                    .then(|| m.header.parent.into()),
             };
             let mut bpf = false;
             for a in m.attributes {

@@ -28,7 +28,7 @@ pub async fn run(paths: &Paths, cmd: DatapathCmd) -> Result<ExitCode> {
             for (name, id) in &report.programs {
                 println!("  {name:<12} id {id}");
             }
-            println!("attachments replaced in place: {}", report.replaced);
+            println!("filters replaced in place: {}", report.replaced);
             println!("maps (pinned under {}):", paths.maps_dir().display());
             for m in &report.maps {
                 println!("  {}", m.file_name().unwrap_or_default().to_string_lossy());

@@ -67,7 +67,7 @@ fn is_current(f: &Filter) -> bool {
 pub struct LoadReport {
     pub programs: Vec<(String, u32)>,
     pub maps: Vec<PathBuf>,
-    /// Attachments whose program was replaced in place.
+    /// Filters whose program was replaced in place (a shared block's once).
     pub replaced: usize,
 }
 
@@ -153,6 +153,18 @@ fn our_filters(tc: &mut Tc) -> Result<Vec<(u32, String, Filter)>> {
         }
     }
     Ok(out)
+}
+
+/// Each filter once: one of a shared block is listed for every device bound
+/// to it, and a change through any of them is the block's.
+fn once_per_block(
+    filters: &[(u32, String, Filter)],
+) -> impl Iterator<Item = &(u32, String, Filter)> {
+    let mut seen = std::collections::HashSet::new();
+    filters.iter().filter(move |(_, _, f)| {
+        f.block
+            .is_none_or(|b| seen.insert((b, f.direction, f.prio, f.handle)))
+    })
 }
 
 /// A mutex whose holder cannot leave the guarded value half-changed in a
@@ -254,7 +266,9 @@ impl Datapath {
                 .with_context(|| format!("verifying program {name}"))?;
             let fd = prog.fd()?.as_fd().as_raw_fd();
             let fname = filter_name(name);
-            for (ifindex, _, f) in attached.iter().filter(|(.., f)| f.direction == direction) {
+            for (ifindex, _, f) in
+                once_per_block(&attached).filter(|(.., f)| f.direction == direction)
+            {
                 let new = NewFilter {
                     direction,
                     prio: f.prio,
@@ -262,7 +276,7 @@ impl Datapath {
                     prog_fd: fd,
                     name: &fname,
                 };
-                match tc.replace(*ifindex, &new) {
+                match tc.replace(f.hook(*ifindex), &new) {
                     Ok(()) => report.replaced += 1,
                     // The veth went away meanwhile: nothing left to replace.
                     Err(e) if tc::is_gone(&e) => {}
@@ -288,9 +302,10 @@ impl Datapath {
     pub fn remove_other_layouts(paths: &Paths) -> Result<Vec<PathBuf>> {
         let mut removed = vec![];
         let mut tc = Tc::open()?;
-        for (ifindex, _, f) in our_filters(&mut tc)? {
+        let filters = our_filters(&mut tc)?;
+        for (ifindex, _, f) in once_per_block(&filters) {
             if f.prio != layout_prio(MAP_LAYOUT_VERSION) {
-                tc.delete_filter(ifindex, f.direction, f.prio)?;
+                tc.delete_filter(f.hook(*ifindex), f.prio)?;
             }
         }
         let legacy_links = paths.legacy_links_dir();
