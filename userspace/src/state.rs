@@ -345,8 +345,13 @@ impl State {
 
     /// Lowest counter slot no endpoint uses.
     pub fn free_slot(&self) -> u32 {
-        let used: std::collections::BTreeSet<u32> = self.endpoints().map(|(_, e)| e.slot).collect();
-        (0..).find(|s| !used.contains(s)).expect("u32 slots")
+        let mut used: Vec<u32> = self.endpoints().map(|(_, e)| e.slot).collect();
+        used.sort_unstable();
+        used.dedup();
+        // Sorted and distinct: slot i is free where the i-th used one is not i.
+        (0..used.len())
+            .find(|&i| used[i] != i as u32)
+            .unwrap_or(used.len()) as u32
     }
 
     /// Lowest datapath network id (from 1) no network uses.

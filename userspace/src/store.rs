@@ -3,10 +3,13 @@
 //! changes committed since (the sandboxes, networks and rules an operation
 //! added, changed or removed, with its `last_op`). A commit appends one line
 //! and makes it durable, so its cost follows the size of the change, not
-//! the number of sandboxes; when the log has grown to a quarter of the
-//! snapshot's size a commit writes a new snapshot instead (atomically and durably,
-//! `fsutil::atomic_write`) and starts an empty log — amortised, still O(1)
-//! per commit.
+//! the number of sandboxes; when the log has grown past `COMPACT_BYTES` a
+//! commit writes a new snapshot instead (atomically and durably,
+//! `fsutil::atomic_write`) and starts an empty log. Every reader parses the
+//! snapshot and the log: a log bounded in bytes, not by a share of the
+//! snapshot, keeps what a read adds to the snapshot's parse small at any
+//! number of sandboxes (a snapshot of 2,000 every ~70 commits costs each a
+//! small share of one parse; a log of a quarter of it cost every read).
 //!
 //! A line is committed once whole (newline-terminated) on disk; a torn last
 //! line (a crash during the append) is no commit, is ignored by readers and
@@ -45,10 +48,9 @@ pub const LOCK_TIMEOUT_SECS: u64 = 60;
 /// A short hold is ordinary (another command is running); only a longer one
 /// is worth a line.
 const LOCK_QUIET: Duration = Duration::from_secs(3);
-/// A log shorter than this is never compacted, whatever the snapshot's size;
-/// beyond it, once it has a quarter of the snapshot's size (every reader
-/// parses both; `BPFNET_TEST_STORE_COMPACT` sets the threshold instead).
-const MIN_COMPACT_BYTES: u64 = 64 * 1024;
+/// The log's size at which a commit writes a snapshot instead (about 70
+/// commits of one sandbox; `BPFNET_TEST_STORE_COMPACT` sets it instead).
+const COMPACT_BYTES: u64 = 32 * 1024;
 
 /// One commit in `state.log`: every object it changed, `null` for removed.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -228,7 +230,7 @@ impl Locked {
         }
         let mut line = serde_json::to_vec(&record)?;
         line.push(b'\n');
-        let threshold = compact_threshold(self.snapshot_len);
+        let threshold = compact_threshold();
         let migrate = self.saved.version != STATE_VERSION
             || self.snapshot_len == 0
             || std::mem::take(&mut self.compact_next);
@@ -297,11 +299,11 @@ impl Locked {
 }
 
 /// The log size at which a commit writes a snapshot instead.
-fn compact_threshold(snapshot_len: u64) -> u64 {
+fn compact_threshold() -> u64 {
     std::env::var("BPFNET_TEST_STORE_COMPACT")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| (snapshot_len / 4).max(MIN_COMPACT_BYTES))
+        .unwrap_or(COMPACT_BYTES)
 }
 
 /// Only root may open anything in the state directory: whoever can open the
@@ -747,6 +749,7 @@ fn parse_snapshot(path: &Path, bytes: &[u8]) -> Result<State> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Endpoint;
 
     const SAMPLE: &str = r#"{"networks": {"n": {"id": "x", "name": "n", "created": "", "driver": "bridge",
         "net_id": 1, "subnet": "10.1.0.0/16", "gateway": "10.1.0.1", "internal": false, "options": {}}},
@@ -828,6 +831,35 @@ mod tests {
         l.state.sandboxes.insert(name.into(), sandbox(name).into());
         l.state.last_op = Some(op.into());
         l.save().unwrap();
+    }
+
+    #[test]
+    fn the_free_slot_is_the_lowest_no_endpoint_uses() {
+        let mut st = State::default();
+        assert_eq!(st.free_slot(), 0);
+        for (name, slots) in [("a", vec![0, 2]), ("b", vec![3, 2]), ("c", vec![5])] {
+            let mut sb = sandbox(name);
+            let ep = sb.endpoints[0].clone();
+            sb.endpoints = slots
+                .into_iter()
+                .map(|slot| Endpoint { slot, ..ep.clone() })
+                .collect();
+            st.sandboxes.insert(name.into(), sb.into());
+        }
+        assert_eq!(st.free_slot(), 1);
+        st.sandboxes.insert("d".into(), {
+            let mut sb = sandbox("d");
+            sb.endpoints[0].slot = 1;
+            sb.into()
+        });
+        assert_eq!(st.free_slot(), 4);
+        st.sandboxes.remove("c");
+        st.sandboxes.insert("e".into(), {
+            let mut sb = sandbox("e");
+            sb.endpoints[0].slot = 4;
+            sb.into()
+        });
+        assert_eq!(st.free_slot(), 5);
     }
 
     fn names(s: &State) -> Vec<&str> {
