@@ -70,3 +70,37 @@ fn run_with_rm_runs_in_a_fresh_sandbox_and_removes_it() {
     h.bpfnet_ok(&["run", "--name", "r2", "--", "true"]);
     assert_eq!(h.netns_list(), vec!["r2"]);
 }
+
+/// `/run/netns` is a shared mount, as iproute2 makes it: a sandbox created
+/// after another mount namespace was copied from the host's (a runtime's,
+/// a long `ip netns exec` session's) is a namespace there too, not the
+/// empty file its bind mount sits on.
+#[test]
+fn sandboxes_created_later_reach_mount_namespaces_copied_before() {
+    let h = TestHost::new("exec-propagation");
+    // As on a host where nothing made it shared yet: bpfnet must.
+    h.ok(&["mount", "--make-private", "/run/netns"]);
+    h.create("first", &[]);
+    let mut copy = h.spawn(&[
+        "unshare",
+        "-m",
+        "--propagation",
+        "unchanged",
+        "sh",
+        "-c",
+        "echo pid $$; exec sleep 600",
+    ]);
+    let line = copy.wait_line("pid ", CMD_TIMEOUT);
+    let pid = line.trim_start_matches("pid ").trim().to_string();
+    h.create("later", &[]);
+    for sandbox in ["first", "later"] {
+        let out = h.ok(&[
+            "nsenter", "-t", &pid, "-m", "ip", "netns", "exec", sandbox, "ip", "-o", "link",
+        ]);
+        assert!(out.contains("lo:"), "{sandbox}: {out}");
+    }
+    let out = h.ok(&[
+        "nsenter", "-t", &pid, "-m", "ip", "netns", "exec", "later", "ip", "-o", "addr",
+    ]);
+    assert!(out.contains("eth0"), "later has its endpoint there: {out}");
+}
