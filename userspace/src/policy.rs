@@ -92,7 +92,7 @@ pub fn check_join(state: &State, sandbox: &str, network: &str) -> Result<()> {
             || state
                 .sandboxes
                 .get(sel)
-                .is_some_and(|s| s.mode == NetworkMode::Container(owner.into()))
+                .is_some_and(|s| s.mode.shares(owner))
     };
     if let Some(rule) = state
         .policies

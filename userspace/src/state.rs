@@ -134,6 +134,11 @@ pub enum NetworkMode {
 }
 
 impl NetworkMode {
+    /// Whether this is `container:NAME` (no String made to compare).
+    pub fn shares(&self, name: &str) -> bool {
+        matches!(self, NetworkMode::Container(other) if other == name)
+    }
+
     pub fn display(&self) -> String {
         match self {
             NetworkMode::Networks(first) => first.clone(),
@@ -365,7 +370,7 @@ impl State {
     pub fn sharers_of(&self, name: &str) -> Vec<String> {
         self.sandboxes
             .values()
-            .filter(|s| s.mode == NetworkMode::Container(name.to_string()))
+            .filter(|s| s.mode.shares(name))
             .map(|s| s.name.clone())
             .collect()
     }

@@ -151,9 +151,12 @@ struct OnDisk {
 /// The state, held under the lock until dropped (or read without the lock,
 /// for commands that only read).
 pub struct Locked {
-    pub state: State,
-    /// The state as committed on disk (what the next commit is a change of).
-    saved: State,
+    /// The working state: what the next commit writes.
+    state: State,
+    /// The state as committed on disk (what the next commit is a change
+    /// of); `None` while the working state is still that state, so that
+    /// reading costs no copy of every sandbox (see `state_mut`).
+    saved: Option<State>,
     snapshot_len: u64,
     log_len: u64,
     /// The next commit writes a snapshot, whatever the log's size.
@@ -165,13 +168,41 @@ pub struct Locked {
 impl Locked {
     fn new(paths: &Paths, disk: OnDisk, lock: Option<Flock<File>>) -> Self {
         Locked {
-            saved: disk.state.clone(),
+            saved: None,
             state: disk.state,
             snapshot_len: disk.snapshot_len,
             log_len: disk.log_len,
             compact_next: false,
             lock,
             paths: paths.clone(),
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The working state, to change (the committed one is kept first).
+    pub fn state_mut(&mut self) -> &mut State {
+        if self.saved.is_none() {
+            self.saved = Some(self.state.clone());
+        }
+        &mut self.state
+    }
+
+    /// Makes `new` the working state (the committed one is kept: moved, not
+    /// copied, when the working state was still it).
+    pub fn set_state(&mut self, new: State) {
+        let old = std::mem::replace(&mut self.state, new);
+        if self.saved.is_none() {
+            self.saved = Some(old);
+        }
+    }
+
+    /// The committed state again as the working state.
+    pub fn revert(&mut self) {
+        if let Some(saved) = &self.saved {
+            self.state = saved.clone();
         }
     }
 
@@ -222,16 +253,20 @@ impl Locked {
         if self.lock.is_none() {
             bail!("internal error: writing the state without holding the lock");
         }
+        let Some(mut saved) = self.saved.take() else {
+            return Ok(()); // nothing was changed
+        };
         self.state.version = STATE_VERSION;
-        let record = Record::between(&self.saved, &self.state);
-        if record.is_empty() && record.last_op == self.saved.last_op {
-            self.state.seq = self.saved.seq;
+        let record = Record::between(&saved, &self.state);
+        if record.is_empty() && record.last_op == saved.last_op {
+            self.state.seq = saved.seq;
+            self.saved = Some(saved);
             return Ok(());
         }
         let mut line = serde_json::to_vec(&record)?;
         line.push(b'\n');
         let threshold = compact_threshold();
-        let migrate = self.saved.version != STATE_VERSION
+        let migrate = saved.version != STATE_VERSION
             || self.snapshot_len == 0
             || std::mem::take(&mut self.compact_next);
         self.state.seq = record.seq;
@@ -241,11 +276,13 @@ impl Locked {
             self.append(&line)
         };
         if let Err(e) = written {
-            self.state.seq = self.saved.seq;
+            self.state.seq = saved.seq;
+            self.saved = Some(saved);
             return Err(e);
         }
-        record.apply(&mut self.saved);
-        self.saved.version = STATE_VERSION;
+        record.apply(&mut saved);
+        saved.version = STATE_VERSION;
+        self.saved = Some(saved);
         Ok(())
     }
 
@@ -825,11 +862,13 @@ mod tests {
     /// Commits `op` adding sandbox `name`.
     fn add(l: &mut Locked, name: &str, op: &str) {
         let sample = parse(SAMPLE.as_bytes()).unwrap();
-        l.state
+        l.state_mut()
             .networks
             .insert("n".into(), sample.networks["n"].clone());
-        l.state.sandboxes.insert(name.into(), sandbox(name).into());
-        l.state.last_op = Some(op.into());
+        l.state_mut()
+            .sandboxes
+            .insert(name.into(), sandbox(name).into());
+        l.state_mut().last_op = Some(op.into());
         l.save().unwrap();
     }
 
@@ -894,8 +933,8 @@ mod tests {
         assert_eq!(d.log_lines(), 0);
         add(&mut l, "b", "op2");
         add(&mut l, "c", "op3");
-        l.state.sandboxes.remove("a");
-        l.state.last_op = Some("op4".into());
+        l.state_mut().sandboxes.remove("a");
+        l.state_mut().last_op = Some("op4".into());
         l.save().unwrap();
         assert_eq!(d.log_lines(), 3);
         let log = std::fs::read_to_string(d.0.state_log()).unwrap();
@@ -910,6 +949,36 @@ mod tests {
         // Nothing changed, nothing written.
         l.save().unwrap();
         assert_eq!(d.log_lines(), 3);
+    }
+
+    /// A working state set whole (a command's target) commits as the change
+    /// from the committed one; `revert` brings the committed one back, also
+    /// in a process that read the state without changing it first.
+    #[test]
+    fn a_state_set_whole_commits_its_change_and_revert_restores_the_committed_one() {
+        let d = Dir::new("set");
+        let mut l = Locked::acquire(&d.0).unwrap();
+        add(&mut l, "a", "op1");
+        add(&mut l, "b", "op2");
+        drop(l);
+        let mut l = Locked::acquire(&d.0).unwrap();
+        let mut target = l.state().clone();
+        target.sandboxes.remove("a");
+        target.sandboxes.insert("c".into(), sandbox("c").into());
+        target.last_op = Some("op3".into());
+        l.set_state(target.clone());
+        l.revert();
+        assert_eq!(names(l.state()), ["a", "b"]);
+        l.save().unwrap();
+        assert_eq!(d.log_lines(), 1, "a reverted state commits nothing");
+        l.set_state(target);
+        l.save().unwrap();
+        let log = std::fs::read_to_string(d.0.state_log()).unwrap();
+        let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+        assert_eq!(last["sandboxes"]["a"], serde_json::Value::Null);
+        assert_eq!(last["sandboxes"]["c"]["name"], "c");
+        assert_eq!(last["sandboxes"].as_object().map(|o| o.len()), Some(2));
+        assert_eq!(names(&snapshot(&d.0).unwrap()), ["b", "c"]);
     }
 
     #[test]
@@ -1000,8 +1069,8 @@ mod tests {
         assert!(changes.is_none(), "the first look reads it whole");
         add(&mut l, "b", "op2");
         add(&mut l, "c", "op3");
-        l.state.sandboxes.get_mut("b").unwrap().id = "changed".into();
-        l.state.last_op = Some("op4".into());
+        l.state_mut().sandboxes.get_mut("b").unwrap().id = "changed".into();
+        l.state_mut().last_op = Some("op4".into());
         l.save().unwrap();
         let offset = f.offset;
         let changes = f.catch_up().expect("appended lines are read incrementally");
@@ -1017,8 +1086,8 @@ mod tests {
             .collect();
         assert_eq!(seen, [("b", None), ("c", None), ("b", Some("y"))]);
         l.compact_next = true;
-        l.state.sandboxes.remove("a");
-        l.state.last_op = Some("op5".into());
+        l.state_mut().sandboxes.remove("a");
+        l.state_mut().last_op = Some("op5".into());
         l.save().unwrap();
         assert!(f.catch_up().is_none(), "a new snapshot is read whole");
         assert_eq!(names(f.refresh().unwrap().0), ["b", "c"]);

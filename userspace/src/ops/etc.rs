@@ -133,9 +133,10 @@ pub fn remove(name: &str) -> Result<()> {
 /// rewrites the files of the sandboxes that link to it or share its
 /// namespace. Best effort: the operation itself has committed.
 pub fn refresh_dependents(state: &State, name: &str) {
-    let dependents = state.sandboxes.values().filter(|s| {
-        s.links.iter().any(|l| l.target == name) || s.mode == NetworkMode::Container(name.into())
-    });
+    let dependents = state
+        .sandboxes
+        .values()
+        .filter(|s| s.links.iter().any(|l| l.target == name) || s.mode.shares(name));
     for d in dependents {
         if let Err(e) = write(state, &d.name) {
             eprintln!("warning: updating /etc/netns/{}: {e:#}", d.name);

@@ -149,7 +149,7 @@ impl Controller {
                 driver::of(net).network_down(&c.host, net).await?;
                 removed.push(format!("network {}", net.name));
             }
-            c.locked.state = State::default();
+            c.locked.set_state(State::default());
             removed.extend(c.gc().await?);
             locked = c.locked;
         }

@@ -132,7 +132,7 @@ impl Controller {
         }
         let locked = Locked::read_only(paths)?;
         match Datapath::open(paths) {
-            Some(dp) if locked.state.networks.contains_key("bridge") => Ok(Controller {
+            Some(dp) if locked.state().networks.contains_key("bridge") => Ok(Controller {
                 paths: paths.clone(),
                 locked,
                 host: Host {
@@ -195,7 +195,7 @@ impl Controller {
         let report = Datapath::load(&self.paths)?;
         self.host.dp = Datapath::open_or_load(&self.paths)?;
         fault::point("load:programs");
-        let state = &mut self.locked.state;
+        let state = self.locked.state_mut();
         for (name, driver) in [
             ("bridge", DriverKind::Bridge),
             ("host", DriverKind::Host),
@@ -229,7 +229,7 @@ impl Controller {
     }
 
     pub fn state(&self) -> &State {
-        &self.locked.state
+        self.locked.state()
     }
 
     pub fn datapath(&self) -> &Datapath {
@@ -351,10 +351,10 @@ impl Controller {
         // The policy maps are rewritten whole: only when they change (most
         // creates and removals name no rule).
         let same_policy = compile::compile(self.state()) == *policy;
-        let old = std::mem::replace(&mut self.locked.state, target);
+        self.locked.set_state(target);
         let saved = self.commit_derived(policy, !same_policy);
         if saved.is_err() {
-            self.locked.state = old;
+            self.locked.revert();
         }
         saved
     }
@@ -424,7 +424,7 @@ impl Controller {
                 .sync_members(&self.host, &state, net)
                 .await?;
         }
-        self.locked.state = state;
+        self.locked.set_state(state);
         Ok(())
     }
 }
