@@ -874,30 +874,25 @@ mod tests {
 
     #[test]
     fn the_free_slot_is_the_lowest_no_endpoint_uses() {
-        let mut st = State::default();
-        assert_eq!(st.free_slot(), 0);
-        for (name, slots) in [("a", vec![0, 2]), ("b", vec![3, 2]), ("c", vec![5])] {
+        let on_slots = |name: &str, slots: &[u32]| -> Shared<Sandbox> {
             let mut sb = sandbox(name);
             let ep = sb.endpoints[0].clone();
             sb.endpoints = slots
-                .into_iter()
-                .map(|slot| Endpoint { slot, ..ep.clone() })
+                .iter()
+                .map(|&slot| Endpoint { slot, ..ep.clone() })
                 .collect();
-            st.sandboxes.insert(name.into(), sb.into());
+            sb.into()
+        };
+        let mut st = State::default();
+        assert_eq!(st.free_slot(), 0);
+        for (name, slots) in [("a", [0, 2].as_slice()), ("b", &[3, 2]), ("c", &[5])] {
+            st.sandboxes.insert(name.into(), on_slots(name, slots));
         }
         assert_eq!(st.free_slot(), 1);
-        st.sandboxes.insert("d".into(), {
-            let mut sb = sandbox("d");
-            sb.endpoints[0].slot = 1;
-            sb.into()
-        });
+        st.sandboxes.insert("d".into(), on_slots("d", &[1]));
         assert_eq!(st.free_slot(), 4);
         st.sandboxes.remove("c");
-        st.sandboxes.insert("e".into(), {
-            let mut sb = sandbox("e");
-            sb.endpoints[0].slot = 4;
-            sb.into()
-        });
+        st.sandboxes.insert("e".into(), on_slots("e", &[4]));
         assert_eq!(st.free_slot(), 5);
     }
 

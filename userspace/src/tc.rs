@@ -312,6 +312,9 @@ impl Tc {
         match answers.next().expect("one answer per message") {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                // The filters above went to the shared blocks whatever this
+                // device binds (a replace by the same program, or no such
+                // block yet): their answers do not tell about this device.
                 return self.attach_existing(ifindex, filters);
             }
             Err(e) => return Err(e).context("adding the clsact qdisc"),
